@@ -1,0 +1,1 @@
+"""GeoMFormer machine-learning force field."""
