@@ -1,0 +1,119 @@
+"""The ASE calculator: convert, call the potential, convert units, store results."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from ase.calculators.calculator import (
+    Calculator,
+    PropertyNotImplementedError,
+    all_changes,
+)
+from ase.stress import full_3x3_to_voigt_6_stress
+
+from .data.graph import atoms_to_graph, check_overlaps
+from .data.neighbors import VerletNeighborList
+from .io.registry import load_potential
+from .model import GeoMFormer
+from .potential import Potential, model_with_dtype
+
+
+def resolve_model(model) -> GeoMFormer:
+    """A shipped name, a model-file path, a GeoMFormer or a Potential -> GeoMFormer."""
+    if model is None or isinstance(model, (str, os.PathLike)):
+        return load_potential(model)  # a shipped name first, else a file path
+    if isinstance(model, Potential):
+        return model.model
+    if isinstance(model, GeoMFormer):
+        return model
+    raise TypeError(f"model must be a potential name, a path or a GeoMFormer, not {type(model).__name__}")
+
+
+class GeoMFormerCalculator(Calculator):
+    """ASE calculator for a GeoMFormer potential.
+
+    Args:
+        model: a shipped potential name (None = the default), a model file path,
+            or a GeoMFormer object.
+        device: "cpu", "cuda", "cuda:1", ... ("auto" = cuda when available).
+        dtype: "float32" or "float64"; None keeps the model's own.
+        neighbor_backend: "auto" (matscipy on CPU, torch cell list on GPU),
+            "matscipy", "torch" or "brute".
+        skin: Verlet skin in Å. With skin > 0 the neighbour list (built with
+            cutoff + skin) is reused until an atom has moved more than skin/2;
+            worth it in MD. 0 rebuilds at every call.
+        direct_forces: use the direct (non-conservative) force head; only for
+            models trained with one, never for NVE.
+
+    Results: energy and free_energy (eV), energies (eV per atom), forces (eV/Å),
+    and stress (eV/Å^3, Voigt, ASE sign) for cells periodic in all three directions.
+    """
+
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+
+    def __init__(
+        self,
+        model=None,
+        device: str = "cpu",
+        dtype: str | None = None,
+        neighbor_backend: str = "auto",
+        skin: float = 0.0,
+        direct_forces: bool = False,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device 'cuda' requested but torch sees no CUDA device")
+        self.model = model_with_dtype(resolve_model(model), dtype).to(self.device).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)  # forces need grads of inputs, not of weights
+        self.potential = Potential(self.model, direct_forces=direct_forces)
+        if neighbor_backend == "auto":
+            neighbor_backend = "torch" if self.device.type == "cuda" else "matscipy"
+        self.neighbor_backend = neighbor_backend
+        if skin < 0:
+            raise ValueError(f"skin must be >= 0, got {skin}")
+        self.skin = skin
+        self._verlet = (
+            VerletNeighborList(self.model.config.cutoff, skin, backend=neighbor_backend)
+            if skin > 0
+            else None
+        )
+
+    def _graph(self, atoms):
+        cutoff = self.model.config.cutoff
+        if self._verlet is None:
+            return atoms_to_graph(atoms, cutoff, self.neighbor_backend, device=self.device)
+        graph = atoms_to_graph(atoms, cutoff, backend=None, device=self.device)
+        ei, sh = self._verlet.update(graph.positions, graph.cell, graph.pbc, graph.system_idx)
+        graph = graph.with_edges(ei.to(self.device), sh.to(self.device))
+        check_overlaps(graph)
+        return graph
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        periodic = bool(np.all(self.atoms.pbc))
+        if "stress" in properties and not periodic:
+            raise PropertyNotImplementedError(
+                f"stress is only defined for cells periodic in all 3 directions; this structure "
+                f"has pbc={self.atoms.pbc.tolist()}"
+            )
+        graph = self._graph(self.atoms)
+        with torch.enable_grad():
+            out = self.potential(graph, forces=True, stress=periodic)
+        e = float(out["energy"].detach()[0])
+        self.results = {
+            "energy": e,
+            "free_energy": e,
+            "energies": out["energies"].detach().cpu().numpy().astype(np.float64),
+            "forces": out["forces"].detach().cpu().numpy().astype(np.float64),
+        }
+        if periodic:
+            s = out["stress"].detach()[0].cpu().numpy().astype(np.float64)
+            self.results["stress"] = full_3x3_to_voigt_6_stress(s)
+

@@ -1,0 +1,114 @@
+"""The model file format: plain tensors and dicts, loaded with weights_only=True.
+
+A model file is a dict::
+
+    {format_version, package_version, config, state_dict, species, cutoff, e0, metadata}
+
+Nothing in it is pickled code, so ``torch.load(..., weights_only=True)`` reads
+it and a file from an untrusted source cannot execute anything.
+
+Format versions (bump on incompatible change; loaders refuse newer ones):
+    1: first version (2026-11).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ..model import GeoMFormer, GeoMFormerConfig
+
+FORMAT_VERSION = 1
+REQUIRED_KEYS = ("format_version", "config", "state_dict")
+
+
+class ModelFileError(ValueError):
+    """A model file is missing, corrupt, truncated or from an incompatible version."""
+
+
+def _package_version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+def model_to_dict(model: GeoMFormer, metadata: dict | None = None) -> dict:
+    cfg = model.config
+    return {
+        "format_version": FORMAT_VERSION,
+        "package_version": _package_version(),
+        "config": cfg.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "species": list(cfg.species),
+        "cutoff": float(cfg.cutoff),
+        "e0": model.e0.detach().cpu().tolist(),
+        "metadata": dict(metadata or {}),
+    }
+
+
+def atomic_save(obj, path: str | os.PathLike) -> None:
+    """torch.save to a temporary file in the same folder, then rename over the target.
+
+    A crash mid-write leaves the old file intact, never a truncated one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_model(model: GeoMFormer, path: str | os.PathLike, metadata: dict | None = None) -> None:
+    """Write a model file atomically."""
+    atomic_save(model_to_dict(model, metadata), path)
+
+
+def read_model_file(path: str | os.PathLike) -> dict:
+    """Read and check a model file without building the model."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"model file not found: {path}")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, random bytes, pickled code...
+        raise ModelFileError(
+            f"cannot read model file {path}: it is corrupt, truncated or not a geomformer-md "
+            f"model ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+        ) from None
+    if not isinstance(blob, dict) or any(k not in blob for k in REQUIRED_KEYS):
+        raise ModelFileError(f"{path} is not a geomformer-md model file (missing {REQUIRED_KEYS})")
+    version = blob["format_version"]
+    if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
+        raise ModelFileError(
+            f"{path} has model format version {version!r}, this geomformer-md "
+            f"({_package_version()}) reads versions 1..{FORMAT_VERSION}; "
+            f"upgrade geomformer-md (the file was written by {blob.get('package_version', '?')})"
+        )
+    return blob
+
+
+def model_from_dict(blob: dict, source: str = "<dict>") -> GeoMFormer:
+    try:
+        cfg = GeoMFormerConfig.from_dict(dict(blob["config"]))
+        model = GeoMFormer(cfg)
+        model.load_state_dict(blob["state_dict"])
+    except (ValueError, RuntimeError, TypeError, KeyError) as exc:
+        raise ModelFileError(f"model in {source} does not match its config: {exc}") from None
+    model.metadata = dict(blob.get("metadata", {}))
+    return model.eval()
+
+
+def load_model(path: str | os.PathLike) -> GeoMFormer:
+    """Load a GeoMFormer from a model file (weights_only; nothing is executed)."""
+    return model_from_dict(read_model_file(path), str(path))

@@ -1,0 +1,109 @@
+"""The frozen configuration every GeoMFormer is built from.
+
+A checkpoint stores ``dataclasses.asdict(config)``; a model is rebuilt only from
+that dict (never by reading attributes of a live module back), so a config key
+is part of the file format: add keys with defaults, never rename them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass(frozen=True)
+class GeoMFormerConfig:
+    """Hyperparameters of a GeoMFormer force field.
+
+    Attributes:
+        species: atomic numbers the model knows, in embedding order.
+        cutoff: attention cutoff r_c in Å; edges at r_c get zero weight and slope.
+        d_model: channels d of both streams.
+        n_heads: attention heads H (d_model must divide by it).
+        n_layers: number of GeoMFormer blocks.
+        n_rbf: radial basis functions K.
+        rbf: "bessel" or "gaussian".
+        ffn_mult: hidden width of the FFNs as a multiple of d_model.
+        equ_norm: "rms" (channel-RMS, default) or "whiten" (3x3 inverse square
+            root, the paper's choice; computed by Newton-Schulz so its double
+            backward stays finite at degenerate covariances).
+        edge_values: let attention values carry the edge (distance filters on
+            values, u_ij (x) f(psi_ij, x_j) in equivariant values, u_ij . v_j in
+            invariant cross values). Off gives the plain paper form, where
+            directions enter only through the initial equivariant stream.
+        avg_neighbors: normaliser of the neighbour sums that seed both streams.
+        n_scalar_inputs: extra per-atom invariant inputs (e.g. charges); 0 = none.
+        n_vector_inputs: extra per-atom vector inputs (e.g. velocities); 0 = none.
+        vector_head: add a direct equivariant per-atom vector output
+            (``vector = EquLN(Z^E) w``). Used as a direct, NON-conservative force
+            head, or as the displacement head of equivariant prediction tasks.
+        energy_head: add the invariant per-atom energy head (on for force fields).
+        dtype: parameter dtype, "float32" or "float64" (per model; torch's global
+            default dtype is never touched).
+    """
+
+    species: tuple[int, ...]
+    cutoff: float = 5.0
+    d_model: int = 64
+    n_heads: int = 4
+    n_layers: int = 3
+    n_rbf: int = 16
+    rbf: str = "bessel"
+    ffn_mult: int = 2
+    equ_norm: str = "rms"
+    edge_values: bool = True
+    avg_neighbors: float = 20.0
+    n_scalar_inputs: int = 0
+    n_vector_inputs: int = 0
+    vector_head: bool = False
+    energy_head: bool = True
+    dtype: str = "float32"
+    extra: dict = field(default_factory=dict)  # free-form, ignored by the model
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "species", tuple(int(z) for z in self.species))
+        problems = []
+        if not self.species:
+            problems.append("species is empty")
+        if len(set(self.species)) != len(self.species):
+            problems.append(f"species has duplicates: {self.species}")
+        if any(z < 0 or z > 118 for z in self.species):
+            problems.append(f"species must be atomic numbers 0..118, got {self.species}")
+        if not self.cutoff > 0:
+            problems.append(f"cutoff must be > 0, got {self.cutoff}")
+        if self.d_model <= 0 or self.n_heads <= 0 or self.d_model % self.n_heads:
+            problems.append(f"d_model ({self.d_model}) must be a positive multiple of n_heads ({self.n_heads})")
+        if self.n_layers < 0 or self.n_rbf <= 0 or self.ffn_mult <= 0:
+            problems.append("n_layers must be >= 0, n_rbf and ffn_mult > 0")
+        if self.rbf not in ("bessel", "gaussian"):
+            problems.append(f"rbf must be 'bessel' or 'gaussian', got {self.rbf!r}")
+        if self.equ_norm not in ("rms", "whiten"):
+            problems.append(f"equ_norm must be 'rms' or 'whiten', got {self.equ_norm!r}")
+        if self.dtype not in _DTYPES:
+            problems.append(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
+        if not (self.energy_head or self.vector_head):
+            problems.append("at least one of energy_head and vector_head must be on")
+        if problems:
+            raise ValueError("invalid GeoMFormerConfig: " + "; ".join(problems))
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return _DTYPES[self.dtype]
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["species"] = list(self.species)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> GeoMFormerConfig:
+        """Build from a stored dict; unknown keys are an error naming them."""
+        valid = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - valid)
+        if unknown:
+            raise ValueError(f"unknown GeoMFormerConfig keys {unknown}; valid keys: {sorted(valid)}")
+        return cls(**d)

@@ -1,0 +1,208 @@
+"""GeoMFormer (Chen et al., ICML 2024) as a local, smooth force field.
+
+Two streams per atom: invariant Z^I [n, d] and equivariant Z^E [n, 3, d],
+updated by pre-norm residual blocks whose self- and cross-attentions run over
+the neighbour graph plus a self edge (see attention.py). The model sees edge
+vectors, never cells or ASE objects: strain and periodic images are applied by
+the caller (potential.py), which is what makes forces and stress one autograd.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .attention import (
+    Edges,
+    EquCrossAttention,
+    EquSelfAttention,
+    InvCrossAttention,
+    InvSelfAttention,
+)
+from .config import GeoMFormerConfig
+from .radial import EquRMSNorm, EquWhitenNorm, RadialBasis, envelope
+
+
+def _equ_norm(cfg: GeoMFormerConfig) -> nn.Module:
+    return EquRMSNorm(cfg.d_model) if cfg.equ_norm == "rms" else EquWhitenNorm(cfg.d_model)
+
+
+class InvFFN(nn.Module):
+    """GELU(x W1 + b1) W2 + b2."""
+
+    def __init__(self, d: int, hidden: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, d))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class EquFFN(nn.Module):
+    """((v W1) * GELU(x W2 + b)) W3: channel mixing of vectors, gated by invariants."""
+
+    def __init__(self, d: int, hidden: int) -> None:
+        super().__init__()
+        self.w1 = nn.Linear(d, hidden, bias=False)
+        self.gate = nn.Linear(d, hidden)
+        self.w3 = nn.Linear(hidden, d, bias=False)
+
+    def forward(self, v, x):
+        return self.w3(self.w1(v) * F.gelu(self.gate(x)).unsqueeze(1))
+
+
+class GeoMFormerBlock(nn.Module):
+    """Pre-norm block; the self/cross pairs of each stream run in parallel."""
+
+    def __init__(self, cfg: GeoMFormerConfig) -> None:
+        super().__init__()
+        d, h, hidden = cfg.d_model, cfg.n_heads, cfg.ffn_mult * cfg.d_model
+        self.h, self.d = h, d
+        self.edge_values = cfg.edge_values
+        # Per-head attention biases of the four attentions (+ value filters).
+        self.edge_proj = nn.Linear(cfg.n_rbf, 4 * h + (3 * d if cfg.edge_values else 0))
+        self.ln_att, self.eln_att = nn.LayerNorm(d), _equ_norm(cfg)
+        self.inv_self = InvSelfAttention(d, h)
+        self.inv_cross = InvCrossAttention(d, h, cfg.edge_values)
+        self.equ_self = EquSelfAttention(d, h, cfg.edge_values)
+        self.equ_cross = EquCrossAttention(d, h)
+        self.ln_ffn, self.eln_ffn, self.ln_gate = nn.LayerNorm(d), _equ_norm(cfg), nn.LayerNorm(d)
+        self.inv_ffn, self.equ_ffn = InvFFN(d, hidden), EquFFN(d, hidden)
+
+    def forward(self, zi, ze, edges: Edges):
+        h, d = self.h, self.d
+        e = self.edge_proj(edges.rbf)  # [E, 4H (+3d)]
+        b = e[:, : 4 * h].split(h, dim=-1)
+        filt_i = filt_e = gate_e = None
+        if self.edge_values:
+            filt_i, filt_e, gate_e = e[:, 4 * h :].split(d, dim=-1)
+        x, v = self.ln_att(zi), self.eln_att(ze)
+        zi = zi + self.inv_self(x, edges, b[0], filt_i) + self.inv_cross(x, v, edges, b[1])
+        ze = ze + self.equ_self(v, x, edges, b[2], filt_e, gate_e) + self.equ_cross(v, x, edges, b[3])
+        zi = zi + self.inv_ffn(self.ln_ffn(zi))
+        ze = ze + self.equ_ffn(self.eln_ffn(ze), self.ln_gate(zi))
+        return zi, ze
+
+
+class GeoMFormer(nn.Module):
+    """Per-atom energies (and optionally per-atom vectors) from a neighbour graph.
+
+    Buffers set by training and stored in checkpoints: ``e0`` [n_species]
+    per-element reference energies (eV) and ``energy_scale`` (eV), so that
+    E_i = MLP(LN(Z^I_i)) * energy_scale + e0[z_i].
+    """
+
+    def __init__(self, cfg: GeoMFormerConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        d, ns = cfg.d_model, len(cfg.species)
+        table = torch.full((119,), -1, dtype=torch.long)
+        table[list(cfg.species)] = torch.arange(ns)
+        self.register_buffer("z_to_index", table, persistent=False)
+        self.register_buffer("e0", torch.zeros(ns))
+        self.register_buffer("energy_scale", torch.ones(()))
+
+        self.rbf = RadialBasis(cfg.n_rbf, cfg.cutoff, cfg.rbf)
+        self.self_rbf = nn.Parameter(torch.zeros(cfg.n_rbf))  # constant features of the self edge
+        self.embed = nn.Embedding(ns, d)
+        self.inv_init = nn.Linear(cfg.n_rbf, d, bias=False)
+        self.equ_init = nn.Linear(cfg.n_rbf, d, bias=False)
+        self.scalar_in = nn.Linear(cfg.n_scalar_inputs, d) if cfg.n_scalar_inputs else None
+        self.vector_in = nn.Linear(cfg.n_vector_inputs, d, bias=False) if cfg.n_vector_inputs else None
+        self.blocks = nn.ModuleList(GeoMFormerBlock(cfg) for _ in range(cfg.n_layers))
+        if cfg.energy_head:
+            self.energy_norm = nn.LayerNorm(d)
+            self.energy_mlp = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, 1))
+        if cfg.vector_head:
+            self.vector_norm = _equ_norm(cfg)
+            self.vector_out = nn.Linear(d, 1, bias=False)
+        self.to(cfg.torch_dtype)
+
+    @property
+    def cutoff(self) -> float:
+        return self.config.cutoff
+
+    def species_index(self, numbers: torch.Tensor) -> torch.Tensor:
+        """Atomic numbers -> embedding rows; raises ValueError naming unknown elements."""
+        bad = (numbers < 0) | (numbers > 118)
+        idx = self.z_to_index[numbers.clamp(0, 118)]
+        if bool((bad | (idx < 0)).any()):
+            from ase.data import chemical_symbols  # only for the message
+
+            unknown = sorted({int(z) for z in numbers[bad | (idx < 0)].tolist()})
+            names = [chemical_symbols[z] if 0 <= z <= 118 else str(z) for z in unknown]
+            known = [chemical_symbols[z] for z in self.config.species]
+            raise ValueError(f"element(s) {names} unknown to this model; it knows {known}")
+        return idx
+
+    def forward(
+        self,
+        numbers: torch.Tensor,
+        edge_index: torch.Tensor,
+        edge_vec: torch.Tensor,
+        node_scalars: torch.Tensor | None = None,
+        node_vectors: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Run the model.
+
+        Args:
+            numbers: [n] atomic numbers.
+            edge_index: [2, E] (centre i, neighbour j); no (i, i, 0) pairs.
+            edge_vec: [E, 3] r_ij = r_j (+ image shift) - r_i in Å.
+            node_scalars: [n, n_scalar_inputs] extra invariant inputs.
+            node_vectors: [n, 3, n_vector_inputs] extra vector inputs.
+
+        Returns:
+            {"energy": [n] per-atom energies} and/or {"vector": [n, 3]}.
+        """
+        cfg, n = self.config, numbers.shape[0]
+        species = self.species_index(numbers)
+        dist = edge_vec.norm(dim=-1)  # no zero-length edges: the self edge is added below
+        m = envelope(dist, cfg.cutoff)
+        rbf = self.rbf(dist)
+        unit = edge_vec / dist.unsqueeze(-1)
+        i, j = edge_index[0], edge_index[1]
+
+        # Initial streams from geometric neighbours only (translation-invariant).
+        norm = 1.0 / cfg.avg_neighbors
+        zi = self.embed(species).index_add(0, i, (m.unsqueeze(-1) * self.inv_init(rbf)) * norm)
+        msg = (m.unsqueeze(-1) * unit).unsqueeze(-1) * self.equ_init(rbf).unsqueeze(1)
+        ze = torch.zeros(n, 3, cfg.d_model, dtype=zi.dtype, device=zi.device).index_add(0, i, msg * norm)
+        if self.scalar_in is not None:
+            zi = zi + self.scalar_in(node_scalars.to(zi.dtype))
+        if self.vector_in is not None:
+            ze = ze + self.vector_in(node_vectors.to(ze.dtype))
+
+        # Append the self edge (i, i): envelope 1, constant rbf, no direction.
+        ar = torch.arange(n, device=numbers.device)
+        edges = Edges(
+            centre=torch.cat([i, ar]),
+            neighbour=torch.cat([j, ar]),
+            weight=torch.cat([m, m.new_ones(n)]),
+            rbf=torch.cat([rbf, self.self_rbf.expand(n, -1)]),
+            unit=torch.cat([unit, unit.new_zeros(n, 3)]),
+            n_atoms=n,
+        )
+        for block in self.blocks:
+            zi, ze = block(zi, ze, edges)
+
+        out = {}
+        if cfg.energy_head:
+            e = self.energy_mlp(self.energy_norm(zi)).squeeze(-1)
+            out["energy"] = e * self.energy_scale + self.e0[species]
+        if cfg.vector_head:
+            out["vector"] = self.vector_out(self.vector_norm(ze)).squeeze(-1)
+        return out
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def init_summary(model: GeoMFormer) -> str:
+    cfg = model.config
+    return (
+        f"GeoMFormer d={cfg.d_model} H={cfg.n_heads} L={cfg.n_layers} K={cfg.n_rbf} "
+        f"r_c={cfg.cutoff} Å, {model.n_parameters() / 1e3:.1f}k parameters, {cfg.dtype}"
+    )
+

@@ -1,0 +1,142 @@
+"""Physics checks shared by every model config and every shipped potential.
+
+Each ``check_*`` function raises AssertionError with the measured error when a
+physical law is broken; tests call them for many configs, and users can call
+them on their own trained models. Tolerances live in one table keyed by dtype.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from ase import Atoms
+from ase.build import bulk, fcc111, molecule
+
+# Relative tolerances of exact symmetries and of batch-vs-single agreement.
+TOLERANCE = {"float64": 1e-10, "float32": 1e-4}
+
+
+def _rel(a, b) -> float:
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
+
+
+def sample_structures(seed: int = 0) -> dict[str, Atoms]:
+    """Rattled molecule, slab with adsorbate and triclinic bulk (Cu, O, H, C)."""
+    rng = np.random.default_rng(seed)
+    mol = molecule("CH3OH")
+    mol.positions += rng.normal(0, 0.05, mol.positions.shape)
+    slab = fcc111("Cu", (2, 2, 3), vacuum=5.0)
+    slab += Atoms("O", positions=[slab.positions[-1] + [0.0, 1.4, 1.3]])
+    slab.positions += rng.normal(0, 0.05, slab.positions.shape)
+    tri = bulk("Cu", "fcc", a=3.6).repeat((2, 1, 1))
+    tri.set_cell(tri.cell[:] + rng.normal(0, 0.2, (3, 3)), scale_atoms=True)
+    tri += Atoms("H", positions=[tri.positions[0] + [0.9, 0.8, 0.7]])
+    tri.positions += rng.normal(0, 0.05, tri.positions.shape)
+    return {"molecule": mol, "slab": slab, "triclinic": tri}
+
+
+def _eval(calc, atoms):
+    atoms = atoms.copy()
+    atoms.calc = calc
+    e = atoms.get_potential_energy()
+    f = atoms.get_forces()
+    s = atoms.get_stress(voigt=False) if atoms.pbc.all() else None
+    return e, f, s
+
+
+def check_symmetries(calc, atoms: Atoms, rotation: np.ndarray, tol: float) -> None:
+    """Energy invariant, forces and stress equivariant under an orthogonal map,
+    a translation and a permutation (rotation may be a reflection)."""
+    e0, f0, s0 = _eval(calc, atoms)
+    rng = np.random.default_rng(1)
+
+    moved = atoms.copy()
+    moved.positions = atoms.positions @ rotation.T + rng.normal(0, 3.0, 3)
+    moved.set_cell(atoms.cell[:] @ rotation.T, scale_atoms=False)
+    e1, f1, s1 = _eval(calc, moved)
+    assert abs(e1 - e0) <= tol * max(abs(e0), 1.0), f"energy changed by {e1 - e0:.3e} under rotation"
+    assert _rel(f1, f0 @ rotation.T) <= tol, f"forces not equivariant: rel err {_rel(f1, f0 @ rotation.T):.3e}"
+    if s0 is not None:
+        err = _rel(s1, rotation @ s0 @ rotation.T)
+        assert err <= tol, f"stress not equivariant: rel err {err:.3e}"
+
+    perm = rng.permutation(len(atoms))
+    e2, f2, _ = _eval(calc, atoms[perm])
+    assert abs(e2 - e0) <= tol * max(abs(e0), 1.0), f"energy changed by {e2 - e0:.3e} under permutation"
+    assert _rel(f2, f0[perm]) <= tol, f"forces not permutation-equivariant: {_rel(f2, f0[perm]):.3e}"
+
+
+def check_forces_fd(calc, atoms: Atoms, delta: float = 1e-4, tol: float = 1e-6, n_atoms: int = 4) -> None:
+    """Forces equal central finite differences of the energy (float64 models)."""
+    _, f, _ = _eval(calc, atoms)
+    work = atoms.copy()
+    work.calc = calc
+    idx = np.linspace(0, len(atoms) - 1, min(n_atoms, len(atoms))).astype(int)
+    for a in idx:
+        for k in range(3):
+            x0 = work.positions[a, k]
+            work.positions[a, k] = x0 + delta
+            ep = work.get_potential_energy()
+            work.positions[a, k] = x0 - delta
+            em = work.get_potential_energy()
+            work.positions[a, k] = x0
+            fd = -(ep - em) / (2 * delta)
+            assert abs(fd - f[a, k]) <= tol * max(1.0, abs(fd)), (
+                f"atom {a} dir {k}: autograd force {f[a, k]:.8f} vs finite difference {fd:.8f}"
+            )
+
+
+def check_stress_fd(calc, atoms: Atoms, tol: float = 1e-6) -> None:
+    """Stress equals ASE's numerical stress (finite differences under strain)."""
+    work = atoms.copy()
+    work.calc = calc
+    s = work.get_stress()
+    num = calc.calculate_numerical_stress(work, d=1e-5)
+    err = np.abs(s - num).max()
+    assert err <= tol * max(1.0, np.abs(num).max() * 1e3), f"stress {s} vs numerical {num} (err {err:.2e})"
+
+
+def check_supercell(calc, atoms: Atoms, tol: float) -> None:
+    """A 2x2x2 supercell has 8x the energy and the same per-atom forces (and stress)."""
+    e0, f0, s0 = _eval(calc, atoms)
+    sc = atoms.repeat((2, 2, 2))
+    e1, f1, s1 = _eval(calc, sc)
+    assert abs(e1 - 8 * e0) <= tol * max(abs(e1), 1.0), f"supercell energy {e1} vs 8 x {e0}"
+    assert _rel(f1, np.tile(f0, (8, 1))) <= max(tol, 1e-12 / max(np.abs(f0).max(), 1e-12)), (
+        f"supercell forces differ: {np.abs(f1 - np.tile(f0, (8, 1))).max():.3e}"
+    )
+    if s0 is not None:
+        assert np.abs(s1 - s0).max() <= tol * max(np.abs(s0).max(), 1e-6), "supercell stress differs"
+
+
+def dimer_scan(calc, symbol: str, cutoff: float, n: int = 201, width: float = 0.2):
+    """Energies and forces of a dimer scanned through the cutoff, and the isolated energy."""
+    rs = np.linspace(cutoff - width, cutoff + width, n)
+    es, fs = [], []
+    for r in rs:
+        a = Atoms(symbol * 2, positions=[[0, 0, 0], [r, 0, 0]])
+        e, f, _ = _eval(calc, a)
+        es.append(e)
+        fs.append(f[1, 0])
+    iso = 2 * _eval(calc, Atoms(symbol, positions=[[0, 0, 0]]))[0]
+    return rs, np.array(es), np.array(fs), iso
+
+
+def check_cutoff_smoothness(calc, symbol: str, cutoff: float) -> None:
+    """Energy and force go continuously to their isolated values at r_c; no jump anywhere."""
+    rs, es, fs, iso = dimer_scan(calc, symbol, cutoff)
+    beyond = rs >= cutoff
+    assert np.abs(es[beyond] - iso).max() < 1e-12, "energy beyond the cutoff differs from isolated atoms"
+    assert np.abs(fs[beyond]).max() < 1e-12, "force beyond the cutoff is not zero"
+    # Near r_c the envelope makes E - E_iso ~ (r_c - r)^3: the last steps are tiny.
+    last = np.where(~beyond)[0][-3:]
+    step = rs[1] - rs[0]
+    assert np.abs(es[last] - iso).max() < 1e3 * step**3 * max(1.0, np.abs(es - iso).max()), (
+        "energy approaches its isolated value too slowly at r_c (a jump?)"
+    )
+    assert np.abs(fs[last]).max() < 1e3 * step**2 * max(1.0, np.abs(fs).max()), "force jumps at r_c"
+    # No jump anywhere: each energy step is what the forces allow (mean value theorem;
+    # two atoms move apart, the force on one is half the pair's dE/dr budget x 2).
+    jumps = np.abs(np.diff(es))
+    allowed = 2.0 * np.maximum(np.abs(fs[1:]), np.abs(fs[:-1])) * step * 1.5 + 1e-12
+    assert np.all(jumps <= allowed), f"energy jumps by {jumps.max():.3e} in one scan step"

@@ -1,0 +1,86 @@
+"""Physics of the model: symmetries, derivatives, supercells, cutoff smoothness.
+
+Run for several model configs (plain paper form, edge values, whitening norm,
+Gaussian basis) so every code path is held to the same laws.
+"""
+
+import numpy as np
+import pytest
+from ase.build import bulk
+from e3nn import o3
+
+from geomformer_md import GeoMFormerCalculator
+from geomformer_md.testing import (
+    TOLERANCE,
+    check_cutoff_smoothness,
+    check_forces_fd,
+    check_stress_fd,
+    check_supercell,
+    check_symmetries,
+    sample_structures,
+)
+
+from conftest import make_model
+
+CONFIGS = {
+    "edge_values": {},
+    "plain": {"edge_values": False},
+    "whiten": {"equ_norm": "whiten"},
+    "gaussian": {"rbf": "gaussian", "n_heads": 4},
+}
+STRUCTURES = sample_structures()
+
+
+@pytest.fixture(scope="module", params=list(CONFIGS))
+def calc(request):
+    return GeoMFormerCalculator(make_model("float64", **CONFIGS[request.param]))
+
+
+@pytest.mark.parametrize("name", list(STRUCTURES))
+def test_rotation_reflection_translation_permutation(calc, name):
+    import torch
+
+    torch.manual_seed(3)
+    rot = o3.rand_matrix(dtype=torch.float64).numpy()  # float32 is orthogonal only to 1e-7
+    check_symmetries(calc, STRUCTURES[name], rot, TOLERANCE["float64"])
+    check_symmetries(calc, STRUCTURES[name], -rot, TOLERANCE["float64"])  # improper: a reflection
+
+
+@pytest.mark.parametrize("name", list(STRUCTURES))
+def test_forces_are_minus_energy_gradient(calc, name):
+    check_forces_fd(calc, STRUCTURES[name])
+
+
+def test_stress_matches_numerical_stress(calc):
+    check_stress_fd(calc, STRUCTURES["triclinic"])
+
+
+@pytest.mark.parametrize(
+    "atoms",
+    [
+        bulk("Cu", "fcc", a=3.6),  # 1-atom cell much smaller than the cutoff
+        STRUCTURES["triclinic"],
+        bulk("Pt", "fcc", a=3.9, cubic=True),
+    ],
+    ids=["fcc-primitive", "triclinic", "fcc-cubic"],
+)
+def test_supercell_consistency(calc, atoms):
+    atoms = atoms.copy()
+    atoms.rattle(0.05, seed=2)
+    check_supercell(calc, atoms, 1e-10)
+
+
+def test_cutoff_smoothness(calc):
+    check_cutoff_smoothness(calc, "Cu", calc.model.config.cutoff)
+
+
+def test_float32_model_is_close_to_float64():
+    m64 = make_model("float64")
+    c64, c32 = GeoMFormerCalculator(m64), GeoMFormerCalculator(m64, dtype="float32")
+    atoms = STRUCTURES["slab"].copy()
+    atoms.calc = c64
+    f64 = atoms.get_forces()
+    atoms.calc = c32
+    f32 = atoms.get_forces()
+    assert np.abs(f32 - f64).max() <= TOLERANCE["float32"] * max(1.0, np.abs(f64).max())
+    assert c32.model.config.dtype == "float32" and m64.config.dtype == "float64"
