@@ -181,3 +181,28 @@ def check_overlaps(graph: AtomGraph) -> None:
             f"structure {s}: atom {i - first} is {float(d[k]):.3g} Å from {what}; "
             f"atoms closer than {MIN_DISTANCE} Å are treated as overlapping"
         )
+
+
+def collate(graphs: Sequence[AtomGraph]) -> AtomGraph:
+    """Concatenate graphs (each one or more structures) into one batch."""
+    if len(graphs) == 1:
+        return graphs[0]
+    atom_offsets = torch.cumsum(torch.tensor([0] + [g.n_atoms for g in graphs[:-1]]), 0)
+    sys_offsets = torch.cumsum(torch.tensor([0] + [g.n_systems for g in graphs[:-1]]), 0)
+    dev = graphs[0].device
+
+    def cat(name):
+        parts = [getattr(g, name) for g in graphs]
+        return None if parts[0] is None else torch.cat(parts)
+
+    return AtomGraph(
+        positions=cat("positions"),
+        numbers=cat("numbers"),
+        cell=cat("cell"),
+        pbc=cat("pbc"),
+        system_idx=torch.cat([g.system_idx + int(o) for g, o in zip(graphs, sys_offsets)]),
+        edge_index=torch.cat([g.edge_index + int(o) for g, o in zip(graphs, atom_offsets)], dim=1),
+        shifts=cat("shifts"),
+        node_scalars=cat("node_scalars"),
+        node_vectors=cat("node_vectors"),
+    ).to(dev)

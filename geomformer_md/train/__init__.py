@@ -1,0 +1,14 @@
+"""Training: config, data, loop. Imports the model; the model never imports this."""
+
+from .config import DataConfig, TrainConfig, TrainingConfig, load_train_config, train_config_from_dict
+from .trainer import Trainer, train
+
+__all__ = [
+    "DataConfig",
+    "TrainConfig",
+    "Trainer",
+    "TrainingConfig",
+    "load_train_config",
+    "train",
+    "train_config_from_dict",
+]

@@ -1,0 +1,147 @@
+"""Training configuration: a YAML file with four sections, each a frozen dataclass.
+
+```yaml
+out_dir: runs/my-potential
+init_from: null            # a shipped potential name or a model file to fine-tune
+data:    {train_file: data.extxyz, val_fraction: 0.1, test_fraction: 0.1, ...}
+model:   {d_model: 64, n_layers: 3, cutoff: 5.0, ...}   # GeoMFormerConfig fields
+training: {epochs: 100, batch_size: 8, lr: 1e-3, ...}
+```
+
+Unknown keys are an error that lists the valid ones (a typo must not be ignored).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..model import GeoMFormerConfig
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the labelled structures are and how they are split.
+
+    Attributes:
+        train_file: any ASE-readable file (extxyz, ASE db, ...) with energies and forces.
+        test_file: optional separate test file; otherwise test_fraction of train_file.
+        val_fraction / test_fraction: fractions of the pool held out (split_seed fixes them).
+        split_key: an ``atoms.info`` key grouping frames that must stay in the same
+            split (e.g. ``config_id``: all frames of one relaxation path); None = by frame.
+        holdout_key / holdout_value: frames with ``info[holdout_key] == holdout_value``
+            always go to the test split (a held-out adsorbate/site combination).
+        max_force: frames with any |F| above this (eV/Å) are dropped as unphysical.
+    """
+
+    train_file: str = ""
+    test_file: str | None = None
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    split_seed: int = 0
+    split_key: str | None = None
+    holdout_key: str | None = None
+    holdout_value: str | None = None
+    max_force: float = 20.0
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Optimisation settings.
+
+    Loss = w_E * MSE(E/atom) + w_F * MSE(force components) + w_S * MSE(stress), the last
+    over structures that carry a stress. The learning rate warms up linearly for
+    ``warmup_steps`` then follows a cosine to ``lr * min_lr_ratio`` at the last step.
+    """
+
+    epochs: int = 50
+    batch_size: int = 8
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.02
+    weight_decay: float = 1e-6
+    warmup_steps: int = 100
+    clip_grad: float = 10.0
+    ema_decay: float = 0.99
+    energy_weight: float = 1.0
+    forces_weight: float = 10.0
+    stress_weight: float = 10.0
+    seed: int = 0
+    checkpoint_every: int = 200
+    device: str = "cpu"
+    dtype: str = "float32"
+    num_threads: int = 2
+    neighbor_backend: str = "matscipy"
+    max_steps: int | None = None  # stop early (tests, time budgets); the schedule keeps `epochs`
+    max_minutes: float | None = None  # wall-clock budget per invocation; resume continues
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    out_dir: str = "runs/geomformer"
+    init_from: str | None = None
+    refit_e0: bool = True
+    data: DataConfig = field(default_factory=DataConfig)
+    model: dict = field(default_factory=dict)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _build(cls, raw: dict, where: str):
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"config section {where!r} must be a mapping, got {type(raw).__name__}")
+    valid = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - valid)
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in {where}; valid keys: {sorted(valid)}")
+    return cls(**raw)
+
+
+def train_config_from_dict(raw: dict) -> TrainConfig:
+    """Validate a config dict (as read from YAML) into a TrainConfig."""
+    raw = dict(raw or {})
+    top = _build(TrainConfig, {k: v for k, v in raw.items() if k not in ("data", "training", "model")}, "top level")
+    model = raw.get("model") or {}
+    valid_model = {f.name for f in dataclasses.fields(GeoMFormerConfig)}
+    unknown = sorted(set(model) - valid_model)
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in model; valid keys: {sorted(valid_model)}")
+    cfg = dataclasses.replace(
+        top,
+        data=_build(DataConfig, raw.get("data"), "data"),
+        training=_build(TrainingConfig, raw.get("training"), "training"),
+        model=dict(model),
+    )
+    if not cfg.data.train_file:
+        raise ValueError("data.train_file is required")
+    if cfg.training.dtype not in ("float32", "float64"):
+        raise ValueError(f"training.dtype must be float32 or float64, got {cfg.training.dtype!r}")
+    return cfg
+
+
+def load_train_config(path: str | Path) -> TrainConfig:
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"training config not found: {path}")
+    with open(path) as fh:
+        raw = yaml.safe_load(fh) or {}
+    cfg = train_config_from_dict(raw)
+    # A relative data path is looked up beside the config file first, then in the cwd.
+    def rel(p):
+        if p is None or Path(p).is_absolute() or not (path.parent / p).exists():
+            return p
+        return str(path.parent / p)
+
+    data = cfg.data
+    data = dataclasses.replace(
+        data,
+        train_file=rel(data.train_file) or data.train_file,
+        test_file=rel(data.test_file) if data.test_file else None,
+    )
+    return dataclasses.replace(cfg, data=data)

@@ -1,0 +1,193 @@
+"""Labelled structures for training: reading, checking, splitting, batching."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase.data import chemical_symbols
+
+from ..data.graph import AtomGraph, atoms_to_graph, collate
+
+
+@dataclass
+class Sample:
+    """One labelled structure with its neighbour graph (built once, positions are fixed)."""
+
+    graph: AtomGraph
+    energy: float  # eV
+    forces: torch.Tensor  # [n, 3] eV/Å
+    stress: torch.Tensor | None  # [3, 3] eV/Å^3 (ASE sign), only for 3-D periodic frames
+    info: dict
+
+    @property
+    def n_atoms(self) -> int:
+        return self.graph.n_atoms
+
+
+@dataclass
+class Batch:
+    graph: AtomGraph
+    energy: torch.Tensor  # [S]
+    n_atoms: torch.Tensor  # [S]
+    forces: torch.Tensor  # [n, 3]
+    stress: torch.Tensor  # [S, 3, 3] (zeros where absent)
+    has_stress: torch.Tensor  # [S] bool
+
+    def to(self, device) -> Batch:
+        return Batch(
+            self.graph.to(device),
+            *(t.to(device) for t in (self.energy, self.n_atoms, self.forces, self.stress, self.has_stress)),
+        )
+
+
+def read_frames(path: str | Path) -> list:
+    """All frames of any ASE-readable file; a clear error if it cannot be read."""
+    from ase.io import read
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"training data file not found: {path}")
+    try:
+        frames = read(path, index=":")
+    except Exception as exc:
+        raise ValueError(f"cannot read {path} with ASE: {type(exc).__name__}: {exc}") from None
+    if not isinstance(frames, list):
+        frames = [frames]
+    if not frames:
+        raise ValueError(f"{path} holds no structures")
+    return frames
+
+
+def labels_of(atoms, where: str):
+    """(energy, forces, stress or None) of a labelled frame; ValueError naming what is missing."""
+    results = getattr(atoms.calc, "results", None) or {}
+    energy = results.get("energy", results.get("free_energy"))
+    forces = results.get("forces")
+    missing = [k for k, v in (("energy", energy), ("forces", forces)) if v is None]
+    if missing:
+        raise ValueError(f"{where} has no {' and no '.join(missing)} label(s); training needs both")
+    energy = float(energy)
+    forces = np.asarray(forces, dtype=float)
+    if forces.shape != (len(atoms), 3):
+        raise ValueError(f"{where}: forces have shape {forces.shape}, expected ({len(atoms)}, 3)")
+    stress = results.get("stress")
+    if stress is not None:
+        stress = np.asarray(stress, dtype=float)
+        if stress.shape == (6,):
+            from ase.stress import voigt_6_to_full_3x3_stress
+
+            stress = voigt_6_to_full_3x3_stress(stress)
+        if not atoms.pbc.all():
+            stress = None  # stress of a slab or molecule is not defined; ignore it
+    if not np.isfinite(energy) or not np.all(np.isfinite(forces)) or (
+        stress is not None and not np.all(np.isfinite(stress))
+    ):
+        raise ValueError(f"{where} has NaN or inf labels")
+    return energy, forces, stress
+
+
+def make_samples(frames, cutoff: float, species, source: str, max_force: float, backend="matscipy"):
+    """Frames -> Samples, refusing unknown elements and bad labels; drops |F| > max_force."""
+    known = set(int(z) for z in species)
+    samples, dropped = [], 0
+    for k, atoms in enumerate(frames):
+        where = f"{source} frame {k}"
+        unknown = sorted(set(atoms.get_atomic_numbers().tolist()) - known)
+        if unknown:
+            raise ValueError(
+                f"{where} contains element(s) {[chemical_symbols[z] for z in unknown]} outside the "
+                f"model's species {[chemical_symbols[z] for z in sorted(known)]}"
+            )
+        energy, forces, stress = labels_of(atoms, where)
+        if np.abs(forces).max(initial=0.0) > max_force:
+            dropped += 1
+            continue
+        try:
+            graph = atoms_to_graph(atoms, cutoff, backend=backend)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        samples.append(
+            Sample(
+                graph=graph,
+                energy=energy,
+                forces=torch.as_tensor(forces, dtype=torch.float64),
+                stress=None if stress is None else torch.as_tensor(stress, dtype=torch.float64),
+                info=dict(atoms.info),
+            )
+        )
+    return samples, dropped
+
+
+def collate_samples(samples: list[Sample]) -> Batch:
+    return Batch(
+        graph=collate([s.graph for s in samples]),
+        energy=torch.tensor([s.energy for s in samples], dtype=torch.float64),
+        n_atoms=torch.tensor([s.n_atoms for s in samples], dtype=torch.float64),
+        forces=torch.cat([s.forces for s in samples]),
+        stress=torch.stack([s.stress if s.stress is not None else torch.zeros(3, 3, dtype=torch.float64) for s in samples]),
+        has_stress=torch.tensor([s.stress is not None for s in samples]),
+    )
+
+
+def split_indices(frames, val_fraction, test_fraction, seed, split_key=None, holdout_key=None, holdout_value=None):
+    """Reproducible train/val/test indices.
+
+    Frames sharing ``info[split_key]`` (e.g. one relaxation path) stay together, so
+    the test set is not a near-copy of training frames. Frames whose
+    ``info[holdout_key] == holdout_value`` always go to test.
+    """
+    n = len(frames)
+    held = [
+        k for k in range(n) if holdout_key is not None and str(frames[k].info.get(holdout_key)) == str(holdout_value)
+    ]
+    held_set = set(held)
+    pool = [k for k in range(n) if k not in held_set]
+    groups: dict = {}
+    for k in pool:
+        key = frames[k].info.get(split_key, k) if split_key else k
+        groups.setdefault(str(key), []).append(k)
+    names = sorted(groups)
+    rng = np.random.default_rng(seed)
+    rng.shuffle(names)
+    n_frames = len(pool)
+    val, test, train = [], [], []
+    for name in names:
+        if len(val) < val_fraction * n_frames:
+            val += groups[name]
+        elif len(test) < test_fraction * n_frames:
+            test += groups[name]
+        else:
+            train += groups[name]
+    return sorted(train), sorted(val), sorted(test + held)
+
+
+def composition_matrix(samples: list[Sample], species) -> np.ndarray:
+    index = {z: k for k, z in enumerate(species)}
+    a = np.zeros((len(samples), len(species)))
+    for r, s in enumerate(samples):
+        for z, c in zip(*np.unique(s.graph.numbers.numpy(), return_counts=True)):
+            a[r, index[int(z)]] = c
+    return a
+
+
+def fit_e0(samples: list[Sample], species, residual: np.ndarray | None = None) -> np.ndarray:
+    """Per-element reference energies by least squares on (residual) total energies.
+
+    Elements absent from the data get 0. rcond keeps the fit stable when the
+    compositions are nearly collinear (e.g. only bulk of one metal).
+    """
+    a = composition_matrix(samples, species)
+    y = np.array([s.energy for s in samples]) if residual is None else residual
+    present = a.sum(0) > 0
+    e0 = np.zeros(len(species))
+    e0[present] = np.linalg.lstsq(a[:, present], y, rcond=None)[0]
+    return e0
+
+
+def describe(samples: list[Sample]) -> str:
+    n_atoms = sum(s.n_atoms for s in samples)
+    n_stress = sum(s.stress is not None for s in samples)
+    return f"{len(samples)} structures, {n_atoms} atoms, {n_stress} with stress"

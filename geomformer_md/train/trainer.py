@@ -1,0 +1,430 @@
+"""The training loop: AdamW, warm-up + cosine, clipping, EMA, atomic checkpoints, resume, DDP.
+
+Reproducibility contract: the data order of epoch e is a permutation seeded by
+(seed, e), and nothing else draws random numbers, so a run killed at any point
+and resumed from its last checkpoint replays exactly the same steps. Under
+``torchrun`` every global batch is split across ranks (rank r takes items
+r, r + W, ...) and the loss is normalised by global counts, so W processes
+train the same model as one process with the same global batch.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from ..io.checkpoint import atomic_save, save_model
+from ..model import GeoMFormer, GeoMFormerConfig, init_summary
+from ..potential import Potential, model_with_dtype
+from .config import TrainConfig
+from .data import Batch, collate_samples, describe, fit_e0, make_samples, read_frames, split_indices
+
+CHECKPOINT = "checkpoint.pt"
+METRIC_FIELDS = [
+    "epoch", "step", "lr", "train_loss", "val_energy_mae_meV_atom",
+    "val_forces_mae_meV_A", "val_stress_mae_meV_A3", "elapsed_s",
+]
+
+
+def _dist_info() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _maybe_init_distributed(device: str) -> bool:
+    """Join a torchrun process group when launched by torchrun (WORLD_SIZE > 1)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+        return True
+    return False
+
+
+def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
+    """Linear warm-up to 1, then cosine decay to min_ratio at ``total``."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class EMA:
+    """Exponential moving average of parameters (decay warmed up as in TF's EMA)."""
+
+    def __init__(self, params, decay: float) -> None:
+        self.params = list(params)
+        self.shadow = [p.detach().clone() for p in self.params]
+        self.decay = decay
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for s, p in zip(self.shadow, self.params):
+            s.mul_(d).add_(p.detach(), alpha=1 - d)
+
+    @torch.no_grad()
+    def swap(self) -> None:
+        """Exchange live and averaged weights (call twice to undo)."""
+        for s, p in zip(self.shadow, self.params):
+            tmp = p.detach().clone()
+            p.copy_(s)
+            s.copy_(tmp)
+
+    def state_dict(self) -> dict:
+        return {"shadow": [s.clone() for s in self.shadow], "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        for s, v in zip(self.shadow, state["shadow"]):
+            s.copy_(v)
+        self.updates = int(state["updates"])
+
+
+def batch_errors(out: dict, batch: Batch) -> dict[str, torch.Tensor]:
+    """Per-quantity sums of squared and absolute errors, and their counts."""
+    de = (out["energy"] - batch.energy) / batch.n_atoms
+    df = out["forces"] - batch.forces
+    res = {
+        "e_sq": (de**2).sum(), "e_abs": de.abs().sum(), "e_n": torch.tensor(float(de.numel())),
+        "f_sq": (df**2).sum(), "f_abs": df.abs().sum(), "f_n": torch.tensor(float(df.numel())),
+    }
+    if "stress" in out and bool(batch.has_stress.any()):
+        ds = (out["stress"] - batch.stress)[batch.has_stress]
+        res.update(s_sq=(ds**2).sum(), s_abs=ds.abs().sum(), s_n=torch.tensor(float(ds.numel())))
+    else:
+        zero = out["energy"].new_zeros(())
+        res.update(s_sq=zero, s_abs=zero.detach(), s_n=torch.tensor(0.0))
+    return res
+
+
+class Trainer:
+    """Train a GeoMFormer potential from a TrainConfig. See ``train()`` for the entry point."""
+
+    def __init__(self, cfg: TrainConfig, log=print, progress: bool = True) -> None:
+        self.cfg = cfg
+        self.tcfg = cfg.training
+        self.out = Path(cfg.out_dir)
+        self.progress = progress
+        self.distributed = _maybe_init_distributed(self.tcfg.device)
+        self.rank, self.world = _dist_info()
+        self.log = log if self.rank == 0 else (lambda *a, **k: None)
+        torch.set_num_threads(self.tcfg.num_threads)
+        torch.manual_seed(self.tcfg.seed)
+        self.device = torch.device(self.tcfg.device)
+        self._setup()
+
+    # ------------------------------------------------------------------ setup
+    def _initial_model(self, species) -> GeoMFormer:
+        if self.cfg.init_from:
+            from ..io.registry import load_potential
+
+            model = load_potential(self.cfg.init_from)
+            self.log(f"fine-tuning from {self.cfg.init_from}: {init_summary(model)}")
+            return model_with_dtype(model, self.tcfg.dtype).train()
+        mcfg = dict(self.cfg.model)
+        mcfg.setdefault("species", species)
+        mcfg["dtype"] = self.tcfg.dtype
+        return GeoMFormer(GeoMFormerConfig(**mcfg))
+
+    def _setup(self) -> None:
+        cfg, data = self.cfg, self.cfg.data
+        frames = read_frames(data.train_file)
+        species = sorted({int(z) for a in frames for z in a.get_atomic_numbers()})
+        model = self._initial_model(species)
+        self.model = model.to(self.device)
+        mcfg = model.config
+        tr, va, te = split_indices(
+            frames, data.val_fraction, 0.0 if data.test_file else data.test_fraction,
+            data.split_seed, data.split_key, data.holdout_key, data.holdout_value,
+        )
+
+        def samples(idx, frames_, name):
+            chosen = [frames_[k] for k in idx]
+            out, dropped = make_samples(chosen, mcfg.cutoff, mcfg.species, name, data.max_force,
+                                        self.tcfg.neighbor_backend)
+            if dropped:
+                self.log(f"{name}: dropped {dropped} frames with |F| > {data.max_force} eV/Å")
+            return out
+
+        self.train_set = samples(tr, frames, data.train_file)
+        self.val_set = samples(va, frames, data.train_file)
+        if data.test_file:
+            test_frames = read_frames(data.test_file)
+            self.test_set = samples(range(len(test_frames)), test_frames, data.test_file)
+        else:
+            self.test_set = samples(te, frames, data.train_file)
+        if not self.train_set:
+            raise ValueError("no training structures left after the split")
+        self.log(f"train: {describe(self.train_set)}; val: {describe(self.val_set)}; "
+                 f"test: {describe(self.test_set)}")
+        self._set_energy_reference()
+        self.potential = Potential(self.model)
+        self.module = self.potential
+        if self.distributed:
+            self.module = torch.nn.parallel.DistributedDataParallel(self.potential, find_unused_parameters=True)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=self.tcfg.lr, weight_decay=self.tcfg.weight_decay
+        )
+        self.ema = EMA(self.model.parameters(), self.tcfg.ema_decay)
+        self.steps_per_epoch = math.ceil(len(self.train_set) / self.tcfg.batch_size)
+        self.total_steps = self.tcfg.epochs * self.steps_per_epoch
+        self.step = 0
+        self.history: list[dict] = []
+        self.log(init_summary(self.model))
+
+    @torch.no_grad()
+    def _set_energy_reference(self) -> None:
+        """E0 by least squares, and the energy scale from the force RMS (as MACE)."""
+        model, species = self.model, self.model.config.species
+        if self.cfg.init_from and not self.cfg.refit_e0:
+            return
+        if self.cfg.init_from:
+            # Keep the network; shift only the per-element references to the new data's zero.
+            model.e0.zero_()
+            pred = []
+            for s in self.train_set:
+                with torch.enable_grad():
+                    pred.append(float(Potential(model)(s.graph.to(self.device), forces=False, stress=False)["energy"][0]))
+            residual = np.array([s.energy for s in self.train_set]) - np.array(pred)
+            e0 = fit_e0(self.train_set, species, residual)
+        else:
+            e0 = fit_e0(self.train_set, species)
+            f = torch.cat([s.forces for s in self.train_set])
+            model.energy_scale.fill_(max(float(f.pow(2).mean().sqrt()), 1e-3))
+        model.e0.copy_(torch.as_tensor(e0))
+        from ase.data import chemical_symbols
+
+        self.log("E0 (eV): " + ", ".join(f"{chemical_symbols[z]} {e:.4f}" for z, e in zip(species, e0)))
+
+    # ------------------------------------------------------------------ checkpoints
+    def _checkpoint_state(self, epoch: int, step_in_epoch: int) -> dict:
+        return {
+            "format": "geomformer-md-train-checkpoint-1",
+            "config": self.cfg.to_dict(),
+            "model_config": self.model.config.to_dict(),
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "ema": self.ema.state_dict(),
+            "step": self.step,
+            "epoch": epoch,
+            "step_in_epoch": step_in_epoch,
+            "history": self.history,
+        }
+
+    def save_checkpoint(self, epoch: int, step_in_epoch: int) -> None:
+        if self.rank == 0:
+            atomic_save(self._checkpoint_state(epoch, step_in_epoch), self.out / CHECKPOINT)
+        if self.distributed:
+            dist.barrier()
+
+    def load_checkpoint(self) -> tuple[int, int]:
+        path = self.out / CHECKPOINT
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        if state.get("model_config") != self.model.config.to_dict():
+            raise ValueError(f"{path} was written for a different model config; use a new out_dir")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.ema.load_state_dict(state["ema"])
+        self.step = int(state["step"])
+        self.history = list(state["history"])
+        self.log(f"resumed from {path} at epoch {state['epoch']}, step {self.step}")
+        return int(state["epoch"]), int(state["step_in_epoch"])
+
+    def _write_metrics(self) -> None:
+        if self.rank != 0:
+            return
+        tmp = self.out / "metrics.csv.tmp"
+        with open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=METRIC_FIELDS)
+            w.writeheader()
+            for row in self.history:
+                w.writerow({k: row.get(k, "") for k in METRIC_FIELDS})
+        os.replace(tmp, self.out / "metrics.csv")
+
+    # ------------------------------------------------------------------ steps
+    def _epoch_order(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.tcfg.seed, epoch]).permutation(len(self.train_set))
+
+    def _train_step(self, items: list[int]) -> float:
+        t = self.tcfg
+        local = items[self.rank :: self.world]
+        batch = collate_samples([self.train_set[k] for k in local]).to(self.device)
+        want_stress = bool(batch.has_stress.any()) and t.stress_weight > 0
+        out = self.module(batch.graph, forces=True, stress=want_stress, create_graph=True)
+        err = batch_errors(out, batch)
+        counts = torch.stack([err["e_n"], err["f_n"], err["s_n"]]).to(self.device)
+        if self.distributed:
+            dist.all_reduce(counts)
+        counts = counts.clamp(min=1.0)
+        loss = (
+            t.energy_weight * err["e_sq"] / counts[0]
+            + t.forces_weight * err["f_sq"] / counts[1]
+            + t.stress_weight * err["s_sq"] / counts[2]
+        )
+        self.optimizer.zero_grad(set_to_none=True)
+        (loss * self.world).backward()  # DDP averages gradients over ranks
+        if t.clip_grad:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_grad)
+        for g in self.optimizer.param_groups:
+            g["lr"] = t.lr * lr_factor(self.step, self.total_steps, t.warmup_steps, t.min_lr_ratio)
+        self.optimizer.step()
+        self.ema.update()
+        self.step += 1
+        value = loss.detach()
+        if self.distributed:
+            dist.all_reduce(value)
+        return float(value)
+
+    def evaluate(self, samples, batch_size: int | None = None, collect: bool = False) -> dict:
+        """MAEs (meV/atom, meV/Å, meV/Å^3) with the current weights, on every rank."""
+        sums = {k: 0.0 for k in ("e_abs", "e_n", "f_abs", "f_n", "s_abs", "s_n")}
+        pairs = {"energy": [], "forces": []}
+        bs = batch_size or max(1, self.tcfg.batch_size)
+        for start in range(0, len(samples), bs):
+            batch = collate_samples(samples[start : start + bs]).to(self.device)
+            out = self.potential(batch.graph, forces=True, stress=bool(batch.has_stress.any()))
+            err = batch_errors({k: v.detach() for k, v in out.items()}, batch)
+            for k in sums:
+                sums[k] += float(err[k])
+            if collect:
+                pairs["energy"].append(torch.stack([batch.energy / batch.n_atoms, out["energy"].detach() / batch.n_atoms], 1))
+                pairs["forces"].append(torch.stack([batch.forces.reshape(-1), out["forces"].detach().reshape(-1)], 1))
+        res = {
+            "energy_mae_meV_atom": 1000 * sums["e_abs"] / max(sums["e_n"], 1),
+            "forces_mae_meV_A": 1000 * sums["f_abs"] / max(sums["f_n"], 1),
+            "stress_mae_meV_A3": 1000 * sums["s_abs"] / sums["s_n"] if sums["s_n"] else float("nan"),
+            "n_structures": len(samples),
+        }
+        if collect and pairs["energy"]:
+            res["pairs"] = {k: torch.cat(v).cpu().numpy() for k, v in pairs.items()}
+        return res
+
+    # ------------------------------------------------------------------ main loop
+    def run(self, resume: bool = False) -> dict:
+        """Train to the end (or to max_steps / max_minutes); returns final metrics."""
+        t, start_time = self.tcfg, time.time()
+        self.out.mkdir(parents=True, exist_ok=True)
+        ckpt = self.out / CHECKPOINT
+        if ckpt.exists() and not resume:
+            raise FileExistsError(f"{ckpt} exists: pass resume (--resume) to continue it, or use a new out_dir")
+        epoch, skip = (self.load_checkpoint() if resume and ckpt.exists() else (0, 0))
+        if self.rank == 0:
+            with open(self.out / "config.json", "w") as fh:
+                json.dump(self.cfg.to_dict(), fh, indent=2)
+        stopped = False
+        while epoch < t.epochs and not stopped:
+            order = self._epoch_order(epoch)
+            bar = self._bar(epoch, skip)
+            losses = []
+            for b in range(skip, self.steps_per_epoch):
+                items = order[b * t.batch_size : (b + 1) * t.batch_size].tolist()
+                losses.append(self._train_step(items))
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{losses[-1]:.4g}")
+                out_of_budget = (t.max_steps is not None and self.step >= t.max_steps) or (
+                    t.max_minutes is not None and time.time() - start_time > 60 * t.max_minutes
+                )
+                if out_of_budget and b + 1 < self.steps_per_epoch:
+                    self.save_checkpoint(epoch, b + 1)
+                    stopped = True
+                    break
+                if t.checkpoint_every and self.step % t.checkpoint_every == 0 and b + 1 < self.steps_per_epoch:
+                    self.save_checkpoint(epoch, b + 1)
+            if bar is not None:
+                bar.close()
+            if stopped:
+                break
+            epoch, skip = epoch + 1, 0
+            self._end_of_epoch(epoch, losses, time.time() - start_time)
+            if out_of_budget:
+                stopped = epoch < t.epochs
+        if stopped:
+            self.log(f"stopped at step {self.step} (budget); continue with --resume")
+            return {"complete": False, "step": self.step}
+        return self.finish()
+
+    def _bar(self, epoch: int, skip: int):
+        if not self.progress or self.rank != 0:
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=self.steps_per_epoch, initial=skip, desc=f"epoch {epoch + 1}/{self.tcfg.epochs}",
+                    leave=False, dynamic_ncols=True)
+
+    def _end_of_epoch(self, epoch: int, losses: list[float], elapsed: float) -> None:
+        self.ema.swap()
+        val = self.evaluate(self.val_set) if self.val_set else {}
+        self.ema.swap()
+        row = {
+            "epoch": epoch, "step": self.step, "lr": self.optimizer.param_groups[0]["lr"],
+            "train_loss": float(np.mean(losses)) if losses else float("nan"),
+            "val_energy_mae_meV_atom": val.get("energy_mae_meV_atom", float("nan")),
+            "val_forces_mae_meV_A": val.get("forces_mae_meV_A", float("nan")),
+            "val_stress_mae_meV_A3": val.get("stress_mae_meV_A3", float("nan")),
+            "elapsed_s": elapsed,
+        }
+        # Elapsed time differs between an interrupted and a straight run; keep it
+        # out of the resumable state's comparisons but in the CSV.
+        self.history.append(row)
+        self.log(
+            f"epoch {epoch:4d} step {self.step:6d} loss {row['train_loss']:.4g} | val E "
+            f"{row['val_energy_mae_meV_atom']:.2f} meV/atom  F {row['val_forces_mae_meV_A']:.1f} meV/Å  "
+            f"S {row['val_stress_mae_meV_A3']:.2f} meV/Å³"
+        )
+        self.save_checkpoint(epoch, 0)
+        self._write_metrics()
+
+    def finish(self) -> dict:
+        """Write the EMA model, test metrics and parity plots."""
+        self.ema.swap()
+        test = self.evaluate(self.test_set, collect=True) if self.test_set else {}
+        val = self.evaluate(self.val_set) if self.val_set else {}
+        metrics = {
+            "test": {k: v for k, v in test.items() if k != "pairs"},
+            "val": val,
+            "steps": self.step,
+            "n_parameters": self.model.n_parameters(),
+        }
+        if self.rank == 0:
+            meta = {
+                "training_config": self.cfg.to_dict(),
+                "metrics": metrics,
+                "train_file": self.cfg.data.train_file,
+            }
+            save_model(self.model, self.out / "model.pt", meta)
+            with open(self.out / "test_metrics.json", "w") as fh:
+                json.dump(metrics, fh, indent=2)
+            if "pairs" in test:
+                from .plots import parity_plots
+
+                parity_plots(test["pairs"], self.out / "parity.png", metrics["test"])
+            self.log(f"test: {json.dumps(metrics['test'])}")
+            self.log(f"model written to {self.out / 'model.pt'}")
+        self.ema.swap()
+        if self.distributed:
+            dist.barrier()
+        return {"complete": True, **metrics}
+
+
+def train(config, resume: bool = False, progress: bool = True, log=print) -> dict:
+    """Train from a TrainConfig, a dict or a YAML path. Returns the final metrics."""
+    from .config import TrainConfig, load_train_config, train_config_from_dict
+
+    if isinstance(config, (str, Path)):
+        config = load_train_config(config)
+    elif isinstance(config, dict):
+        config = train_config_from_dict(config)
+    elif not isinstance(config, TrainConfig):
+        raise TypeError("config must be a TrainConfig, a dict or a path to a YAML file")
+    return Trainer(config, log=log, progress=progress).run(resume=resume)
+

@@ -1,0 +1,184 @@
+"""Training: end to end, resume after SIGKILL, DDP equivalence, fine-tuning, bad input."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from ase import Atoms
+from ase.build import bulk, fcc111
+from ase.calculators.emt import EMT
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.io import write
+
+from geomformer_md import load_potential, save_model
+from geomformer_md.train import train, train_config_from_dict
+
+from conftest import make_model
+
+TINY_MODEL = {"d_model": 8, "n_heads": 2, "n_layers": 1, "n_rbf": 6, "cutoff": 3.5}
+
+
+def emt_frames(n=24, seed=0):
+    rng = np.random.default_rng(seed)
+    frames = []
+    for k in range(n):
+        if k % 2 == 0:
+            a = bulk("Cu", "fcc", a=3.6, cubic=True)
+            a.set_cell(a.cell[:] * (1 + rng.normal(0, 0.02, (3, 3))), scale_atoms=True)
+        else:
+            a = fcc111("Cu", (1, 1, 3), vacuum=4.0)
+            a += Atoms("O", positions=[a.positions[-1] + [0, 0, 1.8]])
+        a.positions += rng.normal(0, 0.1, a.positions.shape)
+        a.calc = EMT()
+        res = {"energy": a.get_potential_energy(), "forces": a.get_forces()}
+        if a.pbc.all():
+            res["stress"] = a.get_stress()
+        a.calc = SinglePointCalculator(a, **res)
+        a.info["config_id"] = f"c{k % 8}"
+        frames.append(a)
+    return frames
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "emt.extxyz"
+    write(path, emt_frames())
+    return path
+
+
+def config(data_file, out_dir, **training):
+    t = {"epochs": 3, "batch_size": 4, "lr": 3e-3, "warmup_steps": 3, "checkpoint_every": 2,
+         "num_threads": 1, "dtype": "float64"}
+    t.update(training)
+    return {
+        "out_dir": str(out_dir),
+        "data": {"train_file": str(data_file), "val_fraction": 0.25, "test_fraction": 0.25, "split_key": "config_id"},
+        "model": TINY_MODEL,
+        "training": t,
+    }
+
+
+def final_weights(out_dir):
+    return load_potential(os.path.join(out_dir, "model.pt")).state_dict()
+
+
+def test_train_writes_model_metrics_and_plots(data_file, tmp_path):
+    res = train(config(data_file, tmp_path / "run"), progress=False, log=lambda *a: None)
+    assert res["complete"]
+    for name in ("model.pt", "metrics.csv", "checkpoint.pt", "parity.png", "test_metrics.json"):
+        assert (tmp_path / "run" / name).is_file(), name
+    rows = (tmp_path / "run" / "metrics.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 3  # header + one row per epoch
+    model = load_potential(tmp_path / "run" / "model.pt")
+    assert model.config.species == (8, 29)
+    assert np.isfinite(res["test"]["forces_mae_meV_A"])
+    # Training must learn: loss of the last epoch below the first.
+    losses = [float(r.split(",")[3]) for r in rows[1:]]
+    assert losses[-1] < losses[0]
+
+
+def test_interrupted_and_resumed_equals_uninterrupted(data_file, tmp_path):
+    quiet = {"progress": False, "log": lambda *a: None}
+    straight = train(config(data_file, tmp_path / "a"), **quiet)
+    part = train(config(data_file, tmp_path / "b", max_steps=5), **quiet)  # stops mid-epoch 2
+    assert not part["complete"]
+    resumed = train(config(data_file, tmp_path / "b"), resume=True, **quiet)
+    assert resumed["test"] == pytest.approx(straight["test"], rel=1e-9)
+    a, b = final_weights(tmp_path / "a"), final_weights(tmp_path / "b")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-10, atol=1e-12)
+
+
+def test_sigkill_then_resume_equals_uninterrupted(data_file, tmp_path):
+    quiet = {"progress": False, "log": lambda *a: None}
+    cfg = config(data_file, tmp_path / "killed", epochs=12, checkpoint_every=1)
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    code = f"from geomformer_md.train import train; train({str(cfg_path)!r}, progress=False)"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckpt = tmp_path / "killed" / "checkpoint.pt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
+    assert not (tmp_path / "killed" / "model.pt").exists()
+    resumed = train(str(cfg_path), resume=True, **quiet)
+    straight = train(config(data_file, tmp_path / "straight", epochs=12, checkpoint_every=1), **quiet)
+    assert resumed["test"] == pytest.approx(straight["test"], rel=1e-9)
+
+
+def _ddp_worker(rank, world, port, cfg):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    train(cfg, progress=False, log=lambda *a: None)
+    torch.distributed.destroy_process_group()
+
+
+def test_two_process_ddp_trains_the_same_model(data_file, tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ddp_cfg = config(data_file, tmp_path / "ddp", epochs=2)
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, port, ddp_cfg), nprocs=2, join=True)
+    train(config(data_file, tmp_path / "single", epochs=2), progress=False, log=lambda *a: None)
+    a, b = final_weights(tmp_path / "ddp"), final_weights(tmp_path / "single")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-8, atol=1e-10)
+
+
+def test_fine_tune_from_model_file_refits_reference_energies(data_file, tmp_path):
+    base = make_model("float64", **TINY_MODEL)
+    path = tmp_path / "base.pt"
+    save_model(base, path)
+    # Shift all labels by a per-atom constant: a new labeller with another zero of energy.
+    frames = emt_frames(16, seed=1)
+    for a in frames:
+        r = a.calc.results
+        a.calc = SinglePointCalculator(a, energy=r["energy"] - 7.0 * len(a), forces=r["forces"])
+    write(tmp_path / "shifted.extxyz", frames)
+    cfg = config(tmp_path / "shifted.extxyz", tmp_path / "ft", epochs=1)
+    cfg["init_from"] = str(path)
+    cfg.pop("model")
+    res = train(cfg, progress=False, log=lambda *a: None)
+    tuned = load_potential(tmp_path / "ft" / "model.pt")
+    assert tuned.config.species == base.config.species
+    assert res["test"]["energy_mae_meV_atom"] < 1000  # the 7 eV/atom shift went into E0
+    assert float(tuned.e0[base.config.species.index(29)]) < float(base.e0[base.config.species.index(29)]) - 5
+
+
+def test_bad_training_input_is_refused_clearly(tmp_path):
+    nolabel = tmp_path / "nolabel.extxyz"
+    write(nolabel, [bulk("Cu", "fcc", a=3.6)])
+    with pytest.raises(ValueError, match="no energy"):
+        train(config(nolabel, tmp_path / "r1"), progress=False, log=lambda *a: None)
+
+    a = bulk("Cu", "fcc", a=3.6)
+    a.calc = SinglePointCalculator(a, energy=float("nan"), forces=np.zeros((1, 3)))
+    write(tmp_path / "nan.extxyz", [a])
+    with pytest.raises(ValueError, match="NaN"):
+        train(config(tmp_path / "nan.extxyz", tmp_path / "r2"), progress=False, log=lambda *a: None)
+
+    with pytest.raises(ValueError, match="unknown key.*valid keys"):
+        train_config_from_dict({"data": {"train_file": "x"}, "training": {"epochz": 3}})
+
+    # An element the fine-tuned model does not know.
+    base = make_model("float64", **TINY_MODEL)
+    save_model(base, tmp_path / "base.pt")
+    au = bulk("Au", "fcc", a=4.1)
+    au.calc = SinglePointCalculator(au, energy=-3.0, forces=np.zeros((1, 3)))
+    write(tmp_path / "au.extxyz", [au] * 4)
+    cfg = config(tmp_path / "au.extxyz", tmp_path / "r3")
+    cfg["init_from"] = str(tmp_path / "base.pt")
+    with pytest.raises(ValueError, match="Au.*outside the model"):
+        train(cfg, progress=False, log=lambda *a: None)
