@@ -1,0 +1,118 @@
+"""Test MSE beside the published table, parameters, training time, equivariance.
+
+  python benchmarks/nbody/evaluate.py benchmarks/nbody/runs/full benchmarks/nbody/runs/no_cross
+
+reads each run's metrics.json (written by train.py from the best-validation
+state) and prints one table. ``evaluate_predictor`` is the measurement itself.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+FRAME_IN, FRAME_OUT = 30, 40
+
+# Test MSE on EGNN's nbody_small (3000 training trajectories), as published
+# (Satorras et al. 2021, Table 2; GeoMFormer: Chen et al. 2024).
+PUBLISHED = {
+    "Linear (EGNN paper)": 0.0819,
+    "SE(3) Transformer": 0.0244,
+    "TFN": 0.0155,
+    "GNN": 0.0107,
+    "Radial Field": 0.0104,
+    "EGNN": 0.0071,
+    "GeoMFormer (paper)": 0.0047,
+}
+
+
+def load_split(data_dir: Path, name: str, n: int | None = None, dtype=torch.float32) -> dict:
+    """x0, v0 [S, 5, 3] at frame 30, x1 at frame 40, q [S, 5]; dmax: largest pair distance at 30."""
+    with np.load(Path(data_dir) / f"{name}.npz") as a:
+        loc, vel, q = a["loc"], a["vel"], a["charges"]
+    if n is not None:
+        loc, vel, q = loc[:n], vel[:n], q[:n]
+    x0 = loc[:, FRAME_IN]
+    dmax = np.linalg.norm(x0[:, :, None] - x0[:, None, :], axis=-1).max()
+
+    def t(a):
+        return torch.as_tensor(np.ascontiguousarray(a), dtype=dtype)
+
+    return {
+        "x0": t(x0),
+        "v0": t(vel[:, FRAME_IN]),
+        "x1": t(loc[:, FRAME_OUT]),
+        "q": t(q),
+        "dmax": dmax,
+    }
+
+
+def random_rotation(gen: torch.Generator) -> torch.Tensor:
+    """Uniform proper rotation (float64) from the QR of a Gaussian matrix."""
+    a = torch.randn(3, 3, generator=gen, dtype=torch.float64)
+    qm, r = torch.linalg.qr(a)
+    qm = qm * torch.sign(torch.diagonal(r))
+    if torch.det(qm) < 0:
+        qm[:, 0] = -qm[:, 0]
+    return qm
+
+
+def equivariance_error(model, x0, v0, q, seed: int = 0) -> float:
+    """max |f(x R^T + t, v R^T) - (f(x, v) R^T + t)| over the given systems (float64 inputs)."""
+    gen = torch.Generator().manual_seed(seed)
+    rot = random_rotation(gen)
+    shift = 3.0 * torch.randn(3, generator=gen, dtype=torch.float64)
+    x0, v0, q = x0.double(), v0.double(), q.double()
+    with torch.no_grad():
+        a = model(x0 @ rot.T + shift, v0 @ rot.T, q)
+        b = model(x0, v0, q) @ rot.T + shift
+    return float((a - b).abs().max())
+
+
+def evaluate_predictor(model, test: dict, batch: int = 250) -> dict:
+    model.eval()
+    sq = 0.0
+    with torch.no_grad():
+        for s in range(0, len(test["q"]), batch):
+            sl = slice(s, s + batch)
+            pred = model(test["x0"][sl], test["v0"][sl], test["q"][sl])
+            sq += float(((pred - test["x1"][sl]) ** 2).sum())
+    x0, v0, q = test["x0"], test["v0"], test["q"]
+    return {
+        "test_mse": sq / test["x1"].numel(),
+        "n_test": len(q),
+        "n_parameters": model.n_parameters(),
+        # trained float32 weights; inputs transformed in float64, relative vectors cast to float32
+        "equivariance_err_f32": equivariance_error(model, x0, v0, q),
+        # the same weights in float64: exact up to round-off
+        "equivariance_err_f64": equivariance_error(copy.deepcopy(model).double(), x0, v0, q),
+    }
+
+
+def table(runs: list[Path]) -> str:
+    rows = [("method", "test MSE", "params", "train time", "notes")]
+    rows += [(k, f"{v:.4f}", "", "", "published") for k, v in PUBLISHED.items()]
+    for run in runs:
+        m = json.loads((Path(run) / "metrics.json").read_text())
+        rows.append(
+            (
+                f"ours: {m['variant']}",
+                f"{m['test_mse']:.4f}",
+                f"{m['n_parameters'] / 1e3:.0f}k",
+                f"{m['train_time_min']:.0f} min",
+                f"best epoch {m['best_epoch']}/{m['epochs_done']} ({m['stop_reason']}), "
+                f"val {m['val_mse']:.4f}, equiv. err f32 {m['equivariance_err_f32']:.1e} "
+                f"f64 {m['equivariance_err_f64']:.1e}",
+            )
+        )
+    w = [max(len(r[i]) for r in rows) for i in range(5)]
+    return "\n".join(" | ".join(c.ljust(w[i]) for i, c in enumerate(r)) for r in rows)
+
+
+if __name__ == "__main__":
+    print(table([Path(p) for p in sys.argv[1:]]))
