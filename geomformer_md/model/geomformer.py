@@ -53,35 +53,46 @@ class EquFFN(nn.Module):
 
 
 class GeoMFormerBlock(nn.Module):
-    """Pre-norm block; the self/cross pairs of each stream run in parallel."""
+    """Pre-norm block; the self/cross pairs of each stream run in parallel.
 
-    def __init__(self, cfg: GeoMFormerConfig) -> None:
+    ``update_equ=False`` drops the equivariant half of the update: in the last
+    block of an energy-only model it never reaches the output (the energy head
+    reads Z^I), so computing it would cost time and leave untrained weights.
+    """
+
+    def __init__(self, cfg: GeoMFormerConfig, update_equ: bool = True) -> None:
         super().__init__()
         d, h, hidden = cfg.d_model, cfg.n_heads, cfg.ffn_mult * cfg.d_model
         self.h, self.d = h, d
-        self.edge_values = cfg.edge_values
-        # Per-head attention biases of the four attentions (+ value filters).
-        self.edge_proj = nn.Linear(cfg.n_rbf, 4 * h + (3 * d if cfg.edge_values else 0))
+        self.edge_values, self.update_equ = cfg.edge_values, update_equ
+        n_att = 4 if update_equ else 2
+        n_filt = (3 if update_equ else 1) if cfg.edge_values else 0
+        # Per-head attention biases of the attentions (+ value filters), one matmul.
+        self.edge_proj = nn.Linear(cfg.n_rbf, n_att * h + n_filt * d)
         self.ln_att, self.eln_att = nn.LayerNorm(d), _equ_norm(cfg)
         self.inv_self = InvSelfAttention(d, h)
         self.inv_cross = InvCrossAttention(d, h, cfg.edge_values)
-        self.equ_self = EquSelfAttention(d, h, cfg.edge_values)
-        self.equ_cross = EquCrossAttention(d, h)
-        self.ln_ffn, self.eln_ffn, self.ln_gate = nn.LayerNorm(d), _equ_norm(cfg), nn.LayerNorm(d)
-        self.inv_ffn, self.equ_ffn = InvFFN(d, hidden), EquFFN(d, hidden)
+        self.ln_ffn, self.inv_ffn = nn.LayerNorm(d), InvFFN(d, hidden)
+        if update_equ:
+            self.equ_self = EquSelfAttention(d, h, cfg.edge_values)
+            self.equ_cross = EquCrossAttention(d, h)
+            self.eln_ffn, self.ln_gate = _equ_norm(cfg), nn.LayerNorm(d)
+            self.equ_ffn = EquFFN(d, hidden)
 
     def forward(self, zi, ze, edges: Edges):
         h, d = self.h, self.d
-        e = self.edge_proj(edges.rbf)  # [E, 4H (+3d)]
-        b = e[:, : 4 * h].split(h, dim=-1)
-        filt_i = filt_e = gate_e = None
-        if self.edge_values:
-            filt_i, filt_e, gate_e = e[:, 4 * h :].split(d, dim=-1)
+        n_att = 4 if self.update_equ else 2
+        e = self.edge_proj(edges.rbf)  # [E, n_att H + n_filt d]
+        b = e[:, : n_att * h].split(h, dim=-1)
+        filt = e[:, n_att * h :].split(d, dim=-1) if self.edge_values else (None, None, None)
         x, v = self.ln_att(zi), self.eln_att(ze)
-        zi = zi + self.inv_self(x, edges, b[0], filt_i) + self.inv_cross(x, v, edges, b[1])
-        ze = ze + self.equ_self(v, x, edges, b[2], filt_e, gate_e) + self.equ_cross(v, x, edges, b[3])
+        zi = zi + self.inv_self(x, edges, b[0], filt[0]) + self.inv_cross(x, v, edges, b[1])
+        if self.update_equ:
+            filt_e, gate_e = (filt[1], filt[2]) if self.edge_values else (None, None)
+            ze = ze + self.equ_self(v, x, edges, b[2], filt_e, gate_e) + self.equ_cross(v, x, edges, b[3])
         zi = zi + self.inv_ffn(self.ln_ffn(zi))
-        ze = ze + self.equ_ffn(self.eln_ffn(ze), self.ln_gate(zi))
+        if self.update_equ:
+            ze = ze + self.equ_ffn(self.eln_ffn(ze), self.ln_gate(zi))
         return zi, ze
 
 
@@ -110,7 +121,10 @@ class GeoMFormer(nn.Module):
         self.equ_init = nn.Linear(cfg.n_rbf, d, bias=False)
         self.scalar_in = nn.Linear(cfg.n_scalar_inputs, d) if cfg.n_scalar_inputs else None
         self.vector_in = nn.Linear(cfg.n_vector_inputs, d, bias=False) if cfg.n_vector_inputs else None
-        self.blocks = nn.ModuleList(GeoMFormerBlock(cfg) for _ in range(cfg.n_layers))
+        self.blocks = nn.ModuleList(
+            GeoMFormerBlock(cfg, update_equ=cfg.vector_head or k < cfg.n_layers - 1)
+            for k in range(cfg.n_layers)
+        )
         if cfg.energy_head:
             self.energy_norm = nn.LayerNorm(d)
             self.energy_mlp = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, 1))

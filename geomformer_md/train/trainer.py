@@ -170,7 +170,7 @@ class Trainer:
         self.potential = Potential(self.model)
         self.module = self.potential
         if self.distributed:
-            self.module = torch.nn.parallel.DistributedDataParallel(self.potential, find_unused_parameters=True)
+            self.module = torch.nn.parallel.DistributedDataParallel(self.potential, find_unused_parameters=True)  # e.g. a direct-force head untouched by an energy loss
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=self.tcfg.lr, weight_decay=self.tcfg.weight_decay
         )
