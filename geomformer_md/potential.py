@@ -122,4 +122,6 @@ class Potential(torch.nn.Module):
                 res["has_stress"] = periodic
         if forces and self.direct_forces:
             res["forces"] = out["vector"].to(pos.dtype)
+        if not create_graph:  # inference: free the graph, hand back plain tensors
+            res = {k: v.detach() for k, v in res.items()}
         return res
