@@ -1,0 +1,745 @@
+"""``geomformer-md``: the command line.
+
+Each subcommand is a thin shell over the Python API (``simulate.relax``,
+``simulate.md``, ``simulate.phonons``, ``simulate.catalysis``, ``train``):
+parse, check the input, call, write the outputs beside the input file.
+
+Errors in the input end the program with exit code 1 and ONE line on stderr,
+``geomformer-md: error: ...``; ``--debug`` shows the traceback instead. Outputs
+that are only meaningful when complete (relaxed structures, tables, plots) are
+written at the end, via a temporary file and a rename, so a failed run never
+leaves a file that looks finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+
+PROG = "geomformer-md"
+
+EPILOG = """\
+examples:
+  geomformer-md info                               versions, devices, shipped potentials
+  geomformer-md eval frames.extxyz                 energies/forces -> frames.eval.extxyz
+  geomformer-md relax slab.xyz --fix-bottom-layers 2 --fmax 0.03
+  geomformer-md relax bulk.cif --relax-cell
+  geomformer-md md slab.xyz --ensemble nvt-langevin --temperature 500 --steps 20000
+  geomformer-md phonons Cu.cif --supercell 3 3 3
+  geomformer-md adsorb Pt111 CO                    CO on every site of Pt(111)
+  geomformer-md adsorb Cu211 O --sites step_fcc,step_bridge
+  geomformer-md train config.yaml --resume
+
+Every command accepts --model NAME_OR_FILE (default: the shipped default
+potential), --device cpu|cuda|auto and --dtype float32|float64.
+Run 'geomformer-md COMMAND --help' for the options of one command.
+"""
+
+
+class CLIError(Exception):
+    """A user error to report in one line (no traceback)."""
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the epilog's line breaks; appends a default only where it says something."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        d = action.default
+        if "default" in text or d in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        shown = " ".join(map(str, d)) if isinstance(d, (list, tuple)) else d
+        return f"{text} (default: {shown})"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and raises instead of exiting."""
+
+    def error(self, message):
+        raise CLIError(f"{message} (see '{self.prog} --help')")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _positive(kind=float, allow_zero=False):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not (value > 0 or (allow_zero and value == 0)):
+            raise argparse.ArgumentTypeError(
+                f"must be {'>= 0' if allow_zero else '> 0'}, got {text}"
+            )
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _read(path: str, index=":"):
+    """Frames of any ASE-readable file, as a list; one-line errors."""
+    from ase.io import read
+
+    p = Path(path)
+    if not p.exists():
+        raise CLIError(f"cannot read {path}: no such file")
+    if p.is_dir():
+        raise CLIError(f"cannot read {path}: it is a directory")
+    try:
+        frames = read(str(p), index=index)
+    except Exception as exc:  # ASE raises many kinds for unknown/garbled formats
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CLIError(f"cannot read {path} as a structure file: {msg[:200]}") from None
+    frames = frames if isinstance(frames, list) else [frames]
+    if not frames:
+        raise CLIError(f"{path} contains no structures")
+    return frames
+
+
+def _beside(path: str, suffix: str) -> Path:
+    """``dir/name.ext`` -> ``dir/name{suffix}``."""
+    p = Path(path)
+    return p.with_name(p.stem + suffix)
+
+
+@contextlib.contextmanager
+def _atomic_path(path: Path):
+    """Yield a temporary path in the same folder; rename it to ``path`` on success only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _write(path: Path, frames, fmt: str | None = None) -> None:
+    from ase.io import write
+
+    with _atomic_path(path) as tmp:
+        write(str(tmp), frames, format=fmt or _format_of(path))
+
+
+def _format_of(path: Path) -> str | None:
+    return {".extxyz": "extxyz", ".xyz": "extxyz", ".traj": "traj"}.get(path.suffix)
+
+
+def _calculator(args, skin: float = 0.0):
+    from .calculator import GeoMFormerCalculator
+
+    return GeoMFormerCalculator(args.model, device=args.device, dtype=args.dtype, skin=skin)
+
+
+def _check_elements(calc, frames) -> None:
+    from .simulate.catalysis import check_elements
+
+    for k, atoms in enumerate(frames):
+        try:
+            check_elements(calc, atoms.numbers)
+        except ValueError as exc:
+            where = f"frame {k}: " if len(frames) > 1 else ""
+            raise CLIError(f"{where}{exc}") from None
+
+
+def _progress(args) -> bool:
+    return not args.quiet and sys.stderr.isatty()
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_info(args) -> int:
+    import platform
+
+    import ase
+    import torch
+
+    from . import __version__
+    from .io.registry import list_potentials, potentials_dir
+
+    print(f"geomformer-md {__version__}")
+    print(f"python        {platform.python_version()} ({sys.executable})")
+    print(f"torch         {torch.__version__}")
+    print(f"ase           {ase.__version__}")
+    for mod in ("phonopy", "matscipy", "numpy"):
+        try:
+            print(f"{mod:<13} {__import__(mod).__version__}")
+        except Exception:
+            print(f"{mod:<13} not installed")
+    if torch.cuda.is_available():
+        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        print(f"devices       cpu, cuda: {', '.join(f'{i}: {n}' for i, n in enumerate(names))}")
+    else:
+        print("devices       cpu (no CUDA device visible to torch)")
+    pots = list_potentials()
+    print(
+        f"potentials    {', '.join(sorted(pots)) if pots else 'none shipped'} ({potentials_dir()})"
+    )
+    return 0
+
+
+def cmd_list(args) -> int:
+    from .io.registry import _manifest, potentials_dir
+
+    manifest = _manifest()
+    pots = manifest.get("potentials", {})
+    if not pots:
+        print(f"no shipped potentials (looked in {potentials_dir()})")
+        return 0
+    default = manifest.get("default")
+    for name in sorted(pots):
+        e = pots[name]
+        star = " (default)" if name == default else ""
+        print(f"{name}{star}")
+        print(f"  file      {e.get('file', '?')}")
+        print(f"  elements  {' '.join(e.get('elements', [])) or '?'}")
+        print(f"  cutoff    {e.get('cutoff', '?')} Å")
+        if e.get("description"):
+            print(f"  about     {e['description']}")
+        if e.get("training_data"):
+            print(f"  data      {e['training_data']}")
+        errors = e.get("test_errors") or e.get("metrics")
+        if isinstance(errors, dict):
+            print("  test      " + ", ".join(f"{k}={v}" for k, v in errors.items()))
+        elif errors:
+            print(f"  test      {errors}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    import numpy as np
+    from ase.calculators.calculator import PropertyNotImplementedError
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.units import GPa
+    from tqdm.auto import tqdm
+
+    frames = _read(args.file, args.index)
+    calc = _calculator(args)
+    _check_elements(calc, frames)
+    out = Path(args.output) if args.output else _beside(args.file, ".eval.extxyz")
+    results = []
+    rows = [
+        f"{'frame':>5}  {'formula':<16}{'atoms':>6}{'E/eV':>15}{'E/atom':>12}{'max|F|':>10}"
+        f"{'P/GPa':>10}"
+    ]
+    for k, atoms in enumerate(tqdm(frames, desc="eval", disable=not _progress(args))):
+        a = atoms.copy()
+        a.calc = calc
+        try:
+            e = a.get_potential_energy()
+            f = a.get_forces()
+        except ValueError as exc:
+            raise CLIError(f"frame {k}: {exc}") from None
+        res = {"energy": e, "free_energy": e, "forces": f.copy()}
+        p = ""
+        if a.pbc.all():
+            try:
+                s = a.get_stress()
+                res["stress"] = s.copy()
+                p = f"{-np.mean(s[:3]) / GPa:10.3f}"
+            except PropertyNotImplementedError:
+                pass
+        done = atoms.copy()
+        done.calc = SinglePointCalculator(done, **res)
+        results.append(done)
+        fmax = float(np.linalg.norm(f, axis=1).max())
+        rows.append(
+            f"{k:>5}  {a.get_chemical_formula():<16}{len(a):>6}{e:>15.6f}{e / len(a):>12.6f}"
+            f"{fmax:>10.4f}{p:>10}"
+        )
+    _write(out, results, "extxyz")
+    print("\n".join(rows))
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_relax(args) -> int:
+    from .simulate.relax import relax
+
+    atoms = _read(args.file, args.index)[0]
+    calc = _calculator(args)
+    _check_elements(calc, [atoms])
+    out = Path(args.output) if args.output else _beside(args.file, ".relaxed.extxyz")
+    traj = _beside(args.file, ".relax.traj")
+    created = not traj.exists()
+    try:
+        relaxed, res = relax(
+            atoms,
+            calculator=calc,
+            fmax=args.fmax,
+            steps=args.steps,
+            optimizer=args.optimizer,
+            relax_cell=args.relax_cell,
+            fix_bottom_layers=args.fix_bottom_layers,
+            trajectory=traj,
+            logfile=None,
+            progress=_progress(args),
+            pressure_bar=args.pressure,
+        )
+    except BaseException:
+        if created and traj.exists():
+            traj.unlink()  # a trajectory of a failed run is not a result
+        raise
+    relaxed.info.update(converged=res.converged, fmax=res.fmax, relax_steps=res.steps)
+    _write(out, relaxed)
+    status = "converged" if res.converged else "NOT converged"
+    print(
+        f"{status} in {res.steps} steps ({res.optimizer}): E = {res.energy:.6f} eV "
+        f"(from {res.initial_energy:.6f}), fmax = {res.fmax:.4f} eV/Å"
+    )
+    print(f"wrote {out} and {traj}")
+    if not res.converged:
+        print(
+            f"{PROG}: warning: fmax {res.fmax:.4f} > {args.fmax} after {res.steps} steps; "
+            f"raise --steps or restart from {out}",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def cmd_md(args) -> int:
+    from .simulate.md import ENSEMBLES, NPT_ENSEMBLES, run_md
+
+    ensemble = args.ensemble.lower()
+    if ensemble not in ENSEMBLES:
+        raise CLIError(f"unknown ensemble {args.ensemble!r}; valid: {', '.join(ENSEMBLES)}")
+    atoms = _read(args.file, args.index)[0]
+    if ensemble in NPT_ENSEMBLES and not (atoms.pbc.all() and atoms.cell.rank == 3):
+        raise CLIError(
+            f"ensemble {ensemble!r} needs a cell periodic in 3 directions; "
+            f"{args.file} has pbc={atoms.pbc.tolist()}"
+        )
+    calc = _calculator(args, skin=args.skin)
+    _check_elements(calc, [atoms])
+    traj = _beside(args.file, ".md.traj")
+    log = _beside(args.file, ".md.log")
+    res = run_md(
+        atoms,
+        calculator=calc,
+        ensemble=ensemble,
+        temperature_K=args.temperature,
+        timestep_fs=args.timestep,
+        steps=args.steps,
+        trajectory=traj,
+        log=log,
+        loginterval=args.interval,
+        friction=args.friction,
+        taut_fs=args.taut,
+        pressure_bar=args.pressure,
+        taup_fs=args.taup,
+        seed=args.seed,
+        progress=_progress(args),
+        resume=not args.no_resume,
+    )
+    resumed = f", resumed from step {res.resumed_from}" if res.resumed_from is not None else ""
+    print(
+        f"{res.ensemble}: {res.steps_done} steps ({res.time_ps:.3f} ps{resumed}), "
+        f"mean T = {res.mean_temperature_K:.1f} K, final T = {res.final_temperature_K:.1f} K, "
+        f"{res.wall_time_s:.1f} s"
+    )
+    print(f"wrote {traj}, {log}" + (f" and {res.restart}" if res.restart else ""))
+    return 0
+
+
+def cmd_phonons(args) -> int:
+    import warnings
+
+    from .simulate.phonons import phonons
+
+    atoms = _read(args.file, args.index)[0]
+    if not (atoms.pbc.all() and atoms.cell.rank == 3):
+        raise CLIError(
+            f"phonons need a crystal periodic in 3 directions; {args.file} has "
+            f"pbc={atoms.pbc.tolist()}"
+        )
+    calc = _calculator(args)
+    _check_elements(calc, [atoms])
+    png = _beside(args.file, ".phonons.png")
+    yaml = _beside(args.file, ".phonons.yaml")
+    csv = _beside(args.file, ".thermal.csv")
+    temps = [
+        args.tmin + k * args.tstep for k in range(int((args.tmax - args.tmin) / args.tstep) + 1)
+    ]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with _atomic_path(png) as tmp_png:
+            res = phonons(
+                atoms,
+                calculator=calc,
+                supercell=args.supercell,
+                displacement=args.displacement,
+                relax_first=not args.no_relax,
+                fmax=args.fmax,
+                relax_cell=not args.no_relax_cell,
+                path=args.path,
+                npoints=args.npoints,
+                mesh=args.mesh,
+                temperatures=temps,
+                plot=tmp_png,
+                progress=_progress(args),
+            )
+            res.plot = str(png)
+    for w in caught:
+        if issubclass(w.category, UserWarning) and "geomformer" in str(w.filename):
+            print(f"{PROG}: warning: {w.message}", file=sys.stderr)
+    with _atomic_path(yaml) as tmp:
+        res.save(tmp)
+    with _atomic_path(csv) as tmp:
+        res.thermal_to_csv(tmp)
+    print(res.summary())
+    print(f"wrote {png}, {yaml}, {csv}")
+    return 0
+
+
+def _parse_references(text: str | None):
+    if text is None:
+        return None
+    if text in ("O2", "H2O"):
+        return text
+    ref = {}
+    for part in text.split(","):
+        name, sep, coef = part.partition(":")
+        try:
+            ref[name.strip()] = float(coef) if sep else 1.0
+        except ValueError:
+            raise CLIError(
+                f"cannot read --references {text!r}: expected O2, H2O or 'H2O:1,H2:-0.5'"
+            ) from None
+    return ref
+
+
+def cmd_adsorb(args) -> int:
+    from ase.io import write  # noqa: F401  (fail early if ASE's io is broken)
+
+    from .simulate.catalysis import adsorption_energies, parse_slab_spec
+
+    if Path(args.slab).exists():
+        slab = _read(args.slab, -1)[0]
+        stem = _beside(args.slab, "")
+        if not slab.info.get("adsorbate_info"):
+            raise CLIError(
+                f"{args.slab} has no adsorption-site information (files do not keep ase.build's "
+                f"adsorbate_info); use a spec such as Pt111, Cu100 or Pt211 instead"
+            )
+    else:
+        try:
+            symbol, facet, _ = parse_slab_spec(args.slab)
+        except ValueError as exc:
+            raise CLIError(
+                f"SLAB {args.slab!r} is neither an existing file nor a spec: {exc}"
+            ) from None
+        slab = (symbol, facet, tuple(args.size))
+        stem = Path(f"{symbol}{facet}")
+    lattice = args.lattice_constant
+    if lattice not in ("relax", "ref"):
+        try:
+            lattice = float(lattice)
+        except ValueError:
+            raise CLIError(
+                f"--lattice-constant must be 'relax', 'ref' or a number in Å, got {lattice!r}"
+            ) from None
+    elif lattice == "ref":
+        lattice = None
+    sites = (
+        None
+        if args.sites in (None, "all")
+        else [s.strip() for s in args.sites.split(",") if s.strip()]
+    )
+    calc = _calculator(args)
+    ads_tag = args.adsorbate.replace("/", "_")
+    csv = Path(args.csv) if args.csv else stem.with_name(f"{stem.name}_{ads_tag}_adsorption.csv")
+    xyz = csv.with_suffix(".extxyz")
+    relax_kwargs = {"optimizer": args.optimizer} if args.optimizer else {}
+    table = adsorption_energies(
+        slab,
+        args.adsorbate,
+        calculator=calc,
+        sites=sites,
+        height=args.height,
+        fix_bottom_layers=args.fix_bottom_layers,
+        fmax=args.fmax,
+        steps=args.steps,
+        references=_parse_references(args.references),
+        lattice_constant=lattice,
+        vacuum=args.vacuum,
+        progress=_progress(args),
+        **relax_kwargs,
+    )
+    with _atomic_path(csv) as tmp:
+        table.to_csv(tmp)
+    frames = []
+    for r in table.rows:
+        a = r.atoms.copy()
+        a.calc = r.atoms.calc
+        a.info.pop("adsorbate_info", None)  # nested arrays: extxyz cannot store it
+        a.info.update(site=r.site, final_site=r.final_site, E_ads=r.e_ads, converged=r.converged)
+        frames.append(a)
+    _write(xyz, frames, "extxyz")
+    print(table)
+    print(f"wrote {csv} and {xyz}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    config = Path(args.config)
+    if not config.is_file():
+        raise CLIError(f"cannot read {args.config}: no such file")
+    try:
+        from . import train as train_module
+    except ImportError as exc:
+        raise CLIError(f"training is not available in this installation ({exc})") from None
+    entry = getattr(train_module, "cli_train", None) or getattr(train_module, "train", None)
+    if entry is None:
+        raise CLIError(
+            "training is not available in this installation "
+            "(geomformer_md.train has no cli_train/train entry point)"
+        )
+    metrics = entry(str(config), resume=args.resume)
+    if isinstance(metrics, dict) and metrics:
+        print(
+            "final metrics: "
+            + ", ".join(
+                f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()
+            )
+        )
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    common = argparse.ArgumentParser(add_help=False)
+    g = common.add_argument_group("common options")
+    g.add_argument(
+        "--model",
+        metavar="NAME_OR_FILE",
+        default=None,
+        help="shipped potential name or model file (default: the shipped default)",
+    )
+    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... or auto")
+    g.add_argument(
+        "--dtype",
+        choices=("float32", "float64"),
+        default=None,
+        help="compute precision (default: the model's own)",
+    )
+    top = argparse.ArgumentParser(add_help=False)
+    top.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    top.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    # The same flags after the command; SUPPRESS keeps a value given before it.
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show the full traceback on errors",
+    )
+    debug.add_argument(
+        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars"
+    )
+
+    p = _Parser(
+        prog=PROG,
+        description="GeoMFormer machine-learning force field: evaluate, relax, run MD, compute "
+        "phonons and adsorption energies, train.",
+        epilog=EPILOG,
+        formatter_class=_HelpFormatter,
+        parents=[top],
+    )
+    p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def add(name, help_, func, parents=(common, debug)):
+        example = "\n".join(line for line in EPILOG.splitlines() if f"{PROG} {name} " in line + " ")
+        sp = sub.add_parser(
+            name,
+            help=help_,
+            description=help_,
+            parents=list(parents),
+            formatter_class=_HelpFormatter,
+            epilog=f"examples:\n{example}" if example else None,
+        )
+        sp.set_defaults(func=func)
+        return sp
+
+    add("info", "show versions, available devices and shipped potentials", cmd_info, (debug,))
+    add("list", "list shipped potentials: elements, cutoff, test errors", cmd_list, (debug,))
+
+    sp = add("eval", "energy, forces and stress of every frame of a structure file", cmd_eval)
+    sp.add_argument("file", help="any ASE-readable file (extxyz, cif, POSCAR, traj, ...)")
+    sp.add_argument("--index", default=":", help="frames to evaluate (ASE index syntax)")
+    sp.add_argument(
+        "-o", "--output", help="output extxyz (default: FILE_STEM.eval.extxyz beside FILE)"
+    )
+
+    sp = add("relax", "relax a structure (positions, optionally the cell)", cmd_relax)
+    sp.add_argument("file", help="structure file (the last frame is used unless --index)")
+    sp.add_argument("--index", default="-1", help="frame to relax")
+    sp.add_argument("--fmax", type=_positive(), default=0.05, help="force threshold, eV/Å")
+    sp.add_argument("--steps", type=_positive(int), default=500, help="maximum optimizer steps")
+    sp.add_argument("--optimizer", default="FIRE", help="FIRE, BFGS, LBFGS, ...")
+    sp.add_argument(
+        "--relax-cell", action="store_true", help="also relax the cell (3-D periodic only)"
+    )
+    sp.add_argument(
+        "--pressure", type=float, default=0.0, help="external pressure with --relax-cell, bar"
+    )
+    sp.add_argument(
+        "--fix-bottom-layers",
+        type=_positive(int, allow_zero=True),
+        default=None,
+        metavar="N",
+        help="hold the N lowest atomic layers of a slab fixed",
+    )
+    sp.add_argument("-o", "--output", help="relaxed structure (default: FILE_STEM.relaxed.extxyz)")
+
+    sp = add("md", "molecular dynamics -> FILE_STEM.md.traj and FILE_STEM.md.log", cmd_md)
+    sp.add_argument("file", help="starting structure")
+    sp.add_argument("--index", default="-1", help="frame to start from")
+    sp.add_argument(
+        "--ensemble",
+        default="nvt-langevin",
+        help="nve, nvt-langevin, nvt-nose-hoover, nvt-bussi, npt, npt-berendsen",
+    )
+    sp.add_argument("--temperature", type=_positive(allow_zero=True), default=300.0, help="K")
+    sp.add_argument("--timestep", type=_positive(), default=1.0, help="fs")
+    sp.add_argument(
+        "--steps", type=_positive(int, allow_zero=True), default=1000, help="total steps"
+    )
+    sp.add_argument("--interval", type=_positive(int), default=10, help="write every N steps")
+    sp.add_argument("--friction", type=_positive(), default=0.01, help="Langevin friction, 1/fs")
+    sp.add_argument("--taut", type=_positive(), default=100.0, help="thermostat time constant, fs")
+    sp.add_argument("--pressure", type=float, default=1.0, help="NPT pressure, bar")
+    sp.add_argument("--taup", type=_positive(), default=1000.0, help="barostat time constant, fs")
+    sp.add_argument("--seed", type=int, default=0, help="random seed (velocities, noise)")
+    sp.add_argument(
+        "--skin", type=_positive(allow_zero=True), default=1.0, help="Verlet neighbour-list skin, Å"
+    )
+    sp.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="start over instead of continuing an interrupted run (overwrites files)",
+    )
+
+    sp = add(
+        "phonons", "phonon bands, DOS and thermal properties of a crystal (phonopy)", cmd_phonons
+    )
+    sp.add_argument("file", help="3-D periodic unit cell")
+    sp.add_argument("--index", default="-1", help="frame to use")
+    sp.add_argument("--supercell", type=_positive(int), nargs=3, default=[3, 3, 3], metavar="N")
+    sp.add_argument("--displacement", type=_positive(), default=0.01, help="Å")
+    sp.add_argument("--no-relax", action="store_true", help="do not relax before displacing")
+    sp.add_argument("--no-relax-cell", action="store_true", help="relax positions only")
+    sp.add_argument("--fmax", type=_positive(), default=1e-4, help="relaxation threshold, eV/Å")
+    sp.add_argument(
+        "--path",
+        default=None,
+        help="band path of special points, e.g. GXKGL (default: standard for the lattice)",
+    )
+    sp.add_argument("--npoints", type=_positive(int), default=51, help="q-points per band segment")
+    sp.add_argument("--mesh", type=_positive(int), nargs=3, default=[20, 20, 20], metavar="N")
+    sp.add_argument("--tmin", type=_positive(allow_zero=True), default=0.0, help="K")
+    sp.add_argument("--tmax", type=_positive(allow_zero=True), default=1000.0, help="K")
+    sp.add_argument("--tstep", type=_positive(), default=10.0, help="K")
+
+    sp = add("adsorb", "adsorption energies of an adsorbate on every site of a slab", cmd_adsorb)
+    sp.add_argument(
+        "slab", help="a spec (Pt111, Cu100, Pt211, Ru0001, ...) or a slab file with sites"
+    )
+    sp.add_argument("adsorbate", help="element (O, H, N, C) or molecule (CO, OH, H2O, NH3, ...)")
+    sp.add_argument(
+        "--size",
+        type=_positive(int),
+        nargs=3,
+        default=[3, 3, 4],
+        metavar="N",
+        help="slab size for a spec: NX NY LAYERS (211: NX a multiple of 3)",
+    )
+    sp.add_argument("--sites", default=None, help="comma-separated site names (default: all)")
+    sp.add_argument(
+        "--height",
+        type=float,
+        default=None,
+        help="initial height above the top layer, Å (default: from covalent radii)",
+    )
+    sp.add_argument(
+        "--fix-bottom-layers",
+        type=_positive(int, allow_zero=True),
+        default=2,
+        metavar="N",
+        help="bottom slab layers held fixed",
+    )
+    sp.add_argument("--fmax", type=_positive(), default=0.05, help="eV/Å")
+    sp.add_argument(
+        "--steps", type=_positive(int), default=500, help="maximum steps per relaxation"
+    )
+    sp.add_argument("--optimizer", default=None, help="FIRE (default), BFGS, ...")
+    sp.add_argument(
+        "--references",
+        default=None,
+        help="gas references: O2, H2O or e.g. 'H2O:1,H2:-0.5' (default: see docs)",
+    )
+    sp.add_argument(
+        "--lattice-constant",
+        default="relax",
+        help="'relax' (fit with the model), 'ref' (ASE's experimental) or Å",
+    )
+    sp.add_argument("--vacuum", type=_positive(), default=10.0, help="Å on each side")
+    sp.add_argument("--csv", default=None, help="CSV path (default: SPEC_ADSORBATE_adsorption.csv)")
+
+    sp = add("train", "train a potential from a YAML config", cmd_train, (debug,))
+    sp.add_argument("config", help="training config (YAML)")
+    sp.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (0 ok, 1 error, 130 interrupted)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # --help / --version
+            return int(exc.code or 0)
+        if not getattr(args, "command", None):
+            parser.print_help()
+            return 1
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    from .io.checkpoint import ModelFileError
+
+    msg = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, KeyError):
+        msg = f"unknown key {msg}"
+    elif not isinstance(exc, (CLIError, ValueError, FileNotFoundError, ModelFileError)):
+        msg = f"{type(exc).__name__}: {msg}"
+    return msg[:500]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

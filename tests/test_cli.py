@@ -1,0 +1,234 @@
+"""geomformer-md command line: help, info, smoke runs of every command, one-line errors."""
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.build import bulk, fcc111
+from ase.io import read, write
+from conftest import make_model
+
+from geomformer_md import save_model
+from geomformer_md.cli import main
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    save_model(make_model("float64"), path)
+    return str(path)
+
+
+@pytest.fixture
+def frames_file(tmp_path):
+    slab = fcc111("Cu", (2, 2, 2), vacuum=5.0)
+    slab += Atoms("O", positions=[slab.positions[-1] + [0.0, 1.4, 1.4]])
+    slab.info.clear()
+    cu = bulk("Cu", cubic=True)
+    cu.rattle(0.02, seed=1)
+    path = tmp_path / "frames.extxyz"
+    write(path, [slab, cu])
+    return path
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("geomformer-md: error: ") and "Traceback" not in err[0]
+    return err[0]
+
+
+def test_help(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for cmd in ("info", "list", "eval", "relax", "md", "phonons", "adsorb", "train", "examples:"):
+        assert cmd in out
+    assert main(["adsorb", "--help"]) == 0
+    assert "Pt111" in capsys.readouterr().out
+
+
+def test_info_and_list(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "torch" in out and "ase" in out and "devices" in out and "potentials" in out
+    assert main(["list"]) == 0
+
+
+def test_eval(frames_file, model_file, capsys):
+    assert main(["eval", str(frames_file), "--model", model_file, "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    result = frames_file.with_name("frames.eval.extxyz")
+    assert str(result) in out
+    frames = read(result, ":")
+    assert len(frames) == 2
+    assert frames[0].get_forces().shape == (9, 3)
+    assert frames[1].get_stress().shape == (6,)  # periodic bulk gets stress
+    # the numbers are the calculator's
+    from geomformer_md import GeoMFormerCalculator
+
+    a = read(frames_file, 1)
+    a.calc = GeoMFormerCalculator(model_file)
+    assert frames[1].get_potential_energy() == pytest.approx(a.get_potential_energy(), abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["eval", "missing.xyz"], "no such file"),
+        (["relax", "FRAMES", "--optimizer", "Newton"], "unknown optimizer"),
+        (["md", "FRAMES", "--ensemble", "nvx"], "unknown ensemble"),
+        (["md", "FRAMES", "--timestep", "-1"], "--timestep"),
+        (["md", "FRAMES", "--temperature", "-5"], "--temperature"),
+        (["md", "FRAMES", "--index", "0", "--ensemble", "npt"], "periodic in 3"),
+        (["eval", "FRAMES", "--model", "no-such-model"], "neither a shipped potential"),
+        (["phonons", "FRAMES", "--index", "0"], "periodic in 3"),
+        (["adsorb", "Xx999", "O"], "neither an existing file nor a spec"),
+        (["adsorb", "Cu311", "O", "--lattice-constant", "ref"], "unknown facet"),
+        (["train", "missing.yaml"], "no such file"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_bad_input_one_line(argv, fragment, frames_file, model_file, capsys):
+    argv = [str(frames_file) if a == "FRAMES" else a for a in argv]
+    if argv[0] in ("relax", "md", "phonons", "adsorb") and "--model" not in argv:
+        argv += ["--model", model_file]
+    assert main(argv) != 0
+    assert fragment in one_error_line(capsys)
+    # nothing that looks like a finished result was left behind
+    leftovers = {p.name for p in frames_file.parent.iterdir()} - {frames_file.name}
+    assert not leftovers, leftovers
+
+
+def test_unknown_element_and_bad_file(tmp_path, model_file, capsys):
+    path = tmp_path / "au.extxyz"
+    write(path, bulk("Au"))
+    assert main(["eval", str(path), "--model", model_file]) == 1
+    assert "unknown to this model" in one_error_line(capsys)
+    assert not (tmp_path / "au.eval.extxyz").exists()
+    garbage = tmp_path / "junk.xyz"
+    garbage.write_text("this is not a structure\n")
+    assert main(["eval", str(garbage), "--model", model_file]) == 1
+    assert "cannot read" in one_error_line(capsys)
+    bad_model = tmp_path / "bad.pt"
+    bad_model.write_bytes(b"not a model")
+    assert main(["eval", str(path), "--model", str(bad_model)]) == 1
+    assert "corrupt" in one_error_line(capsys)
+
+
+def test_debug_shows_traceback(capsys):
+    assert main(["eval", "missing.xyz", "--debug"]) == 1
+    # CLIError is raised deliberately; --debug prints its traceback too
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_relax_smoke(frames_file, model_file, capsys):
+    argv = [
+        "relax",
+        str(frames_file),
+        "--index",
+        "0",
+        "--model",
+        model_file,
+        "--steps",
+        "3",
+        "--fmax",
+        "0.01",
+        "--fix-bottom-layers",
+        "1",
+        "--optimizer",
+        "BFGS",
+    ]
+    assert main(argv) == 0
+    out = frames_file.with_name("frames.relaxed.extxyz")
+    traj = frames_file.with_name("frames.relax.traj")
+    assert out.is_file() and traj.is_file()
+    relaxed = read(out)
+    assert len(relaxed) == 9 and "converged" in relaxed.info
+    assert np.allclose(
+        relaxed.positions[:4], read(frames_file, 0).positions[:4]
+    )  # bottom layer fixed
+
+
+def test_md_smoke(frames_file, model_file, capsys):
+    argv = [
+        "md",
+        str(frames_file),
+        "--index",
+        "0",
+        "--model",
+        model_file,
+        "--steps",
+        "4",
+        "--interval",
+        "2",
+        "--ensemble",
+        "nvt-langevin",
+        "--temperature",
+        "100",
+    ]
+    assert main(argv) == 0
+    traj = frames_file.with_name("frames.md.traj")
+    log = frames_file.with_name("frames.md.log")
+    assert len(read(traj, ":")) == 3  # steps 0, 2, 4
+    assert log.read_text().splitlines()[0].startswith("step,")
+    assert "4 steps" in capsys.readouterr().out
+
+
+def test_phonons_smoke(tmp_path, model_file, capsys):
+    path = tmp_path / "cu.cif"
+    write(path, bulk("Cu"))
+    argv = [
+        "phonons",
+        str(path),
+        "--model",
+        model_file,
+        "--no-relax",
+        "--supercell",
+        "2",
+        "2",
+        "2",
+        "--mesh",
+        "3",
+        "3",
+        "3",
+        "--npoints",
+        "3",
+        "--tstep",
+        "500",
+    ]
+    assert main(argv) == 0
+    for suffix in (".phonons.png", ".phonons.yaml", ".thermal.csv"):
+        assert (tmp_path / f"cu{suffix}").is_file()
+    assert "Gamma" in capsys.readouterr().out
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_adsorb_smoke(tmp_path, model_file, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = [
+        "adsorb",
+        "Cu111",
+        "O",
+        "--model",
+        model_file,
+        "--size",
+        "2",
+        "2",
+        "2",
+        "--lattice-constant",
+        "ref",
+        "--steps",
+        "2",
+        "--fix-bottom-layers",
+        "1",
+        "--sites",
+        "fcc,ontop",
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "fcc" in out and "ontop" in out
+    csv = tmp_path / "Cu111_O_adsorption.csv"
+    assert csv.is_file() and len(csv.read_text().splitlines()) == 3
+    assert len(read(tmp_path / "Cu111_O_adsorption.extxyz", ":")) == 2
