@@ -13,7 +13,33 @@ from .io.registry import list_potentials, load_potential
 from .model import GeoMFormer, GeoMFormerConfig
 from .potential import Potential
 
+# Workflows import ASE optimizers, phonopy etc.; load them on first use.
+_LAZY = {
+    "relax": "simulate.relax",
+    "RelaxResult": "simulate.relax",
+    "run_md": "simulate.md",
+    "MDResult": "simulate.md",
+    "adsorption_energies": "simulate.catalysis",
+    "AdsorptionTable": "simulate.catalysis",
+    "phonons": "simulate.phonons",
+    "PhononResult": "simulate.phonons",
+    "predict": "simulate.batch",
+    "relax_many": "simulate.batch",
+    "run_md_many": "simulate.batch",
+    "train": "train",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'geomformer_md' has no attribute {name!r}")
+
+
 __all__ = [
+    *_LAZY,
     "AtomGraph",
     "GeoMFormer",
     "GeoMFormerCalculator",
