@@ -1,0 +1,441 @@
+"""run_md: ensembles, energy conservation, thermostats, barostats, resume, bad input.
+
+EMT (a smooth physical potential) drives the workflow tests; our random float64 model
+drives NVE conservation and resume; the shipped potential drives the slow NVE-drift test.
+"""
+
+import ctypes
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.build import bulk, fcc111, molecule
+from ase.calculators.emt import EMT
+from ase.io import read
+from conftest import make_model
+
+import geomformer_md
+from geomformer_md import GeoMFormerCalculator, save_model
+from geomformer_md.simulate.md import ENSEMBLES, read_md_restart, run_md
+
+torch.set_num_threads(1)  # after conftest (it sets 2): OpenMP threads fight on a shared 2-core box
+
+
+def _single_thread_blas():
+    """scipy's OpenBLAS (expm/logm in cell filters and barostats) spins threads that, on a
+    loaded 2-core machine, make 3x3 solves 10-40x slower. Best effort; Linux only."""
+    try:
+        paths = {line.split()[-1] for line in open("/proc/self/maps") if "openblas" in line}
+    except OSError:
+        return
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for sym in (
+            "scipy_openblas_set_num_threads",
+            "scipy_openblas_set_num_threads64_",
+            "openblas_set_num_threads",
+        ):
+            if hasattr(lib, sym):
+                getattr(lib, sym)(1)
+
+
+_single_thread_blas()
+
+QUIET = dict(progress=False)
+
+
+def cu_bulk(n=2, a=3.6):
+    return bulk("Cu", "fcc", a=a, cubic=True) * (n, n, n)
+
+
+def cupt_cell():
+    """8 atoms, Cu with Pt: small enough for the random model to be quick."""
+    atoms = bulk("Cu", "fcc", a=3.65) * (2, 2, 2)
+    atoms.numbers[[0, 3, 5]] = 78
+    return atoms
+
+
+def random_calc(skin=0.5):
+    return GeoMFormerCalculator(make_model("float64"), skin=skin)
+
+
+def read_log(path):
+    return np.genfromtxt(path, delimiter=",", names=True)
+
+
+# ---------------------------------------------------------------- NVE
+
+
+def test_nve_conserves_energy_random_model(tmp_path):
+    atoms = cupt_cell()
+    res = run_md(
+        atoms,
+        random_calc(),
+        ensemble="nve",
+        temperature_K=300,
+        timestep_fs=1.0,
+        steps=300,
+        trajectory=None,
+        log=tmp_path / "md.log",
+        loginterval=1,
+        **QUIET,
+    )
+    log = read_log(tmp_path / "md.log")
+    assert res.completed and res.steps_done == 300 and len(log) == 301
+    etot = log["etot_eV"]
+    assert np.ptp(log["epot_eV"]) > 0.05  # something actually moved
+    drift = np.max(np.abs(etot - etot[0])) / len(atoms)
+    assert drift < 2e-5, f"max |Etot - Etot0| = {drift:.2e} eV/atom"
+
+
+@pytest.mark.slow
+def test_nve_drift_shipped_potential(tmp_path):
+    if not geomformer_md.list_potentials():
+        pytest.skip("no shipped potential yet")
+    calc = GeoMFormerCalculator(dtype="float64", skin=1.0)
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True) * (3, 3, 3)  # 108 atoms
+    res = run_md(
+        atoms,
+        calc,
+        ensemble="nve",
+        temperature_K=300,
+        timestep_fs=1.0,
+        steps=2000,
+        trajectory=None,
+        log=tmp_path / "md.log",
+        loginterval=10,
+        **QUIET,
+    )
+    log = read_log(tmp_path / "md.log")
+    etot, t_ps = log["etot_eV"], log["time_ps"]
+    assert res.completed
+    assert np.max(np.abs(etot - etot[0])) / len(atoms) <= 1e-3
+    slope = np.polyfit(t_ps, etot, 1)[0]  # eV/ps
+    assert abs(slope * t_ps[-1]) / len(atoms) <= 2e-4, f"secular drift {slope:.2e} eV/ps"
+
+
+# ---------------------------------------------------------------- thermostats and barostats
+
+
+@pytest.mark.parametrize("ensemble", ["nvt-langevin", "nvt-bussi"])
+def test_thermostat_heats_cold_crystal(tmp_path, ensemble):
+    atoms = cu_bulk(2)  # 32 atoms, perfect crystal, (almost) at rest
+    res = run_md(
+        atoms,
+        EMT(),
+        ensemble=ensemble,
+        temperature_K=500,
+        timestep_fs=4.0,
+        steps=600,
+        initial_temperature_K=20,
+        friction=0.02,
+        taut_fs=40,
+        trajectory=None,
+        log=tmp_path / "md.log",
+        loginterval=2,
+        **QUIET,
+    )
+    log = read_log(tmp_path / "md.log")
+    assert log["temperature_K"][0] < 40
+    second_half = log["temperature_K"][len(log) // 2 :]
+    assert abs(second_half.mean() - 500) < 50, second_half.mean()
+    assert res.mean_temperature_K == pytest.approx(log["temperature_K"][1:].mean())
+
+
+@pytest.mark.parametrize("ensemble", ["npt", "npt-berendsen"])
+def test_npt_moves_volume_towards_equilibrium(tmp_path, ensemble):
+    atoms = cu_bulk(2, a=3.75)  # EMT's Cu is at a ~ 3.59 A: this cell is under tension
+    res = run_md(
+        atoms,
+        EMT(),
+        ensemble=ensemble,
+        temperature_K=300,
+        timestep_fs=2.0,
+        steps=200,
+        pressure_bar=0.0,
+        taup_fs=200,
+        taut_fs=50,
+        compressibility_per_bar=1e-5,
+        trajectory=None,
+        log=tmp_path / "md.log",
+        loginterval=5,
+        **QUIET,
+    )
+    log = read_log(tmp_path / "md.log")
+    v0, v_eq = atoms.get_volume(), 32 * 3.6**3 / 4
+    v_end = log["volume_A3"][-10:].mean()
+    assert log["pressure_bar"][0] < -1e4  # tension
+    assert v_end < v0 - 0.5 * (v0 - v_eq), (v0, v_end, v_eq)
+    assert res.atoms.get_volume() == pytest.approx(log["volume_A3"][-1])
+
+
+def test_nose_hoover_runs_and_logs(tmp_path):
+    res = run_md(
+        cu_bulk(2),
+        EMT(),
+        ensemble="nvt-nose-hoover",
+        temperature_K=300,
+        steps=20,
+        trajectory=tmp_path / "md.traj",
+        log=tmp_path / "md.log",
+        loginterval=5,
+        **QUIET,
+    )
+    assert res.completed and len(read(tmp_path / "md.traj", ":")) == 5
+
+
+# ---------------------------------------------------------------- resume
+
+
+class Killed(RuntimeError):
+    pass
+
+
+def kill_at(step):
+    def callback(atoms, n):
+        if n == step:
+            raise Killed(f"killed at step {n}")
+
+    return callback
+
+
+def frames(path):
+    images = read(path, ":")
+    return (
+        np.array([im.info["md_step"] for im in images]),
+        np.array([im.positions for im in images]),
+        np.array([im.get_momenta() for im in images]),
+        np.array([im.cell[:] for im in images]),
+    )
+
+
+def run_pair(tmp_path, atoms, calc_factory, kill, **kw):
+    """An uninterrupted run and a killed-then-resumed one; returns their output folders."""
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    full.mkdir(), cut.mkdir()
+    common = dict(loginterval=5, restart_interval=10, seed=7, **QUIET, **kw)
+    run_md(atoms, calc_factory(), trajectory=full / "md.traj", log=full / "md.log", **common)
+    with pytest.raises(Killed):
+        run_md(
+            atoms,
+            calc_factory(),
+            trajectory=cut / "md.traj",
+            log=cut / "md.log",
+            callback=kill_at(kill),
+            **common,
+        )
+    meta, _ = read_md_restart(cut / "md.restart.npz")
+    assert not meta["completed"] and meta["step"] == (kill // 10) * 10
+    res = run_md(atoms, calc_factory(), trajectory=cut / "md.traj", log=cut / "md.log", **common)
+    assert res.resumed_from == meta["step"] and res.completed
+    assert read_md_restart(cut / "md.restart.npz")[0]["completed"]
+    return full, cut
+
+
+def test_resume_nve_random_model_equals_uninterrupted(tmp_path):
+    full, cut = run_pair(tmp_path, cupt_cell(), random_calc, kill=37, ensemble="nve", steps=60)
+    (s1, x1, p1, _), (s2, x2, p2, _) = frames(full / "md.traj"), frames(cut / "md.traj")
+    np.testing.assert_array_equal(s1, np.arange(0, 61, 5))
+    np.testing.assert_array_equal(s2, s1)  # no duplicate, no lost frame
+    np.testing.assert_allclose(x2, x1, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(p2, p1, rtol=0, atol=1e-10)
+    l1, l2 = read_log(full / "md.log"), read_log(cut / "md.log")
+    np.testing.assert_array_equal(l1["step"], l2["step"])
+    np.testing.assert_allclose(l2["etot_eV"], l1["etot_eV"], rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("ensemble", ENSEMBLES)
+def test_resume_is_exact_for_every_ensemble(tmp_path, ensemble):
+    """Positions, momenta, cell, thermostat/barostat variables and the random stream all
+    continue as if uninterrupted (to round-off: EMT's neighbour list, rebuilt on resume,
+    sums in another order)."""
+    full, cut = run_pair(
+        tmp_path,
+        cu_bulk(2),
+        EMT,
+        kill=28,
+        ensemble=ensemble,
+        steps=40,
+        temperature_K=400,
+        timestep_fs=2.0,
+        taut_fs=40,
+        taup_fs=200,
+        compressibility_per_bar=1e-5,
+    )
+    (s1, *rest1), (s2, *rest2) = frames(full / "md.traj"), frames(cut / "md.traj")
+    np.testing.assert_array_equal(s2, s1)
+    for a, b in zip(rest1, rest2, strict=True):
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-10)
+    l1, l2 = read_log(full / "md.log"), read_log(cut / "md.log")
+    assert l1.dtype.names == l2.dtype.names
+    for name in l1.dtype.names:
+        np.testing.assert_allclose(l2[name], l1[name], rtol=1e-9, atol=1e-9, err_msg=name)
+
+
+def test_completed_run_is_not_rerun_and_can_be_extended(tmp_path):
+    kw = dict(
+        ensemble="nvt-langevin",
+        trajectory=tmp_path / "md.traj",
+        log=tmp_path / "md.log",
+        loginterval=5,
+        restart_interval=10,
+        **QUIET,
+    )
+    first = run_md(cu_bulk(2), EMT(), steps=20, **kw)
+    before = (tmp_path / "md.traj").read_bytes()
+    again = run_md(cu_bulk(2), EMT(), steps=20, **kw)
+    assert again.steps_this_call == 0 and again.completed
+    assert (tmp_path / "md.traj").read_bytes() == before
+    np.testing.assert_array_equal(again.atoms.positions, first.atoms.positions)
+    assert again.atoms.get_potential_energy() == first.atoms.get_potential_energy()
+    longer = run_md(cu_bulk(2), EMT(), steps=30, **kw)
+    assert longer.resumed_from == 20 and longer.steps_this_call == 10
+    np.testing.assert_array_equal(frames(tmp_path / "md.traj")[0], np.arange(0, 31, 5))
+    fresh = run_md(cu_bulk(2), EMT(), steps=10, resume=False, **kw)
+    assert fresh.resumed_from is None and len(read(tmp_path / "md.traj", ":")) == 3
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    kw = dict(trajectory=tmp_path / "md.traj", log=tmp_path / "md.log", loginterval=5, **QUIET)
+    run_md(cu_bulk(2), EMT(), ensemble="nvt-langevin", steps=10, **kw)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(ValueError, match="friction"):
+        run_md(cu_bulk(2), EMT(), ensemble="nvt-langevin", steps=20, friction=0.05, **kw)
+    with pytest.raises(ValueError, match="ensemble"):
+        run_md(cu_bulk(2), EMT(), ensemble="nve", steps=20, **kw)
+    with pytest.raises(ValueError, match="different atoms"):
+        run_md(
+            bulk("Ni", "fcc", a=3.5, cubic=True) * (2, 2, 2),
+            EMT(),
+            ensemble="nvt-langevin",
+            steps=20,
+            **kw,
+        )
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+# ---------------------------------------------------------------- inputs, outputs, calculator
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(ensemble="nvt-berendsen"), "unknown ensemble.*nvt-langevin"),
+        (dict(timestep_fs=0.0), "timestep_fs"),
+        (dict(timestep_fs=-1.0), "timestep_fs"),
+        (dict(temperature_K=-5.0), "temperature_K"),
+        (dict(steps=-1), "steps"),
+        (dict(steps=2.5), "steps"),
+        (dict(loginterval=0), "loginterval"),
+        (dict(loginterval=5, restart_interval=7), "restart_interval"),
+        (dict(ensemble="nvt-langevin", friction=0.0), "friction"),
+        (dict(ensemble="nvt-bussi", temperature_K=0.0), "kinetic energy"),
+    ],
+)
+def test_bad_input_fails_before_any_file(tmp_path, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        run_md(
+            cu_bulk(1),
+            EMT(),
+            trajectory=tmp_path / "md.traj",
+            log=tmp_path / "md.log",
+            **{"steps": 5, **kwargs},
+            **QUIET,
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "atoms", [fcc111("Cu", (2, 2, 3), vacuum=5.0), molecule("H2O")], ids=["slab", "molecule"]
+)
+@pytest.mark.parametrize("ensemble", ["npt", "npt-berendsen"])
+def test_npt_needs_3d_periodic_cell(tmp_path, atoms, ensemble):
+    with pytest.raises(ValueError, match="periodic in 3 directions"):
+        run_md(
+            atoms,
+            EMT(),
+            ensemble=ensemble,
+            trajectory=tmp_path / "md.traj",
+            log=tmp_path / "md.log",
+            steps=5,
+            **QUIET,
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_input_atoms_untouched_and_result_files(tmp_path):
+    atoms = cu_bulk(2)
+    atoms.rattle(0.02, seed=1)
+    snapshot = atoms.copy()
+    res = run_md(
+        atoms,
+        EMT(),
+        ensemble="nve",
+        steps=12,
+        trajectory=tmp_path / "md.traj",
+        log=tmp_path / "md.log",
+        loginterval=4,
+        progress=True,
+    )
+    assert atoms == snapshot and atoms.calc is None and not atoms.get_momenta().any()
+    assert res.trajectory.is_file() and res.log.is_file() and res.restart.is_file()
+    assert res.restart.name == "md.restart.npz"
+    assert res.time_ps == pytest.approx(0.012)
+    assert (tmp_path / "md.log").read_text().splitlines()[0].startswith("step,time_ps,epot_eV")
+    assert res.atoms.get_potential_energy() == pytest.approx(
+        read(tmp_path / "md.traj", -1).get_potential_energy()
+    )
+
+
+def test_fixed_atoms_stay_fixed(tmp_path):
+    from ase.constraints import FixAtoms
+
+    atoms = cu_bulk(2)
+    atoms.set_constraint(FixAtoms(indices=[0, 1, 2]))
+    res = run_md(
+        atoms, EMT(), ensemble="nvt-langevin", steps=20, trajectory=None, log=None, **QUIET
+    )
+    np.testing.assert_array_equal(res.atoms.positions[:3], atoms.positions[:3])
+    assert res.restart is None
+
+
+def test_model_path_gets_the_verlet_skin(tmp_path):
+    path = tmp_path / "model.pt"
+    save_model(make_model("float64"), path)
+    seen = []
+    run_md(
+        cupt_cell(),
+        str(path),
+        steps=3,
+        skin=0.7,
+        trajectory=None,
+        log=None,
+        callback=lambda atoms, n: seen.append(atoms.calc.skin),
+        **QUIET,
+    )
+    assert seen == [0.7] * 4
+
+
+def test_default_potential_gets_the_verlet_skin(tmp_path, monkeypatch):
+    import geomformer_md.calculator as calc_mod
+
+    monkeypatch.setattr(calc_mod, "load_potential", lambda name: make_model("float64"))
+    seen = []
+    run_md(
+        cupt_cell(),
+        steps=1,
+        trajectory=None,
+        log=None,
+        callback=lambda atoms, n: seen.append((type(atoms.calc).__name__, atoms.calc.skin)),
+        **QUIET,
+    )
+    assert seen[-1] == ("GeoMFormerCalculator", 1.0)
+
+
+def test_empty_atoms_rejected():
+    with pytest.raises(ValueError, match="empty"):
+        run_md(Atoms(), EMT(), trajectory=None, log=None, **QUIET)
