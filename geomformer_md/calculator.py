@@ -13,7 +13,7 @@ from ase.calculators.calculator import (
 )
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from .data.graph import atoms_to_graph, check_overlaps
+from .data.graph import atoms_to_graph, check_overlaps, trim_edges
 from .data.neighbors import VerletNeighborList
 from .io.registry import load_potential
 from .model import GeoMFormer
@@ -91,7 +91,7 @@ class GeoMFormerCalculator(Calculator):
             return atoms_to_graph(atoms, cutoff, self.neighbor_backend, device=self.device)
         graph = atoms_to_graph(atoms, cutoff, backend=None, device=self.device)
         ei, sh = self._verlet.update(graph.positions, graph.cell, graph.pbc, graph.system_idx)
-        graph = graph.with_edges(ei.to(self.device), sh.to(self.device))
+        graph = trim_edges(graph.with_edges(ei.to(self.device), sh.to(self.device)), cutoff)
         check_overlaps(graph)
         return graph
 

@@ -3,7 +3,9 @@ import torch
 
 from geomformer_md.model import GeoMFormer, GeoMFormerConfig
 
-torch.set_num_threads(2)
+# One thread: tests use tiny models, and two OpenMP threads on a busy 2-core machine
+# spin against each other (measured 30x slower per call).
+torch.set_num_threads(1)
 
 SPECIES = (1, 6, 7, 8, 29, 78)
 

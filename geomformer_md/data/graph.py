@@ -167,6 +167,17 @@ def edge_vectors(graph: AtomGraph) -> torch.Tensor:
     )
 
 
+def trim_edges(graph: AtomGraph, cutoff: float) -> AtomGraph:
+    """Keep only edges shorter than ``cutoff`` (a Verlet list holds cutoff + skin).
+
+    Edges beyond the cutoff have zero envelope and would not change results, but
+    evaluating them made skinned MD slower than rebuilding (0.056 vs 0.033 s/step
+    on 108 Cu atoms): the skin should only ever save work.
+    """
+    keep = edge_vectors(graph).norm(dim=-1) < cutoff
+    return graph.with_edges(graph.edge_index[:, keep], graph.shifts[keep])
+
+
 def check_overlaps(graph: AtomGraph) -> None:
     if graph.n_edges == 0:
         return
