@@ -1,0 +1,770 @@
+"""Batched inference and relaxation: many structures, one forward pass per batch.
+
+- :class:`BatchEvaluator` is the engine: it packs structures into batches under an
+  edge budget, builds each batch's neighbour graph in one call, runs one
+  forward+backward pass per batch, splits a batch that runs out of memory, and
+  returns per-structure results in input order (the same dicts a
+  :class:`~geomformer_md.GeoMFormerCalculator` stores).
+- :func:`predict` is single points for a list of structures.
+- :func:`relax_many` relaxes many structures with ordinary ASE optimizers, each
+  owning its optimizer state and constraints, served by one batched pass per step.
+
+Why an edge budget: cost and activation memory of the model grow with attention
+edges (neighbour pairs within the cutoff plus one self edge per atom), not with
+atoms or structures. A batch is therefore limited to ``max_edges`` such edges,
+derived from the free memory of the device and a measured bytes-per-edge figure
+(see :meth:`BatchEvaluator.max_edges`, docs/batching.md).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from ase import Atoms, units
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.constraints import FixAtoms
+from ase.filters import FrechetCellFilter
+from ase.stress import full_3x3_to_voigt_6_stress
+
+from ..calculator import resolve_model
+from ..data.graph import AtomGraph, build_edges, validate_atoms
+from ..data.neighbors import get_neighbor_backend
+from ..potential import Potential, model_with_dtype
+from ._progress import progress_bar
+from .relax import RelaxResult, _fixed_indices, _optimizer_class, bottom_layer_indices
+
+__all__ = [
+    "BatchEvaluator",
+    "BatchRelaxResult",
+    "NonFiniteResultError",
+    "available_memory",
+    "is_out_of_memory",
+    "predict",
+    "relax_many",
+    "run_md_many",
+]
+
+# Fraction of the available memory a batch may use: on CPU the RAM is shared with
+# everything else on the machine, on CUDA the device is (normally) ours.
+MEMORY_FRACTION = {"cpu": 0.5, "cuda": 0.8}
+# On CPU, batches beyond this many attention edges are no faster per structure
+# (measured with benchmarks/bench_batched.py, docs/batching.md) and only cost memory.
+CPU_MAX_EDGES = 50_000
+# Peak of a forward+backward on CPU relative to the activations saved for backward.
+_BACKWARD_FACTOR = 2.0
+_BYTES_PER_EDGE: dict[tuple[str, str], float] = {}  # per (model config, device)
+_OOM_MESSAGES = ("out of memory", "can't allocate memory", "cannot allocate memory")
+
+
+class NonFiniteResultError(FloatingPointError):
+    """The model returned NaN or inf for a structure (named in the message)."""
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """True for the errors torch and Python raise when an allocation fails."""
+    if isinstance(err, MemoryError):
+        return True
+    cuda_oom = getattr(torch.cuda, "OutOfMemoryError", None)
+    if cuda_oom is not None and isinstance(err, cuda_oom):
+        return True
+    return isinstance(err, RuntimeError) and any(m in str(err).lower() for m in _OOM_MESSAGES)
+
+
+def available_memory(device: torch.device | str) -> int:
+    """Bytes that can still be allocated on ``device``.
+
+    CUDA: free device memory plus what torch's caching allocator holds unused.
+    CPU: ``psutil.virtual_memory().available`` if psutil is installed, else
+    MemAvailable from /proc/meminfo, else a conservative 4 GiB.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        pass
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 << 30
+
+
+def _calibration_graph(cutoff: float, species: Sequence[int], device: torch.device) -> AtomGraph:
+    """A small dense periodic structure (simple cubic, 2.2 Å) of the model's elements."""
+    n = 3
+    grid = np.stack(np.meshgrid(*[np.arange(n)] * 3, indexing="ij"), -1).reshape(-1, 3) * 2.2
+    numbers = [species[k % len(species)] for k in range(len(grid))]
+    atoms = Atoms(numbers=numbers, positions=grid, cell=np.eye(3) * 2.2 * n, pbc=True)
+    graph = _assemble([atoms], device)
+    return build_edges(graph, cutoff, "torch" if device.type == "cuda" else "matscipy")
+
+
+def _measure_bytes_per_edge(potential: Potential, device: torch.device) -> float:
+    cfg = potential.model.config
+    graph = _calibration_graph(cfg.cutoff, cfg.species, device)
+    n_edges = graph.n_edges + graph.n_atoms
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        with torch.enable_grad():
+            out = potential(graph, forces=True, stress=True)
+        del out
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - base) / n_edges
+    # CPU has no peak counter: add up the activations autograd saves for backward.
+    params = {p.untyped_storage().data_ptr() for p in potential.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        potential(graph, forces=True, stress=True)
+    return _BACKWARD_FACTOR * sum(saved.values()) / n_edges
+
+
+def _assemble(atoms_list: Sequence[Atoms], device: torch.device) -> AtomGraph:
+    """Flat AtomGraph without edges from already validated Atoms (read only)."""
+    sizes = torch.tensor([len(a) for a in atoms_list])
+    pos = np.concatenate([a.positions for a in atoms_list])
+    nums = np.concatenate([a.numbers for a in atoms_list])
+    cell = np.stack([a.cell.array for a in atoms_list])
+    pbc = np.stack([a.pbc for a in atoms_list])
+    return AtomGraph(
+        positions=torch.from_numpy(pos).to(device, torch.float64),
+        numbers=torch.from_numpy(nums).to(device, torch.long),
+        cell=torch.from_numpy(cell).to(device, torch.float64),
+        pbc=torch.from_numpy(pbc).to(device),
+        system_idx=torch.repeat_interleave(torch.arange(len(atoms_list)), sizes).to(device),
+        edge_index=torch.zeros(2, 0, dtype=torch.long, device=device),
+        shifts=torch.zeros(0, 3, dtype=torch.long, device=device),
+    )
+
+
+def take_systems(graph: AtomGraph, lo: int, hi: int) -> AtomGraph:
+    """Systems ``lo..hi-1`` of a batch as a batch of their own (atoms are contiguous)."""
+    if lo == 0 and hi == graph.n_systems:
+        return graph
+    counts = graph.atoms_per_system()
+    a0, a1 = int(counts[:lo].sum()), int(counts[:hi].sum())
+    centre = graph.edge_index[0]
+    keep = (centre >= a0) & (centre < a1)
+
+    def atoms_slice(t):
+        return None if t is None else t[a0:a1]
+
+    return replace(
+        graph,
+        positions=graph.positions[a0:a1],
+        numbers=graph.numbers[a0:a1],
+        cell=graph.cell[lo:hi],
+        pbc=graph.pbc[lo:hi],
+        system_idx=graph.system_idx[a0:a1] - lo,
+        edge_index=graph.edge_index[:, keep] - a0,
+        shifts=graph.shifts[keep],
+        node_scalars=atoms_slice(graph.node_scalars),
+        node_vectors=atoms_slice(graph.node_vectors),
+    )
+
+
+def _cat_outputs(a: dict, b: dict) -> dict:
+    return {k: torch.cat([a[k], b[k]]) for k in a}
+
+
+def _label(atoms: Atoms, index: int) -> str:
+    return f"structure {index} ({atoms.get_chemical_formula()}, {len(atoms)} atoms)"
+
+
+class BatchEvaluator:
+    """Energies, forces and stress for many structures, in batches.
+
+    Args:
+        model: a shipped potential name (None = the default), a model file path,
+            a GeoMFormer or a Potential.
+        device: "cpu", "cuda", "cuda:1", ... or "auto".
+        dtype: "float32" or "float64"; None keeps the model's own on CPU and
+            uses float32 on CUDA.
+        neighbor_backend: "auto" (matscipy on CPU, the batched torch cell list on
+            CUDA), "matscipy", "torch" or "brute".
+        max_edges: attention edges (neighbour pairs + atoms) per batch; None
+            derives it from free memory (:meth:`max_edges`).
+
+    ``timings`` accumulates seconds spent in conversion ("convert"),
+    neighbour lists ("neighbors"), the model ("model") and unpacking ("unpack");
+    ``n_batches`` and ``n_oom_splits`` count forward passes and OOM splits.
+    """
+
+    def __init__(
+        self,
+        model=None,
+        device: str | torch.device = "cpu",
+        dtype: str | torch.dtype | None = None,
+        neighbor_backend: str = "auto",
+        max_edges: int | None = None,
+    ) -> None:
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device 'cuda' requested but torch sees no CUDA device")
+        if dtype is None and self.device.type == "cuda":
+            dtype = "float32"
+        gm = model_with_dtype(resolve_model(model), dtype).to(self.device).eval()
+        self.potential = Potential(gm)
+        self.cutoff = gm.config.cutoff
+        self.neighbor_backend = get_neighbor_backend(neighbor_backend, self.device).name
+        if max_edges is not None and max_edges < 1:
+            raise ValueError(f"max_edges must be >= 1, got {max_edges}")
+        self._max_edges = max_edges
+        self._known = np.zeros(119, dtype=bool)
+        self._known[list(gm.config.species)] = True
+        self._edges_per_atom: float | None = None  # learned from built graphs
+        self.timings = {"convert": 0.0, "neighbors": 0.0, "model": 0.0, "unpack": 0.0}
+        self.n_batches = 0
+        self.n_oom_splits = 0
+
+    # ------------------------------------------------------------------ budget
+    def bytes_per_edge(self) -> float:
+        """Peak bytes of a forward+backward pass per attention edge (measured once)."""
+        key = (repr(sorted(self.potential.model.config.to_dict().items())), str(self.device))
+        if key not in _BYTES_PER_EDGE:
+            _BYTES_PER_EDGE[key] = _measure_bytes_per_edge(self.potential, self.device)
+        return _BYTES_PER_EDGE[key]
+
+    def max_edges(self) -> int:
+        """Attention edges allowed in one batch.
+
+        ``MEMORY_FRACTION`` of :func:`available_memory` divided by
+        :meth:`bytes_per_edge`; on CPU also at most ``CPU_MAX_EDGES``, beyond
+        which batches get no faster. Lowered to half a failed batch after an
+        out-of-memory error.
+        """
+        if self._max_edges is None:
+            frac = MEMORY_FRACTION.get(self.device.type, 0.5)
+            budget = int(frac * available_memory(self.device) / self.bytes_per_edge())
+            if self.device.type == "cpu":
+                budget = min(budget, CPU_MAX_EDGES)
+            self._max_edges = max(budget, 1)
+        return self._max_edges
+
+    # ------------------------------------------------------------------ public
+    def evaluate(
+        self,
+        atoms_list: Sequence[Atoms],
+        batch_size: int | str = "auto",
+        stress: bool | str = "auto",
+        progress: bool = False,
+        errors: str = "raise",
+        indices: Sequence[int] | None = None,
+    ) -> list:
+        """Results for every structure, in input order.
+
+        Args:
+            atoms_list: the structures (only read).
+            batch_size: "auto" (pack under :meth:`max_edges`) or structures per batch.
+            stress: "auto" computes stress where the cell is periodic in 3-D;
+                False skips it.
+            progress: show a tqdm bar.
+            errors: "raise" raises :class:`NonFiniteResultError` for the first
+                structure with non-finite results; "return" puts the exception
+                in that structure's place and goes on.
+            indices: numbers used for the structures in messages (default 0..n-1).
+
+        Returns:
+            Per structure a dict: ``energy``, ``free_energy`` (eV), ``energies``
+            [n] (eV), ``forces`` [n, 3] (eV/Å) and, for 3-D periodic cells
+            with ``stress`` on, ``stress`` (6 Voigt, eV/Å³, ASE sign).
+        """
+        if isinstance(atoms_list, Atoms):
+            atoms_list = [atoms_list]
+        if errors not in ("raise", "return"):
+            raise ValueError(f"errors must be 'raise' or 'return', got {errors!r}")
+        if not (batch_size == "auto" or (isinstance(batch_size, int) and batch_size >= 1)):
+            raise ValueError(f"batch_size must be 'auto' or a positive int, got {batch_size!r}")
+        n = len(atoms_list)
+        indices = list(range(n)) if indices is None else list(indices)
+        t0 = time.perf_counter()
+        for k, atoms in enumerate(atoms_list):
+            self._validate(atoms, indices[k])
+        self.timings["convert"] += time.perf_counter() - t0
+        results: list = [None] * n
+        sizes = np.array([len(a) for a in atoms_list])
+        order = np.argsort(-sizes, kind="stable")  # largest first: a misfit shows early
+        bar = progress_bar(n, "predict", progress)
+        bar.unit = "structure"
+        try:
+            for chunk in self._chunks(order, sizes, batch_size):
+                sub = [atoms_list[k] for k in chunk]
+                graph = self._graph(sub, [indices[k] for k in chunk])
+                for lo, hi in self._split_by_edges(graph, batch_size):
+                    part = take_systems(graph, lo, hi)
+                    ids = chunk[lo:hi]
+                    out = self.forward(part, stress=stress, labels=[indices[k] for k in ids])
+                    self._unpack(part, out, ids, atoms_list, indices, results, stress, errors)
+                bar.update(len(chunk))
+        finally:
+            bar.close()
+        return results
+
+    def forward(
+        self, graph: AtomGraph, stress: bool | str = "auto", labels: Sequence[int] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """One batch through the potential (detached outputs, on the device).
+
+        A batch that runs out of memory is split in half and each half retried,
+        recursively; a single structure that does not fit raises MemoryError
+        naming it. The edge budget is lowered to half the failed batch.
+        """
+        labels = list(range(graph.n_systems)) if labels is None else list(labels)
+        want_stress = bool(graph.pbc.all(dim=1).any()) if stress == "auto" else bool(stress)
+        failure = None
+        try:
+            return self._forward(graph, want_stress)
+        except Exception as err:
+            if not is_out_of_memory(err):
+                raise
+            failure = f"{type(err).__name__}: {str(err)[:200]}"
+        # Retry outside the except block so the failed batch's tensors (held by the
+        # traceback) are freed first.
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if graph.n_systems == 1:
+            raise MemoryError(
+                f"structure {labels[0]} ({graph.n_atoms} atoms, {graph.n_edges} edges) does "
+                f"not fit in memory on {self.device} even alone ({failure})"
+            )
+        self.n_oom_splits += 1
+        self._max_edges = max(1, min(self.max_edges(), (graph.n_edges + graph.n_atoms) // 2))
+        half = graph.n_systems // 2
+        first = self.forward(take_systems(graph, 0, half), want_stress, labels[:half])
+        second = self.forward(
+            take_systems(graph, half, graph.n_systems), want_stress, labels[half:]
+        )
+        return _cat_outputs(first, second)
+
+    # ------------------------------------------------------------------ steps
+    def _forward(self, graph: AtomGraph, stress: bool) -> dict[str, torch.Tensor]:
+        """The potential on one batch; the single place tests inject failures."""
+        t0 = time.perf_counter()
+        with torch.enable_grad():
+            out = self.potential(graph, forces=True, stress=stress)
+        out = {k: v.detach() for k, v in out.items()}
+        if not stress:
+            out["has_stress"] = torch.zeros(graph.n_systems, dtype=torch.bool, device=self.device)
+            out["stress"] = torch.zeros(
+                graph.n_systems, 3, 3, dtype=out["energy"].dtype, device=self.device
+            )
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # honest timings
+        self.timings["model"] += time.perf_counter() - t0
+        self.n_batches += 1
+        return out
+
+    def _validate(self, atoms: Atoms, index: int) -> None:
+        if not isinstance(atoms, Atoms):
+            raise TypeError(f"structure {index} is a {type(atoms).__name__}, not an ase.Atoms")
+        validate_atoms(atoms, index)
+        z = atoms.numbers
+        bad = (z < 0) | (z > 118)
+        bad[~bad] = ~self._known[z[~bad]]
+        if bad.any():
+            from ase.data import chemical_symbols
+
+            names = sorted({chemical_symbols[int(v)] if 0 <= v <= 118 else str(v) for v in z[bad]})
+            known = [chemical_symbols[int(v)] for v in np.flatnonzero(self._known)]
+            raise ValueError(
+                f"structure {index}: element(s) {names} unknown to this model; it knows {known}"
+            )
+
+    def _chunks(self, order: np.ndarray, sizes: np.ndarray, batch_size):
+        """Greedy packing in size order under the (estimated) edge budget."""
+        if batch_size != "auto":
+            for s in range(0, len(order), batch_size):
+                yield order[s : s + batch_size].tolist()
+            return
+        chunk: list[int] = []
+        cost = 0.0
+        for k in order.tolist():
+            # Before any graph was built, assume 60 neighbours per atom (dense metal, 5 Å).
+            per_atom = 1.0 + (self._edges_per_atom if self._edges_per_atom is not None else 60.0)
+            c = sizes[k] * per_atom
+            if chunk and cost + c > self.max_edges():
+                yield chunk
+                chunk, cost = [], 0.0
+            chunk.append(k)
+            cost += c
+        if chunk:
+            yield chunk
+
+    def _graph(self, atoms_list: Sequence[Atoms], labels: Sequence[int]) -> AtomGraph:
+        """Flat graph of a batch; all edges from one neighbour-list call."""
+        t0 = time.perf_counter()
+        graph = _assemble(atoms_list, self.device)
+        t1 = time.perf_counter()
+        try:
+            graph = build_edges(graph, self.cutoff, self.neighbor_backend)
+        except ValueError as err:  # name the structure by its input index
+            msg = re.sub(
+                r"^(structure|system) (\d+)",
+                lambda m: f"structure {labels[int(m.group(2))]}",
+                str(err),
+            )
+            raise ValueError(msg) from None
+        self.timings["convert"] += t1 - t0
+        self.timings["neighbors"] += time.perf_counter() - t1
+        return graph
+
+    def _split_by_edges(self, graph: AtomGraph, batch_size) -> list[tuple[int, int]]:
+        """Cut a built batch into contiguous system ranges under the exact edge budget."""
+        per_sys = torch.bincount(graph.system_idx[graph.edge_index[0]], minlength=graph.n_systems)
+        atoms = graph.atoms_per_system()
+        ratio = float((per_sys.double() / atoms.double()).max())
+        self._edges_per_atom = max(self._edges_per_atom or 0.0, ratio)
+        if batch_size != "auto":
+            return [(0, graph.n_systems)]
+        cost = (per_sys + atoms).tolist()
+        budget = self.max_edges()
+        ranges, lo, acc = [], 0, 0
+        for s, c in enumerate(cost):
+            if s > lo and acc + c > budget:
+                ranges.append((lo, s))
+                lo, acc = s, 0
+            acc += c
+        ranges.append((lo, graph.n_systems))
+        return ranges
+
+    def _unpack(self, graph, out, ids, atoms_list, indices, results, stress, errors) -> None:
+        t0 = time.perf_counter()
+        energy = out["energy"].to("cpu", torch.float64).numpy()
+        energies = out["energies"].to("cpu", torch.float64).numpy()
+        forces = out["forces"].to("cpu", torch.float64).numpy()
+        sigma = out["stress"].to("cpu", torch.float64).numpy()
+        has_stress = out["has_stress"].cpu().numpy() & (stress is not False)
+        bounds = np.concatenate([[0], np.cumsum(graph.atoms_per_system().cpu().numpy())])
+        atom_ok = np.isfinite(forces).all(1) & np.isfinite(energies)
+        sys_ok = np.isfinite(energy) & np.logical_and.reduceat(atom_ok, bounds[:-1])
+        sys_ok &= ~has_stress | np.isfinite(sigma).all((1, 2))
+        for s, k in enumerate(ids):
+            a, b = bounds[s], bounds[s + 1]
+            if not sys_ok[s]:
+                err = NonFiniteResultError(
+                    f"{_label(atoms_list[k], indices[k])}: the model returned non-finite "
+                    "energy, forces or stress (atoms too close, far outside the training "
+                    "data, or a float32 overflow)"
+                )
+                if errors == "raise":
+                    raise err
+                results[k] = err
+                continue
+            res = {
+                "energy": float(energy[s]),
+                "free_energy": float(energy[s]),
+                "energies": energies[a:b].copy(),
+                "forces": forces[a:b].copy(),
+            }
+            if has_stress[s]:
+                res["stress"] = full_3x3_to_voigt_6_stress(sigma[s])
+            results[k] = res
+        self.timings["unpack"] += time.perf_counter() - t0
+
+
+def predict(
+    atoms_list: Sequence[Atoms],
+    model=None,
+    batch_size: int | str = "auto",
+    device: str = "cpu",
+    dtype: str | None = None,
+    neighbor_backend: str = "auto",
+    progress: bool = False,
+    max_edges: int | None = None,
+) -> list[dict]:
+    """Single-point energies, forces and stress of many structures, batched.
+
+    Results equal one-at-a-time :class:`~geomformer_md.GeoMFormerCalculator`
+    results (to round-off) and come back in input order.
+
+    Args:
+        atoms_list: structures (never modified).
+        model: potential name (None = default), model file, GeoMFormer, or a
+            :class:`BatchEvaluator` to reuse (its device/dtype settings win).
+        batch_size: "auto" packs under a memory-derived edge budget; an int
+            fixes the structures per batch (out-of-memory batches are still split).
+        device, dtype, neighbor_backend: as :class:`BatchEvaluator`.
+        progress: show a progress bar.
+        max_edges: override the edge budget per batch.
+
+    Returns:
+        One dict per structure: ``energy``, ``free_energy``, ``energies``,
+        ``forces`` and, for 3-D periodic cells, ``stress`` (Voigt, eV/Å³).
+
+    Raises:
+        ValueError: for invalid structures (named by input index).
+        NonFiniteResultError: when the model gives NaN/inf for a structure.
+        MemoryError: when a single structure does not fit in memory.
+    """
+    if isinstance(model, BatchEvaluator):
+        evaluator = model
+    else:
+        evaluator = BatchEvaluator(model, device, dtype, neighbor_backend, max_edges)
+    return evaluator.evaluate(atoms_list, batch_size=batch_size, progress=progress)
+
+
+# ============================================================== batched relaxation
+@dataclass(frozen=True)
+class BatchRelaxResult(RelaxResult):
+    """:class:`~geomformer_md.simulate.relax.RelaxResult` plus what batching adds.
+
+    Attributes:
+        n_extra_calls: evaluations the optimizer asked for outside the batched
+            schedule (line searches, FIRE's downhill check), computed alone.
+        error: why the structure was stopped early (non-finite results), else None.
+    """
+
+    n_extra_calls: int = 0
+    error: str | None = None
+
+
+class BatchProxyCalculator(Calculator):
+    """Stands in for the model on one structure during batched runs.
+
+    The batch driver fills in results computed for many structures at once
+    (:meth:`set_results`); ASE then serves them from its cache as long as the
+    structure has not changed. An optimizer that asks for a structure the batch
+    has not seen (a line search) gets it computed alone, so ASE semantics hold.
+    """
+
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+
+    def __init__(self, evaluator: BatchEvaluator, index: int = 0) -> None:
+        super().__init__()
+        self.evaluator = evaluator
+        self.index = index
+        self.n_extra_calls = 0
+
+    def set_results(self, atoms: Atoms, results: dict) -> None:
+        self.atoms = atoms.copy()
+        self.results = dict(results)
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        if "stress" in properties and not self.atoms.pbc.all():
+            raise PropertyNotImplementedError(
+                f"stress is only defined for cells periodic in all 3 directions; structure "
+                f"{self.index} has pbc={self.atoms.pbc.tolist()}"
+            )
+        self.n_extra_calls += 1
+        self.results = self.evaluator.evaluate([self.atoms], indices=[self.index])[0]
+
+
+class _Job:
+    """One structure being relaxed: its Atoms, proxy calculator and optimizer."""
+
+    def __init__(self, index, atoms, proxy, opt, opt_name, trajectory):
+        self.index, self.atoms, self.proxy, self.opt = index, atoms, proxy, opt
+        self.opt_name, self.trajectory = opt_name, trajectory
+        self.initial_energy: float | None = None
+        self.t0 = time.perf_counter()
+
+
+def relax_many(
+    atoms_list: Sequence[Atoms],
+    model=None,
+    *,
+    fmax: float = 0.05,
+    steps: int = 500,
+    optimizer="FIRE",
+    relax_cell: bool = False,
+    fix_bottom_layers: int | None = None,
+    max_batch: int = 64,
+    progress: bool = True,
+    device: str = "cpu",
+    dtype: str | None = None,
+    neighbor_backend: str = "auto",
+    trajectories: Sequence[str | os.PathLike | None] | None = None,
+    logfile=None,
+    pressure_bar: float = 0.0,
+    layer_tolerance: float = 0.3,
+    optimizer_kwargs: dict | None = None,
+) -> list[tuple[Atoms, BatchRelaxResult]]:
+    """Relax many structures with ASE optimizers, one batched forward pass per step.
+
+    Each structure gets a copy of its Atoms (constraints such as ``FixAtoms``
+    kept), its own optimizer object and a :class:`BatchProxyCalculator`. At every
+    step all active structures are evaluated in one batch, then each optimizer
+    logs, writes its trajectory frame, checks convergence and takes one
+    ``step()``, exactly as ``Optimizer.run`` would. Structures that converge or
+    reach ``steps`` leave the batch and waiting ones join, keeping at most
+    ``max_batch`` active. Results equal :func:`~geomformer_md.simulate.relax.relax`
+    on each structure with the same optimizer (to round-off the optimizer may
+    amplify), and the arguments mean the same.
+
+    Args:
+        atoms_list: structures (never modified).
+        model: potential name (None = default), model file, GeoMFormer, or a
+            :class:`BatchEvaluator` to reuse.
+        fmax: convergence threshold on the largest per-atom force (eV/Å).
+        steps: maximum optimizer steps per structure.
+        optimizer: a name of ``relax.OPTIMIZERS`` (case-insensitive) or an ASE
+            Optimizer class. Line-search optimizers work, but their extra
+            evaluations are computed one structure at a time.
+        relax_cell: relax the cell too (``FrechetCellFilter`` per structure;
+            structures must be periodic in 3-D).
+        fix_bottom_layers: add FixAtoms on this many lowest layers, as ``relax``.
+        max_batch: most structures relaxed at the same time.
+        progress: show a progress bar of finished structures.
+        device, dtype, neighbor_backend: as :class:`BatchEvaluator`.
+        trajectories: one trajectory path (or None) per structure.
+        logfile: optimizer log shared by all (None = silent, "-" = stdout).
+        pressure_bar: external pressure of the cell relaxation.
+        layer_tolerance: Å, see ``fix_bottom_layers``.
+        optimizer_kwargs: extra optimizer arguments (e.g. ``{"maxstep": 0.1}``).
+
+    Returns:
+        Per structure, in input order: a relaxed copy (with a SinglePointCalculator
+        holding the final results) and a :class:`BatchRelaxResult`. A structure
+        that does not converge within ``steps`` has ``converged=False``; one whose
+        results turn non-finite is stopped with ``error`` set while the others go on.
+    """
+    if isinstance(atoms_list, Atoms):
+        atoms_list = [atoms_list]
+    n = len(atoms_list)
+    opt_cls, opt_name = _optimizer_class(optimizer)
+    if not fmax > 0:
+        raise ValueError(f"fmax must be > 0, got {fmax}")
+    if int(steps) != steps or steps < 0:
+        raise ValueError(f"steps must be an integer >= 0, got {steps}")
+    if int(max_batch) != max_batch or max_batch < 1:
+        raise ValueError(f"max_batch must be an integer >= 1, got {max_batch}")
+    if trajectories is not None and len(trajectories) != n:
+        raise ValueError(f"got {len(trajectories)} trajectories for {n} structures")
+    if isinstance(model, BatchEvaluator):
+        evaluator = model
+    else:
+        evaluator = BatchEvaluator(model, device, dtype, neighbor_backend)
+    for k, atoms in enumerate(atoms_list):
+        evaluator._validate(atoms, k)
+        if relax_cell and not (atoms.pbc.all() and atoms.cell.rank == 3):
+            raise ValueError(
+                f"structure {k}: relax_cell needs a cell periodic in 3 "
+                f"directions; pbc={atoms.pbc.tolist()}"
+            )
+
+    def start(k: int) -> _Job:
+        atoms = atoms_list[k].copy()  # copies constraints; the caller's object is untouched
+        if fix_bottom_layers:
+            bottom = bottom_layer_indices(atoms, int(fix_bottom_layers), layer_tolerance)
+            atoms.set_constraint([*atoms.constraints, FixAtoms(indices=bottom)])
+        proxy = BatchProxyCalculator(evaluator, k)
+        atoms.calc = proxy
+        target = atoms
+        if relax_cell:
+            target = FrechetCellFilter(atoms, scalar_pressure=pressure_bar * units.bar)
+        traj = None if trajectories is None or trajectories[k] is None else str(trajectories[k])
+        opt = opt_cls(target, logfile=logfile, trajectory=traj, **(optimizer_kwargs or {}))
+        opt.fmax = fmax  # what Optimizer.run(fmax=...) sets
+        opt.max_steps = int(steps)
+        return _Job(k, atoms, proxy, opt, opt_name, traj)
+
+    out: list = [None] * n
+
+    def finish(job: _Job, final_fmax: float, error: str | None = None) -> None:
+        job.opt.close()  # closes a logfile it opened
+        relaxed = job.atoms.copy()
+        res = {} if error else {k: v for k, v in job.proxy.results.items() if k != "free_energy"}
+        if res:
+            relaxed.calc = SinglePointCalculator(relaxed, **res)
+        stress = res.get("stress")
+        out[job.index] = (
+            relaxed,
+            BatchRelaxResult(
+                converged=error is None and bool(final_fmax < fmax),
+                steps=int(job.opt.nsteps),
+                energy=float(res.get("energy", np.nan)),
+                initial_energy=float(np.nan if job.initial_energy is None else job.initial_energy),
+                fmax=final_fmax,
+                fmax_target=float(fmax),
+                optimizer=job.opt_name,
+                relax_cell=bool(relax_cell),
+                fixed_atoms=_fixed_indices(job.atoms),
+                stress=None if stress is None else np.asarray(stress).copy(),
+                trajectory=job.trajectory,
+                wall_time_s=time.perf_counter() - job.t0,
+                n_extra_calls=job.proxy.n_extra_calls,
+                error=error,
+            ),
+        )
+
+    bar = progress_bar(n, "relax_many", progress)
+    bar.unit = "structure"
+    waiting = deque(range(n))
+    active: list[_Job] = []
+    try:
+        while waiting or active:
+            while waiting and len(active) < max_batch:
+                active.append(start(waiting.popleft()))
+            batch = evaluator.evaluate(
+                [j.atoms for j in active], errors="return", indices=[j.index for j in active]
+            )
+            still = []
+            for job, res in zip(active, batch, strict=True):
+                if _advance(job, res, int(steps), finish):
+                    bar.update(1)
+                else:
+                    still.append(job)
+            active = still
+    finally:
+        bar.close()
+        for job in active:  # only after an exception
+            job.opt.close()
+    return out
+
+
+def _advance(job: _Job, res, steps: int, finish) -> bool:
+    """One iteration of ``Optimizer.irun`` for one structure; True when it is done.
+
+    ASE's loop is: gradient, log, observers, convergence check, step. The
+    gradient comes from the batch results just stored in the proxy.
+    """
+    if isinstance(res, Exception):
+        finish(job, float("nan"), error=str(res))
+        return True
+    opt = job.opt
+    job.proxy.set_results(job.atoms, res)
+    if job.initial_energy is None:
+        job.initial_energy = float(res["energy"])
+    try:
+        gradient = opt.optimizable.get_gradient()
+        opt.log(gradient)
+        opt.call_observers()
+        if opt.gradient_converged(gradient) or opt.nsteps >= steps:
+            finish(job, float(opt.optimizable.gradient_norm(gradient)))
+            return True
+        opt.step()
+        opt.nsteps += 1
+    except NonFiniteResultError as err:  # from an evaluation made inside step()
+        finish(job, float("nan"), error=str(err))
+        return True
+    return False
+
+
+from .batch_md import run_md_many  # noqa: E402  (re-exported; batch_md imports this module)
