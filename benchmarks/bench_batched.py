@@ -19,6 +19,7 @@ load on a shared machine than wall time) and where the batched time goes.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -79,7 +80,30 @@ def timed(fn):
     return out, time.perf_counter() - w, time.process_time() - c
 
 
-def bench_single_points(model, structures):
+def sequential_breakdown(model, structures) -> str:
+    """Where one calculator call's time goes: conversion + neighbours vs the model."""
+    from geomformer_md.data.graph import atoms_to_graph
+    from geomformer_md.potential import Potential
+
+    pot = Potential(model)
+    t_graph = t_model = 0.0
+    for a in structures:
+        t0 = time.perf_counter()
+        g = atoms_to_graph(a, model.config.cutoff, "matscipy")
+        t1 = time.perf_counter()
+        with torch.enable_grad():
+            pot(g, forces=True, stress=False)
+        t_model += time.perf_counter() - t1
+        t_graph += t1 - t0
+    n = len(structures)
+    return (
+        f"sequential per structure: conversion + neighbour list {1e3 * t_graph / n:.1f} ms, "
+        f"model {1e3 * t_model / n:.1f} ms"
+    )
+
+
+def bench_single_points(model, structures, threads: int) -> float:
+    torch.set_num_threads(threads)
     calc = GeoMFormerCalculator(model)
     n_atoms = sum(len(a) for a in structures)
 
@@ -99,11 +123,15 @@ def bench_single_points(model, structures):
     evaluator.evaluate(structures[:2])
     for key in evaluator.timings:
         evaluator.timings[key] = 0.0
+    evaluator.n_batches = 0
 
     seq, t_seq, c_seq = timed(sequential)
     bat, t_bat, c_bat = timed(lambda: evaluator.evaluate(structures))
     err = max(np.abs(f - r["forces"]).max() for (_, f), r in zip(seq, bat, strict=True))
-    print(f"\n== single points: {len(structures)} structures, {n_atoms} atoms ==")
+    print(
+        f"\n== single points, {threads} torch thread(s): {len(structures)} structures, "
+        f"{n_atoms} atoms =="
+    )
     print(
         f"sequential calculator: {len(structures) / t_seq:8.2f} structures/s "
         f"{n_atoms / t_seq:9.1f} atoms/s  (wall {t_seq:.2f} s, cpu {c_seq:.2f} s)"
@@ -118,9 +146,10 @@ def bench_single_points(model, structures):
     )
     tm = evaluator.timings
     print(
-        f"batched time: model {tm['model']:.2f} s, neighbours {tm['neighbors']:.3f} s, "
-        f"convert {tm['convert']:.3f} s, unpack {tm['unpack']:.3f} s; "
-        f"{evaluator.n_batches} batches, max_edges {evaluator.max_edges()}"
+        f"batched time: model {tm['model']:.2f} s (summed over {evaluator._n_workers()} "
+        f"worker(s)), neighbours {tm['neighbors']:.3f} s, convert {tm['convert']:.3f} s, "
+        f"unpack {tm['unpack']:.3f} s; {evaluator.n_batches} forward passes, "
+        f"max_edges {evaluator.max_edges()}"
     )
     return t_seq / t_bat
 
@@ -170,17 +199,31 @@ def bench_relax(model, structures, steps, fmax):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=64, help="structures for single points")
-    ap.add_argument("--threads", type=int, default=2, help="torch threads")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=[2, 1],
+        help="torch thread counts to measure single points with",
+    )
     ap.add_argument("--relax-n", type=int, default=16, help="structures to relax (0 = skip)")
     ap.add_argument("--relax-steps", type=int, default=20)
     ap.add_argument("--fmax", type=float, default=0.05)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
     model, what = load_model()
     structures = make_structures(args.n)
-    print(f"model: {what}; torch {torch.__version__}, {args.threads} thread(s)")
-    bench_single_points(model, structures)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(
+        f"model: {what}; torch {torch.__version__}; {os.cpu_count()} cores, "
+        f"load average {load:.1f} at start"
+    )
+    torch.set_num_threads(1)
+    print(sequential_breakdown(model, structures[:8]))
+    for threads in args.threads:
+        bench_single_points(model, structures, threads)
     if args.relax_n:
+        torch.set_num_threads(args.threads[-1])
+        print(f"(relaxation with {args.threads[-1]} torch thread(s))")
         bench_relax(model, structures[: args.relax_n], args.relax_steps, args.fmax)
 
 

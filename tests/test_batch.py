@@ -10,6 +10,7 @@ from ase.io import read
 from conftest import make_model
 
 from geomformer_md import GeoMFormerCalculator
+from geomformer_md.simulate import batch
 from geomformer_md.simulate.batch import (
     BatchEvaluator,
     NonFiniteResultError,
@@ -25,6 +26,19 @@ from geomformer_md.testing import TOLERANCE
 
 torch.set_num_threads(1)
 TOL = TOLERANCE["float64"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_blas_thread():
+    """FrechetCellFilter's 3x3 scipy solves take ~15 ms each when OpenBLAS threads
+    spin on a busy machine; one thread makes them microseconds."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(limits=1):
+        yield
 
 
 def _rel(a, b) -> float:
@@ -102,9 +116,13 @@ def test_predict_equals_calculator_and_keeps_order(model, reference):
         ({"max_edges": 150}, "auto"),
         ({}, 4),
         ({"neighbor_backend": "torch"}, 2),
+        ({"workers": 2}, "auto"),  # parts of each batch in parallel threads
     ],
 )
-def test_small_budgets_and_backends_give_identical_results(model, reference, settings, batch_size):
+def test_small_budgets_and_backends_give_identical_results(
+    model, reference, settings, batch_size, monkeypatch
+):
+    monkeypatch.setattr(batch, "MIN_EDGES_PER_WORKER", 1)
     structures, single = reference
     evaluator = BatchEvaluator(model, **settings)
     results = evaluator.evaluate(structures, batch_size=batch_size)
@@ -196,6 +214,13 @@ def test_non_finite_results_raise_naming_the_structure(model, reference):
     out = evaluator.evaluate(structures, errors="return")
     assert isinstance(out[3], NonFiniteResultError)
     assert all(isinstance(r, dict) for k, r in enumerate(out) if k != 3)
+    squashed = structures[1].copy()  # overlapping atoms: named, the others still computed
+    squashed.positions[1] = squashed.positions[0] + 0.01
+    out = BatchEvaluator(model).evaluate(
+        [*structures[:1], squashed, *structures[2:]], errors="return"
+    )
+    assert isinstance(out[1], ValueError) and str(out[1]).startswith("structure 1: atom")
+    assert all(isinstance(r, dict) for k, r in enumerate(out) if k != 1)
 
 
 def test_invalid_input_is_named_by_input_index(model, reference):

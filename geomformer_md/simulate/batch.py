@@ -18,11 +18,14 @@ derived from the free memory of the device and a measured bytes-per-edge figure
 
 from __future__ import annotations
 
+import bisect
 import os
 import re
+import threading
 import time
 from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -57,7 +60,9 @@ __all__ = [
 MEMORY_FRACTION = {"cpu": 0.5, "cuda": 0.8}
 # On CPU, batches beyond this many attention edges are no faster per structure
 # (measured with benchmarks/bench_batched.py, docs/batching.md) and only cost memory.
-CPU_MAX_EDGES = 50_000
+CPU_MAX_EDGES = 24_000
+# A batch is shared among CPU worker threads only if each gets at least this many edges.
+MIN_EDGES_PER_WORKER = 2_000
 # Peak of a forward+backward on CPU relative to the activations saved for backward.
 _BACKWARD_FACTOR = 2.0
 _BYTES_PER_EDGE: dict[tuple[str, str], float] = {}  # per (model config, device)
@@ -208,6 +213,13 @@ class BatchEvaluator:
             CUDA), "matscipy", "torch" or "brute".
         max_edges: attention edges (neighbour pairs + atoms) per batch; None
             derives it from free memory (:meth:`max_edges`).
+        workers: CPU only: a batch is cut into this many parts computed by as
+            many threads at once, each with one torch thread (torch's thread
+            count is set to 1 for the duration). None: ``torch.get_num_threads()``
+            at call time. Why: the model is many small memory-bound ops, and two
+            OpenMP threads per op spend much of their time waiting on each other
+            (and, on a busy machine, spin against other processes); whole
+            batches in parallel threads do not wait (docs/batching.md).
 
     ``timings`` accumulates seconds spent in conversion ("convert"),
     neighbour lists ("neighbors"), the model ("model") and unpacking ("unpack");
@@ -221,6 +233,7 @@ class BatchEvaluator:
         dtype: str | torch.dtype | None = None,
         neighbor_backend: str = "auto",
         max_edges: int | None = None,
+        workers: int | None = None,
     ) -> None:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -236,6 +249,11 @@ class BatchEvaluator:
         if max_edges is not None and max_edges < 1:
             raise ValueError(f"max_edges must be >= 1, got {max_edges}")
         self._max_edges = max_edges
+        if workers is not None and (int(workers) != workers or workers < 1):
+            raise ValueError(f"workers must be an integer >= 1, got {workers}")
+        self.workers = workers
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
         self._known = np.zeros(119, dtype=bool)
         self._known[list(gm.config.species)] = True
         self._edges_per_atom: float | None = None  # learned from built graphs
@@ -286,8 +304,10 @@ class BatchEvaluator:
                 False skips it.
             progress: show a tqdm bar.
             errors: "raise" raises :class:`NonFiniteResultError` for the first
-                structure with non-finite results; "return" puts the exception
-                in that structure's place and goes on.
+                structure with non-finite results (ValueError for overlapping
+                atoms); "return" puts the exception in that structure's place and
+                goes on. Invalid input (empty, NaN positions, unknown elements)
+                always raises.
             indices: numbers used for the structures in messages (default 0..n-1).
 
         Returns:
@@ -315,7 +335,20 @@ class BatchEvaluator:
         try:
             for chunk in self._chunks(order, sizes, batch_size):
                 sub = [atoms_list[k] for k in chunk]
-                graph = self._graph(sub, [indices[k] for k in chunk])
+                try:
+                    graph = self._graph(sub, [indices[k] for k in chunk])
+                except ValueError as err:  # overlapping atoms (e.g. a relaxation collapsed)
+                    if errors == "raise":
+                        raise
+                    if len(chunk) == 1:
+                        results[chunk[0]] = err
+                    else:  # find the culprit(s): each structure of the chunk on its own
+                        for k in chunk:
+                            results[k] = self.evaluate(
+                                [atoms_list[k]], 1, stress, False, errors, [indices[k]]
+                            )[0]
+                    bar.update(len(chunk))
+                    continue
                 for lo, hi in self._split_by_edges(graph, batch_size):
                     part = take_systems(graph, lo, hi)
                     ids = chunk[lo:hi]
@@ -331,15 +364,59 @@ class BatchEvaluator:
     ) -> dict[str, torch.Tensor]:
         """One batch through the potential (detached outputs, on the device).
 
-        A batch that runs out of memory is split in half and each half retried,
+        On CPU with several workers the batch is cut into that many parts
+        (contiguous systems, balanced by edges) computed in parallel threads.
+        A part that runs out of memory is split in half and each half retried,
         recursively; a single structure that does not fit raises MemoryError
         naming it. The edge budget is lowered to half the failed batch.
         """
         labels = list(range(graph.n_systems)) if labels is None else list(labels)
         want_stress = bool(graph.pbc.all(dim=1).any()) if stress == "auto" else bool(stress)
+        ranges = self._worker_ranges(graph)
+        if len(ranges) == 1:
+            return self._forward_or_split(graph, want_stress, labels)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # one torch thread per worker: no OpenMP waits
+        try:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(len(ranges), thread_name_prefix="geomformer")
+            jobs = [
+                self._pool.submit(
+                    self._forward_or_split, take_systems(graph, lo, hi), want_stress, labels[lo:hi]
+                )
+                for lo, hi in ranges
+            ]
+            outs = [job.result() for job in jobs]
+        finally:
+            torch.set_num_threads(threads)
+        return {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
+
+    def _n_workers(self) -> int:
+        if self.device.type != "cpu":
+            return 1
+        return self.workers if self.workers is not None else max(1, torch.get_num_threads())
+
+    def _worker_ranges(self, graph: AtomGraph) -> list[tuple[int, int]]:
+        """Contiguous system ranges of about equal edges, one per worker."""
+        n_workers = min(self._n_workers(), graph.n_systems)
+        total = graph.n_edges + graph.n_atoms
+        if n_workers == 1 or total < MIN_EDGES_PER_WORKER * n_workers:
+            return [(0, graph.n_systems)]
+        per_sys = torch.bincount(graph.system_idx[graph.edge_index[0]], minlength=graph.n_systems)
+        cum = torch.cumsum(per_sys + graph.atoms_per_system(), 0).tolist()
+        cuts = [0]
+        for w in range(1, n_workers):
+            k = bisect.bisect_left(cum, total * w / n_workers) + 1  # systems before the cut
+            cuts.append(min(max(k, cuts[-1] + 1), graph.n_systems - (n_workers - w)))
+        cuts.append(graph.n_systems)
+        return list(zip(cuts[:-1], cuts[1:], strict=True))
+
+    def _forward_or_split(
+        self, graph: AtomGraph, stress: bool, labels: list[int]
+    ) -> dict[str, torch.Tensor]:
         failure = None
         try:
-            return self._forward(graph, want_stress)
+            return self._forward(graph, stress)
         except Exception as err:
             if not is_out_of_memory(err):
                 raise
@@ -353,12 +430,13 @@ class BatchEvaluator:
                 f"structure {labels[0]} ({graph.n_atoms} atoms, {graph.n_edges} edges) does "
                 f"not fit in memory on {self.device} even alone ({failure})"
             )
-        self.n_oom_splits += 1
-        self._max_edges = max(1, min(self.max_edges(), (graph.n_edges + graph.n_atoms) // 2))
+        with self._lock:
+            self.n_oom_splits += 1
+            self._max_edges = max(1, min(self.max_edges(), (graph.n_edges + graph.n_atoms) // 2))
         half = graph.n_systems // 2
-        first = self.forward(take_systems(graph, 0, half), want_stress, labels[:half])
-        second = self.forward(
-            take_systems(graph, half, graph.n_systems), want_stress, labels[half:]
+        first = self._forward_or_split(take_systems(graph, 0, half), stress, labels[:half])
+        second = self._forward_or_split(
+            take_systems(graph, half, graph.n_systems), stress, labels[half:]
         )
         return _cat_outputs(first, second)
 
@@ -376,8 +454,9 @@ class BatchEvaluator:
             )
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)  # honest timings
-        self.timings["model"] += time.perf_counter() - t0
-        self.n_batches += 1
+        with self._lock:
+            self.timings["model"] += time.perf_counter() - t0
+            self.n_batches += 1
         return out
 
     def _validate(self, atoms: Atoms, index: int) -> None:
