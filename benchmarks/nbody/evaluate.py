@@ -114,5 +114,29 @@ def table(runs: list[Path]) -> str:
     return "\n".join(" | ".join(c.ljust(w[i]) for i, c in enumerate(r)) for r in rows)
 
 
+def val_at_matched_epochs(runs: list[Path], every: int = 10) -> str:
+    """Validation MSE of each run at the same epochs (from the checkpoint's history).
+
+    Time-budgeted runs of cheaper variants reach more epochs; this separates
+    "better per epoch" from "better per minute". The learning rates at a given
+    epoch differ slightly (the cosine follows each run's own clock).
+    """
+    hist = {}
+    for run in runs:
+        ck = torch.load(Path(run) / "checkpoint.pt", weights_only=False)  # our own file
+        hist[Path(run).name] = {h["epoch"]: h for h in ck["state"]["history"] if "val_mse" in h}
+    common = sorted(set.intersection(*(set(h) for h in hist.values())))
+    picks = [e for e in common if e % every == 0] + common[-1:]
+    lines = ["epoch | " + " | ".join(f"{n} val MSE (min)" for n in hist)]
+    for e in sorted(set(picks)):
+        cells = [f"{hist[n][e]['val_mse']:.4f} ({hist[n][e]['elapsed_min']:.0f})" for n in hist]
+        lines.append(f"{e} | " + " | ".join(cells))
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
-    print(table([Path(p) for p in sys.argv[1:]]))
+    runs = [Path(p) for p in sys.argv[1:]]
+    print(table(runs))
+    if len(runs) > 1 and all((r / "checkpoint.pt").exists() for r in runs):
+        print()
+        print(val_at_matched_epochs(runs))
