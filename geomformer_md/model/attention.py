@@ -33,6 +33,13 @@ class Edges(NamedTuple):
     n_atoms: int
 
 
+def gather(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """t[index] along dim 0. index_select, not t[index]: on CPU the backward of
+    advanced indexing is an index_put_ with accumulate, several times slower than
+    index_select's index_add_ (measured: gather + backward of [E, 3, 64] 1.7x faster)."""
+    return t.index_select(0, index)
+
+
 def edge_softmax(scores: torch.Tensor, edges: Edges) -> torch.Tensor:
     """Envelope-weighted softmax of scores [E, H] over each centre's edges."""
     i, m = edges.centre, edges.weight.unsqueeze(-1)
@@ -42,33 +49,45 @@ def edge_softmax(scores: torch.Tensor, edges: Edges) -> torch.Tensor:
     masked = scores.detach().masked_fill(m <= 0, float("-inf"))
     c = torch.full((n, h), float("-inf"), dtype=scores.dtype, device=scores.device)
     c = c.scatter_reduce(0, i.unsqueeze(-1).expand_as(masked), masked, "amax")
-    w = m * torch.exp(scores - c[i])
+    w = m * torch.exp(scores - gather(c, i))
     denom = torch.zeros_like(c).index_add_(0, i, w)
-    return w / denom[i]
+    return w / gather(denom, i)
 
 
-def aggregate(attn: torch.Tensor, values: torch.Tensor, edges: Edges) -> torch.Tensor:
-    """sum_j A_ij values_ij. attn [E, H]; values [E, d] or [E, 3, d] -> [n, ...]."""
-    h = attn.shape[1]
-    shape = values.shape
-    vals = values.reshape(*shape[:-1], h, shape[-1] // h)
-    a = attn.view(-1, *([1] * (vals.dim() - 3)), h, 1)
-    out = torch.zeros((edges.n_atoms, *vals.shape[1:]), dtype=vals.dtype, device=vals.device)
-    return out.index_add_(0, edges.centre, a * vals).reshape(edges.n_atoms, *shape[1:])
+def weigh(attn: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Per-head weights attn [E, H] times t [E, d] or [E, 3, d] (heads are contiguous
+    channel blocks of d), as a broadcast over a view: no [E, d] copy of the weights."""
+    e, h = attn.shape
+    if t.dim() == 2:
+        return (attn.unsqueeze(-1) * t.view(e, h, -1)).view(t.shape)
+    return (attn.view(e, 1, h, 1) * t.view(e, 3, h, -1)).view(t.shape)
 
 
-def _heads(t: torch.Tensor, h: int) -> torch.Tensor:
-    return t.reshape(*t.shape[:-1], h, t.shape[-1] // h)
+def scatter_sum(msg: torch.Tensor, edges: Edges) -> torch.Tensor:
+    """sum over each centre's edges: msg [E, ...] -> [n, ...]."""
+    out = msg.new_zeros((edges.n_atoms, *msg.shape[1:]))
+    return out.index_add_(0, edges.centre, msg)
 
 
-def _inv_scores(q: torch.Tensor, k: torch.Tensor, h: int) -> torch.Tensor:
-    """Per-head dot products of invariant q, k [E, d] -> [E, H]."""
-    return (_heads(q, h) * _heads(k, h)).sum(-1) / math.sqrt(q.shape[-1] // h)
+def head_major(v: torch.Tensor, h: int) -> torch.Tensor:
+    """[n, 3, d] -> [n, H * 3 dh], each head's (xyz, channel) block contiguous.
+
+    A node-level copy (cheap) that makes the per-head sum over xyz and channels of
+    the equivariant scores a contiguous last-dim reduction on the edges (1.6x faster
+    forward + backward than summing [E, 3, H, dh] over dims (1, 3)).
+    """
+    n, _, d = v.shape
+    return v.view(n, 3, h, d // h).transpose(1, 2).reshape(n, 3 * d)
 
 
-def _equ_scores(q: torch.Tensor, k: torch.Tensor, h: int) -> torch.Tensor:
-    """Per-head products of equivariant Q, K [E, 3, d], summed over xyz and channels."""
-    return (_heads(q, h) * _heads(k, h)).sum(dim=(1, 3)) / math.sqrt(3 * (q.shape[-1] // h))
+def _scores(q: torch.Tensor, k: torch.Tensor, h: int) -> torch.Tensor:
+    """Per-head dot products of q, k [E, h * c] (heads contiguous) -> [E, H], / sqrt(c).
+
+    For invariant features c = dh; for head-major equivariant ones c = 3 dh, which is
+    sum_{xyz, head channels} Q_i K_j / sqrt(3 dh).
+    """
+    e, w = q.shape
+    return (q * k).view(e, h, w // h).sum(-1) / math.sqrt(w // h)
 
 
 class InvSelfAttention(nn.Module):
@@ -83,9 +102,9 @@ class InvSelfAttention(nn.Module):
     def forward(self, x, edges: Edges, bias, filt=None):
         q, k, val = self.qkv(x).chunk(3, dim=-1)
         i, j = edges.centre, edges.neighbour
-        attn = edge_softmax(_inv_scores(q[i], k[j], self.h) + bias, edges)
-        val = val[j] if filt is None else val[j] * filt  # distance-filtered values
-        return self.out(aggregate(attn, val, edges))
+        a = edge_softmax(_scores(gather(q, i), gather(k, j), self.h) + bias, edges)
+        val = gather(val, j) if filt is None else gather(val, j) * filt  # distance-filtered values
+        return self.out(scatter_sum(weigh(a, val), edges))
 
 
 class InvCrossAttention(nn.Module):
@@ -108,11 +127,11 @@ class InvCrossAttention(nn.Module):
         p = self.kv(v)  # [n, 3, 4d or 5d]
         inner = lambda a, b: (p[..., a * d : (a + 1) * d] * p[..., b * d : (b + 1) * d]).sum(1)
         k, val = inner(0, 1) / math.sqrt(3.0), inner(2, 3) / math.sqrt(3.0)
-        attn = edge_softmax(_inv_scores(self.q(x)[i], k[j], self.h) + bias, edges)
-        val = val[j]
-        if p.shape[-1] == 5 * d:
-            val = val + (edges.unit.unsqueeze(-1) * p[j, :, 4 * d :]).sum(1)
-        return self.out(aggregate(attn, val, edges))
+        a = edge_softmax(_scores(gather(self.q(x), i), gather(k, j), self.h) + bias, edges)
+        val = gather(val, j)
+        if p.shape[-1] == 5 * d:  # + u_ij . (v_j W_V3)
+            val = val + (edges.unit.unsqueeze(-1) * gather(p[..., 4 * d :], j)).sum(1)
+        return self.out(scatter_sum(weigh(a, val), edges))
 
 
 class EquSelfAttention(nn.Module):
@@ -130,13 +149,17 @@ class EquSelfAttention(nn.Module):
         self.out = nn.Linear(d, d, bias=False)
 
     def forward(self, v, x, edges: Edges, bias, filt=None, gate=None):
+        h, i, j = self.h, edges.centre, edges.neighbour
         q, k, val = self.qkv(v).chunk(3, dim=-1)
-        i, j = edges.centre, edges.neighbour
-        attn = edge_softmax(_equ_scores(q[i], k[j], self.h) + bias, edges)
-        val = val[j]
-        if self.u is not None:
-            val = val * filt.unsqueeze(1) + edges.unit.unsqueeze(-1) * (self.u(x)[j] * gate).unsqueeze(1)
-        return self.out(aggregate(attn, val, edges))
+        s = _scores(gather(head_major(q, h), i), gather(head_major(k, h), j), h)
+        a = edge_softmax(s + bias, edges)
+        val = gather(val, j)
+        if self.u is None:
+            return self.out(scatter_sum(weigh(a, val), edges))
+        # A_ij V_ij = (A_ij f_ij) V_j + u_ij (x) (A_ij g_ij x_j W_u): the weights are folded
+        # into [E, d] factors first, so only two [E, 3, d] products are formed.
+        along = edges.unit.unsqueeze(-1) * weigh(a, gate * gather(self.u(x), j)).unsqueeze(1)
+        return self.out(scatter_sum(torch.addcmul(along, weigh(a, filt).unsqueeze(1), val), edges))
 
 
 class EquCrossAttention(nn.Module):
@@ -153,9 +176,10 @@ class EquCrossAttention(nn.Module):
         self.out = nn.Linear(d, d, bias=False)
 
     def forward(self, v, x, edges: Edges, bias):
+        h, i, j = self.h, edges.centre, edges.neighbour
         q, k1, v1 = self.vproj(v).chunk(3, dim=-1)
         k2, v2 = self.gates(x).chunk(2, dim=-1)
         k, val = k1 * k2.unsqueeze(1), v1 * v2.unsqueeze(1)
-        i, j = edges.centre, edges.neighbour
-        attn = edge_softmax(_equ_scores(q[i], k[j], self.h) + bias, edges)
-        return self.out(aggregate(attn, val[j], edges))
+        s = _scores(gather(head_major(q, h), i), gather(head_major(k, h), j), h)
+        a = edge_softmax(s + bias, edges)
+        return self.out(scatter_sum(weigh(a, gather(val, j)), edges))

@@ -82,9 +82,15 @@ class GeoMFormerBlock(nn.Module):
     def forward(self, zi, ze, edges: Edges):
         h, d = self.h, self.d
         n_att = 4 if self.update_equ else 2
-        e = self.edge_proj(edges.rbf)  # [E, n_att H + n_filt d]
-        b = e[:, : n_att * h].split(h, dim=-1)
-        filt = e[:, n_att * h :].split(d, dim=-1) if self.edge_values else (None, None, None)
+        # edge_proj's rows are [n_att H biases | n_filt d-wide filters]; each part is its own
+        # linear map, so outputs are contiguous and backward has no [E, n_att H + n_filt d]
+        # zero-fill and copy (slicing one [E, .] output costs that per slice).
+        w, wb = self.edge_proj.weight, self.edge_proj.bias
+        b = F.linear(edges.rbf, w[: n_att * h], wb[: n_att * h]).split(h, dim=-1)  # [E, H] each
+        filt = (None, None, None)
+        if self.edge_values:
+            rows = range(n_att * h, w.shape[0], d)
+            filt = tuple(F.linear(edges.rbf, w[r : r + d], wb[r : r + d]) for r in rows)  # [E, d]
         x, v = self.ln_att(zi), self.eln_att(ze)
         zi = zi + self.inv_self(x, edges, b[0], filt[0]) + self.inv_cross(x, v, edges, b[1])
         if self.update_equ:
@@ -181,8 +187,8 @@ class GeoMFormer(nn.Module):
         # Initial streams from geometric neighbours only (translation-invariant).
         norm = 1.0 / cfg.avg_neighbors
         zi = self.embed(species).index_add(0, i, (m.unsqueeze(-1) * self.inv_init(rbf)) * norm)
-        msg = (m.unsqueeze(-1) * unit).unsqueeze(-1) * self.equ_init(rbf).unsqueeze(1)
-        ze = torch.zeros(n, 3, cfg.d_model, dtype=zi.dtype, device=zi.device).index_add(0, i, msg * norm)
+        msg = (m.unsqueeze(-1) * unit).unsqueeze(-1) * (self.equ_init(rbf) * norm).unsqueeze(1)
+        ze = torch.zeros(n, 3, cfg.d_model, dtype=zi.dtype, device=zi.device).index_add(0, i, msg)
         if self.scalar_in is not None:
             zi = zi + self.scalar_in(node_scalars.to(zi.dtype))
         if self.vector_in is not None:
