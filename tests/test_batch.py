@@ -394,3 +394,15 @@ def test_gpu_batched_equals_cpu(model, reference):
     ref = run_md_many(structures[:4], 300, 1.0, 5, 0, model=model)
     for a, b in zip(out, ref, strict=True):
         assert np.abs(a.positions - b.positions).max() < 1e-8
+
+
+@pytest.mark.slow
+def test_compiled_network_gives_the_same_results(model, reference):
+    structures, single = reference
+    evaluator = BatchEvaluator(model, compile=True)  # compiles once: minutes on 2 cores
+    for r, s in zip(evaluator.evaluate(structures), single, strict=True):
+        _assert_same(r, s, tol=1e-9)
+    out = relax_many(structures[:2], evaluator, fmax=0.05, steps=5, progress=False)
+    ref = relax_many(structures[:2], model, fmax=0.05, steps=5, progress=False)
+    for a, b in zip(out, ref, strict=True):
+        _assert_relax_equal(a, b, tol=1e-7)

@@ -63,8 +63,9 @@ MEMORY_FRACTION = {"cpu": 0.5, "cuda": 0.8}
 CPU_MAX_EDGES = 24_000
 # A batch is shared among CPU worker threads only if each gets at least this many edges.
 MIN_EDGES_PER_WORKER = 2_000
-# Peak of a forward+backward on CPU relative to the activations saved for backward.
-_BACKWARD_FACTOR = 2.0
+# Peak of a forward+backward on CPU relative to the activations saved for backward
+# (measured 1.05 for the default config: 32 kB/edge saved, 34 kB/edge peak RSS).
+_BACKWARD_FACTOR = 1.5
 _BYTES_PER_EDGE: dict[tuple[str, str], float] = {}  # per (model config, device)
 _OOM_MESSAGES = ("out of memory", "can't allocate memory", "cannot allocate memory")
 
@@ -220,6 +221,12 @@ class BatchEvaluator:
             OpenMP threads per op spend much of their time waiting on each other
             (and, on a busy machine, spin against other processes); whole
             batches in parallel threads do not wait (docs/batching.md).
+        compile: run the network through ``torch.compile(dynamic=True)``.
+            Measured 3.9x less CPU time per structure for the default config
+            (fused elementwise kernels), after a one-off compilation of 1-3
+            minutes on 2 cores (cached on disk by torch). Worth it for thousands
+            of structures or long relaxations, not for a few. Implies one
+            worker unless ``workers`` is given.
 
     ``timings`` accumulates seconds spent in conversion ("convert"),
     neighbour lists ("neighbors"), the model ("model") and unpacking ("unpack");
@@ -234,6 +241,7 @@ class BatchEvaluator:
         neighbor_backend: str = "auto",
         max_edges: int | None = None,
         workers: int | None = None,
+        compile: bool = False,
     ) -> None:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -244,6 +252,10 @@ class BatchEvaluator:
             dtype = "float32"
         gm = model_with_dtype(resolve_model(model), dtype).to(self.device).eval()
         self.potential = Potential(gm)
+        self.compiled = bool(compile)
+        if compile:
+            self.potential.model = torch.compile(gm, dynamic=True)
+            workers = 1 if workers is None else workers
         self.cutoff = gm.config.cutoff
         self.neighbor_backend = get_neighbor_backend(neighbor_backend, self.device).name
         if max_edges is not None and max_edges < 1:
@@ -265,8 +277,9 @@ class BatchEvaluator:
     def bytes_per_edge(self) -> float:
         """Peak bytes of a forward+backward pass per attention edge (measured once)."""
         key = (repr(sorted(self.potential.model.config.to_dict().items())), str(self.device))
-        if key not in _BYTES_PER_EDGE:
-            _BYTES_PER_EDGE[key] = _measure_bytes_per_edge(self.potential, self.device)
+        if key not in _BYTES_PER_EDGE:  # measured eager: an upper bound for a compiled model
+            eager = Potential(getattr(self.potential.model, "_orig_mod", self.potential.model))
+            _BYTES_PER_EDGE[key] = _measure_bytes_per_edge(eager, self.device)
         return _BYTES_PER_EDGE[key]
 
     def max_edges(self) -> int:
@@ -576,6 +589,7 @@ def predict(
     neighbor_backend: str = "auto",
     progress: bool = False,
     max_edges: int | None = None,
+    compile: bool = False,
 ) -> list[dict]:
     """Single-point energies, forces and stress of many structures, batched.
 
@@ -591,6 +605,7 @@ def predict(
         device, dtype, neighbor_backend: as :class:`BatchEvaluator`.
         progress: show a progress bar.
         max_edges: override the edge budget per batch.
+        compile: ``torch.compile`` the network (see :class:`BatchEvaluator`).
 
     Returns:
         One dict per structure: ``energy``, ``free_energy``, ``energies``,
@@ -604,7 +619,9 @@ def predict(
     if isinstance(model, BatchEvaluator):
         evaluator = model
     else:
-        evaluator = BatchEvaluator(model, device, dtype, neighbor_backend, max_edges)
+        evaluator = BatchEvaluator(
+            model, device, dtype, neighbor_backend, max_edges, compile=compile
+        )
     return evaluator.evaluate(atoms_list, batch_size=batch_size, progress=progress)
 
 
