@@ -428,3 +428,21 @@ def train(config, resume: bool = False, progress: bool = True, log=print) -> dic
         raise TypeError("config must be a TrainConfig, a dict or a path to a YAML file")
     return Trainer(config, log=log, progress=progress).run(resume=resume)
 
+
+
+def export_checkpoint(checkpoint: str | Path, model_path: str | Path, use_ema: bool = True) -> GeoMFormer:
+    """Write a model file from a training checkpoint (EMA weights by default).
+
+    Lets a run that is still going, or was stopped, be evaluated or shipped as is.
+    """
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    model = GeoMFormer(GeoMFormerConfig.from_dict(state["model_config"]))
+    model.load_state_dict(state["model"])
+    if use_ema:
+        with torch.no_grad():
+            for p, s in zip(model.parameters(), state["ema"]["shadow"]):
+                p.copy_(s)
+    meta = {"training_config": state["config"], "exported_from": str(checkpoint), "step": state["step"],
+            "epoch": state["epoch"], "history": state["history"], "ema": use_ema}
+    save_model(model, model_path, meta)
+    return model

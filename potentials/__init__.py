@@ -1,0 +1,1 @@
+"""Shipped potentials (model files + manifest.json); see geomformer_md.io.registry."""
