@@ -121,12 +121,16 @@ def main(argv=None):
     ap.add_argument("--retune-seconds", type=float, default=240.0)
     ap.add_argument("--list", action="store_true", help="print the ordered task list and exit")
     ap.add_argument("--max-tasks", type=int, default=0, help="stop after this many new tasks (0 = no limit)")
+    ap.add_argument("--buckets", default="",
+                    help="comma-separated buckets to run (e.g. 'ref,heldout'); default: all. "
+                         "EOS tasks always run first if not done.")
     args = ap.parse_args(argv)
 
     out = args.out
     budget = args.budget_minutes * 60.0
     deadline = T_START + budget
     tasks = tk.order_tasks(tk.build_tasks(args.seed), args.seed)
+    only = {b.strip() for b in args.buckets.split(",") if b.strip()}
 
     if args.list:
         for i, t in enumerate(tasks):
@@ -182,6 +186,8 @@ def main(argv=None):
         for t in tasks:
             if task_done(out, t):
                 continue
+            if only and t.bucket != "eos" and t.bucket not in only:
+                continue
             remaining = deadline - time.time()
             if remaining < 3.0:
                 stopped = "time budget exhausted"
@@ -218,6 +224,7 @@ def main(argv=None):
                 atomic_write_json(os.path.join(out, "meta", f"{t.name}.json"), meta)
                 atomic_write_json(os.path.join(out, "reference", f"{t.name}.json"), res)
                 info = f"E={res.get('energy', float('nan')):.4f}" if "energy" in res else ""
+                aggregate(out, lab.name)
             else:
                 frames, extra = res
                 meta.update(extra)

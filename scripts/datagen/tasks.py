@@ -707,14 +707,15 @@ def build_tasks(seed: int) -> list[Task]:
     return T
 
 
-BUCKET_WEIGHT = {"ref": 0.35, "heldout": 0.6}
+BUCKET_WEIGHT = {"ref": 0.1, "heldout": 0.3}
 
 
 def order_tasks(tasks: list[Task], seed: int) -> list[Task]:
     """EOS first, then a seeded proportional round-robin over buckets in which
     each bucket is itself a seeded shuffle interleaved across metals, so that
     stopping at any point leaves every bucket and metal about equally done.
-    'ref' and 'heldout' buckets are compressed into the first ~half/60 % of the run."""
+    'ref' and 'heldout' buckets are compressed into the first 10 % / 30 % of the list
+    (on a busy shared machine only ~1/3 of the list fits into 35 min)."""
     rng = np.random.default_rng([int(seed), 777])
     eos = [t for t in tasks if t.bucket == "eos"]
     rest = [t for t in tasks if t.bucket != "eos"]
