@@ -2,7 +2,8 @@
 category and adsorption energies on the reference cases (held-out and in-pool).
 
     python scripts/evaluate_potential.py runs/catalysis-v0/model.pt \
-        --data data_raw/catalysis --config scripts/catalysis-v0.yaml --out runs/catalysis-v0/eval.json
+        --data data_raw/catalysis --config scripts/catalysis-v0.yaml --out runs/catalysis-v0/eval.json \
+        --frames data_raw/catalysis/all_eval.extxyz   # pool + the full held-out set
 
 Adsorption energies are redone with our potential from the labeller's own starting
 structures (same slab, site, height; bottom two layers fixed; BFGS, fmax 0.05), with
@@ -106,13 +107,16 @@ def main() -> None:
     p.add_argument("model")
     p.add_argument("--data", default="data_raw/catalysis")
     p.add_argument("--config", default="scripts/catalysis-v0.yaml")
+    p.add_argument("--frames", default=None,
+                   help="labelled frames to split (default: the config's train_file); the pool part must "
+                        "equal the training file's for the test split to be the trainer's")
     p.add_argument("--out", default=None)
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     calc = GeoMFormerCalculator(a.model, dtype="float64")
     cfg = load_train_config(a.config)
-    frames = read(cfg.data.train_file, index=":")
+    frames = read(a.frames or cfg.data.train_file, index=":")
     result = {"test": test_errors(calc, frames, cfg), "adsorption": adsorption(calc, Path(a.data))}
     for key, v in result["test"].items():
         print(f"{key:24s} n={v['n_frames']:4d}  E {v['energy_mae_meV_atom']:7.2f} meV/atom  F {v['forces_mae_meV_A']:7.1f} meV/Å")
