@@ -84,3 +84,23 @@ def test_float32_model_is_close_to_float64():
     f32 = atoms.get_forces()
     assert np.abs(f32 - f64).max() <= TOLERANCE["float32"] * max(1.0, np.abs(f64).max())
     assert c32.model.config.dtype == "float32" and m64.config.dtype == "float64"
+
+
+def test_edge_leaving_the_cutoff_cannot_hold_the_attention():
+    """A vanishing edge (m = 1e-6) with a score 40 above the self edge's took all the
+    attention with raw scores, and gave 1e9 eV/Å forces in a trained model."""
+    import torch
+
+    from geomformer_md.model.attention import Edges, edge_softmax
+
+    def weights(cap):
+        edges = Edges(
+            centre=torch.tensor([0, 0]), neighbour=torch.tensor([1, 0]),
+            weight=torch.tensor([1e-6, 1.0], dtype=torch.float64), rbf=torch.zeros(2, 1),
+            unit=torch.zeros(2, 3), n_atoms=2, score_cap=cap,
+        )
+        return edge_softmax(torch.tensor([[40.0], [0.0]], dtype=torch.float64), edges)[:, 0]
+
+    assert float(weights(0.0)[0]) > 0.99  # raw scores: the leaving edge dominates
+    assert float(weights(5.0)[0]) < 1e-4  # capped and faded: it no longer does
+    assert float(weights(5.0).sum()) == pytest.approx(1.0)

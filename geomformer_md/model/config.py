@@ -35,6 +35,9 @@ class GeoMFormerConfig:
             values, u_ij (x) f(psi_ij, x_j) in equivariant values, u_ij . v_j in
             invariant cross values). Off gives the plain paper form, where
             directions enter only through the initial equivariant stream.
+        score_cap: attention scores become m C tanh(s / C) with C = score_cap, so
+            an edge leaving the cutoff cannot hold the attention (and the forces)
+            hostage; 0 keeps the raw scores of the paper. See attention.edge_softmax.
         avg_neighbors: normaliser of the neighbour sums that seed both streams.
         n_scalar_inputs: extra per-atom invariant inputs (e.g. charges); 0 = none.
         n_vector_inputs: extra per-atom vector inputs (e.g. velocities); 0 = none.
@@ -56,6 +59,7 @@ class GeoMFormerConfig:
     ffn_mult: int = 2
     equ_norm: str = "rms"
     edge_values: bool = True
+    score_cap: float = 5.0
     avg_neighbors: float = 20.0
     n_scalar_inputs: int = 0
     n_vector_inputs: int = 0
@@ -77,6 +81,8 @@ class GeoMFormerConfig:
             problems.append(f"cutoff must be > 0, got {self.cutoff}")
         if self.d_model <= 0 or self.n_heads <= 0 or self.d_model % self.n_heads:
             problems.append(f"d_model ({self.d_model}) must be a positive multiple of n_heads ({self.n_heads})")
+        if self.score_cap < 0:
+            problems.append(f"score_cap must be >= 0, got {self.score_cap}")
         if self.n_layers < 0 or self.n_rbf <= 0 or self.ffn_mult <= 0:
             problems.append("n_layers must be >= 0, n_rbf and ffn_mult > 0")
         if self.rbf not in ("bessel", "gaussian"):

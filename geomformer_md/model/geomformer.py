@@ -203,6 +203,7 @@ class GeoMFormer(nn.Module):
             rbf=torch.cat([rbf, self.self_rbf.expand(n, -1)]),
             unit=torch.cat([unit, unit.new_zeros(n, 3)]),
             n_atoms=n,
+            score_cap=cfg.score_cap,
         )
         for block in self.blocks:
             zi, ze = block(zi, ze, edges)
