@@ -179,3 +179,13 @@ def test_dtype_is_per_model_not_global(model64):
     assert next(model64.parameters()).dtype == torch.float64  # the caller's model untouched
     with pytest.raises(ValueError, match="dtype"):
         GeoMFormerCalculator(model64, dtype="float16")
+
+
+def test_older_model_file_keeps_its_behaviour(model64):
+    """A file written before a config key existed loads with the key's legacy value."""
+    from geomformer_md.model import GeoMFormerConfig
+
+    cfg = model64.config.to_dict()
+    cfg.pop("score_cap")
+    assert GeoMFormerConfig.from_dict(cfg).score_cap == 0.0
+    assert GeoMFormerConfig(species=(1,)).score_cap > 0

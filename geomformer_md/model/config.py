@@ -107,9 +107,17 @@ class GeoMFormerConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> GeoMFormerConfig:
-        """Build from a stored dict; unknown keys are an error naming them."""
+        """Build from a stored dict; unknown keys are an error naming them.
+
+        A key missing from an older file takes the value that reproduces how that
+        file's model behaved (LEGACY_DEFAULTS), not today's default.
+        """
         valid = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - valid)
         if unknown:
             raise ValueError(f"unknown GeoMFormerConfig keys {unknown}; valid keys: {sorted(valid)}")
-        return cls(**d)
+        return cls(**{**LEGACY_DEFAULTS, **d})
+
+
+# Keys added after the first model files were written, with their behaviour-preserving values.
+LEGACY_DEFAULTS = {"score_cap": 0.0}
