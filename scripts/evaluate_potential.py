@@ -105,7 +105,7 @@ def adsorption(calc, data_dir: Path) -> list[dict]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("model")
-    p.add_argument("--data", default="data_raw/catalysis")
+    p.add_argument("--data", default="data/catalysis-v0")
     p.add_argument("--config", default="scripts/catalysis-v0.yaml")
     p.add_argument("--frames", default=None,
                    help="labelled frames to split (default: the config's train_file); the pool part must "
