@@ -368,13 +368,18 @@ def test_run_md_many_replicas_equal_run_md(model, ensemble, tmp_path):
     assert np.array_equal(out[1].positions[:4], structures[1].positions[:4])
 
 
-def test_run_md_many_nve_conserves_energy(model):
+def test_run_md_many_nve_conserves_energy_and_groups_by_budget(model):
     atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 1, 1))
     out = run_md_many([atoms, atoms], [300, 600], 1.0, 0, [1, 2], model=model)
     e0 = [a.get_potential_energy() + a.get_kinetic_energy() for a in out]
     out = run_md_many([atoms, atoms], [300, 600], 1.0, 40, [1, 2], model=model)
     e1 = [a.get_potential_energy() + a.get_kinetic_energy() for a in out]
     assert np.allclose(e0, e1, atol=2e-3)
+    tiny = BatchEvaluator(model, max_edges=50)  # one replica per group
+    alone = run_md_many([atoms, atoms], [300, 600], 1.0, 40, [1, 2], model=tiny)
+    for a, b in zip(out, alone, strict=True):
+        assert np.abs(a.positions - b.positions).max() < 1e-10
+    assert tiny.n_batches == 2 * 41
 
 
 # ------------------------------------------------------------------ GPU
