@@ -23,15 +23,22 @@ from torch import nn
 
 
 class Edges(NamedTuple):
-    """Edge data shared by all layers. Self edges have u = 0 and constant rbf."""
+    """The edges of a contiguous range of centre atoms (all atoms, or one chunk of
+    them; see geomformer.py). Self edges have u = 0 and constant rbf."""
 
-    centre: torch.Tensor  # [E] long, i (receives the message)
-    neighbour: torch.Tensor  # [E] long, j
+    centre: torch.Tensor  # [E] long, i (receives the message), atom index
+    neighbour: torch.Tensor  # [E] long, j, atom index
     weight: torch.Tensor  # [E] envelope m_ij (1 on self edges)
     rbf: torch.Tensor  # [E, K] radial basis psi_ij
     unit: torch.Tensor  # [E, 3] u_ij = r_ij / d_ij (0 on self edges)
-    n_atoms: int
+    n_atoms: int  # centres in the range = rows of the outputs (all atoms if one range)
     score_cap: float = 0.0  # bound on attention scores, faded by the envelope (0 = raw)
+    slot: torch.Tensor | None = None  # [E] long, i - first centre of the range; None = i
+
+    @property
+    def rows(self) -> torch.Tensor:
+        """[E] output row of each edge's centre."""
+        return self.centre if self.slot is None else self.slot
 
 
 def gather(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -53,7 +60,7 @@ def edge_softmax(scores: torch.Tensor, edges: Edges) -> torch.Tensor:
     scores make every edge's weight at most m e^{C(1+m)} relative to the self
     edge, so the hand-over is spread over a few tenths of an Å.
     """
-    i, m = edges.centre, edges.weight.unsqueeze(-1)
+    i, m = edges.rows, edges.weight.unsqueeze(-1)
     n, h = edges.n_atoms, scores.shape[1]
     if edges.score_cap > 0:
         cap = edges.score_cap
@@ -78,9 +85,20 @@ def weigh(attn: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 def scatter_sum(msg: torch.Tensor, edges: Edges) -> torch.Tensor:
-    """sum over each centre's edges: msg [E, ...] -> [n, ...]."""
+    """sum over each centre's edges: msg [E, ...] -> [n_atoms, ...]."""
     out = msg.new_zeros((edges.n_atoms, *msg.shape[1:]))
-    return out.index_add_(0, edges.centre, msg)
+    return out.index_add_(0, edges.rows, msg)
+
+
+def per_range(attend, edges, *per_edge):
+    """attend(edges, *per_edge) -> [n_atoms, ...], for one Edges or for a list of Edges of
+    consecutive centre ranges (per-edge arguments then given as lists, one per range; a
+    non-list argument such as None is passed to every range), rows concatenated."""
+    if isinstance(edges, Edges):
+        return attend(edges, *per_edge)
+    pick = lambda a, k: a[k] if isinstance(a, (list, tuple)) else a  # noqa: E731
+    parts = [attend(e, *(pick(a, k) for a in per_edge)) for k, e in enumerate(edges)]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def head_major(v: torch.Tensor, h: int) -> torch.Tensor:
@@ -104,6 +122,12 @@ def _scores(q: torch.Tensor, k: torch.Tensor, h: int) -> torch.Tensor:
     return (q * k).view(e, h, w // h).sum(-1) / math.sqrt(w // h)
 
 
+# Each attention is split in two: ``project`` makes the node-level queries, keys and
+# values once per layer; ``attend`` does the per-edge work for one range of centres
+# (see GeoMFormer._chunks) and returns their aggregated values. ``forward`` takes one
+# Edges or a list of ranges (with per-edge arguments as lists, one per range).
+
+
 class InvSelfAttention(nn.Module):
     """Invariant queries, keys and values: s_ij = q_i . k_j / sqrt(dh) + B_ij."""
 
@@ -113,12 +137,18 @@ class InvSelfAttention(nn.Module):
         self.qkv = nn.Linear(d, 3 * d)
         self.out = nn.Linear(d, d)
 
-    def forward(self, x, edges: Edges, bias, filt=None):
-        q, k, val = self.qkv(x).chunk(3, dim=-1)
-        i, j = edges.centre, edges.neighbour
+    def project(self, x):
+        return self.qkv(x).chunk(3, dim=-1)  # q, k, val [n, d]
+
+    def attend(self, nodes, edges: Edges, bias, filt=None):
+        (q, k, val), i, j = nodes, edges.centre, edges.neighbour
         a = edge_softmax(_scores(gather(q, i), gather(k, j), self.h) + bias, edges)
         val = gather(val, j) if filt is None else gather(val, j) * filt  # distance-filtered values
-        return self.out(scatter_sum(weigh(a, val), edges))
+        return scatter_sum(weigh(a, val), edges)
+
+    def forward(self, x, edges, bias, filt=None):
+        nodes = self.project(x)
+        return self.out(per_range(lambda *a: self.attend(nodes, *a), edges, bias, filt))
 
 
 class InvCrossAttention(nn.Module):
@@ -136,16 +166,26 @@ class InvCrossAttention(nn.Module):
         self.kv = nn.Linear(d, (5 if edge_values else 4) * d, bias=False)
         self.out = nn.Linear(d, d)
 
-    def forward(self, x, v, edges: Edges, bias):
-        d, i, j = self.d, edges.centre, edges.neighbour
-        p = self.kv(v)  # [n, 3, 4d or 5d]
-        inner = lambda a, b: (p[..., a * d : (a + 1) * d] * p[..., b * d : (b + 1) * d]).sum(1)
-        k, val = inner(0, 1) / math.sqrt(3.0), inner(2, 3) / math.sqrt(3.0)
-        a = edge_softmax(_scores(gather(self.q(x), i), gather(k, j), self.h) + bias, edges)
+    def project(self, x, v):
+        d, p = self.d, self.kv(v)  # [n, 3, 4d or 5d]
+
+        def inner(a: int, b: int) -> torch.Tensor:
+            return (p[..., a * d : (a + 1) * d] * p[..., b * d : (b + 1) * d]).sum(1)
+
+        vec = p[..., 4 * d :] if p.shape[-1] == 5 * d else None  # [n, 3, d]: v_j W_V3
+        return self.q(x), inner(0, 1) / math.sqrt(3.0), inner(2, 3) / math.sqrt(3.0), vec
+
+    def attend(self, nodes, edges: Edges, bias):
+        (q, k, val, vec), i, j = nodes, edges.centre, edges.neighbour
+        a = edge_softmax(_scores(gather(q, i), gather(k, j), self.h) + bias, edges)
         val = gather(val, j)
-        if p.shape[-1] == 5 * d:  # + u_ij . (v_j W_V3)
-            val = val + (edges.unit.unsqueeze(-1) * gather(p[..., 4 * d :], j)).sum(1)
-        return self.out(scatter_sum(weigh(a, val), edges))
+        if vec is not None:  # + u_ij . (v_j W_V3)
+            val = val + (edges.unit.unsqueeze(-1) * gather(vec, j)).sum(1)
+        return scatter_sum(weigh(a, val), edges)
+
+    def forward(self, x, v, edges, bias):
+        nodes = self.project(x, v)
+        return self.out(per_range(lambda *a: self.attend(nodes, *a), edges, bias))
 
 
 class EquSelfAttention(nn.Module):
@@ -162,18 +202,25 @@ class EquSelfAttention(nn.Module):
         self.u = nn.Linear(d, d) if edge_values else None
         self.out = nn.Linear(d, d, bias=False)
 
-    def forward(self, v, x, edges: Edges, bias, filt=None, gate=None):
-        h, i, j = self.h, edges.centre, edges.neighbour
+    def project(self, v, x):
         q, k, val = self.qkv(v).chunk(3, dim=-1)
-        s = _scores(gather(head_major(q, h), i), gather(head_major(k, h), j), h)
-        a = edge_softmax(s + bias, edges)
+        u = self.u(x) if self.u is not None else None
+        return head_major(q, self.h), head_major(k, self.h), val, u
+
+    def attend(self, nodes, edges: Edges, bias, filt=None, gate=None):
+        (q, k, val, u), i, j = nodes, edges.centre, edges.neighbour
+        a = edge_softmax(_scores(gather(q, i), gather(k, j), self.h) + bias, edges)
         val = gather(val, j)
-        if self.u is None:
-            return self.out(scatter_sum(weigh(a, val), edges))
+        if u is None:
+            return scatter_sum(weigh(a, val), edges)
         # A_ij V_ij = (A_ij f_ij) V_j + u_ij (x) (A_ij g_ij x_j W_u): the weights are folded
         # into [E, d] factors first, so only two [E, 3, d] products are formed.
-        along = edges.unit.unsqueeze(-1) * weigh(a, gate * gather(self.u(x), j)).unsqueeze(1)
-        return self.out(scatter_sum(torch.addcmul(along, weigh(a, filt).unsqueeze(1), val), edges))
+        along = edges.unit.unsqueeze(-1) * weigh(a, gate * gather(u, j)).unsqueeze(1)
+        return scatter_sum(torch.addcmul(along, weigh(a, filt).unsqueeze(1), val), edges)
+
+    def forward(self, v, x, edges, bias, filt=None, gate=None):
+        nodes = self.project(v, x)
+        return self.out(per_range(lambda *a: self.attend(nodes, *a), edges, bias, filt, gate))
 
 
 class EquCrossAttention(nn.Module):
@@ -189,11 +236,17 @@ class EquCrossAttention(nn.Module):
         self.gates = nn.Linear(d, 2 * d)  # K2, V2 (invariant, may have a bias)
         self.out = nn.Linear(d, d, bias=False)
 
-    def forward(self, v, x, edges: Edges, bias):
-        h, i, j = self.h, edges.centre, edges.neighbour
+    def project(self, v, x):
         q, k1, v1 = self.vproj(v).chunk(3, dim=-1)
         k2, v2 = self.gates(x).chunk(2, dim=-1)
         k, val = k1 * k2.unsqueeze(1), v1 * v2.unsqueeze(1)
-        s = _scores(gather(head_major(q, h), i), gather(head_major(k, h), j), h)
-        a = edge_softmax(s + bias, edges)
-        return self.out(scatter_sum(weigh(a, gather(val, j)), edges))
+        return head_major(q, self.h), head_major(k, self.h), val
+
+    def attend(self, nodes, edges: Edges, bias):
+        (q, k, val), i, j = nodes, edges.centre, edges.neighbour
+        a = edge_softmax(_scores(gather(q, i), gather(k, j), self.h) + bias, edges)
+        return scatter_sum(weigh(a, gather(val, j)), edges)
+
+    def forward(self, v, x, edges, bias):
+        nodes = self.project(v, x)
+        return self.out(per_range(lambda *a: self.attend(nodes, *a), edges, bias))
