@@ -26,6 +26,9 @@ _LAZY = {
     "predict": "simulate.batch",
     "relax_many": "simulate.batch",
     "run_md_many": "simulate.batch",
+    "BatchEvaluator": "simulate.batch",
+    "BatchRelaxResult": "simulate.batch",
+    "NonFiniteResultError": "simulate.batch",
     "train": "train",
 }
 
