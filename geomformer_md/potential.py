@@ -14,8 +14,7 @@ import torch
 
 from .data.graph import AtomGraph
 from .model import GeoMFormer
-
-_DTYPE_NAMES = {"float32": torch.float32, "float64": torch.float64}
+from .model.config import _DTYPES as _DTYPE_NAMES  # the one name <-> dtype table
 
 
 def model_with_dtype(model: GeoMFormer, dtype: str | torch.dtype | None) -> GeoMFormer:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 import torch
 
+from .neighbors import edge_vectors as neighbor_edge_vectors
 from .neighbors import neighbor_list
 
 # Atoms closer than this are "at the same position": no force field is defined there.
@@ -160,11 +161,7 @@ def build_edges(graph: AtomGraph, cutoff: float, backend: str = "matscipy") -> A
 
 def edge_vectors(graph: AtomGraph) -> torch.Tensor:
     """r_ij [n_edges, 3] = r_j + shift @ cell - r_i."""
-    i, j = graph.edge_index
-    cell = graph.cell[graph.system_idx[i]]
-    return graph.positions[j] - graph.positions[i] + torch.einsum(
-        "ek,ekl->el", graph.shifts.to(cell.dtype), cell
-    )
+    return neighbor_edge_vectors(graph.positions, graph.cell, graph.edge_index, graph.shifts, graph.system_idx)
 
 
 def trim_edges(graph: AtomGraph, cutoff: float) -> AtomGraph:
