@@ -140,3 +140,33 @@ def check_cutoff_smoothness(calc, symbol: str, cutoff: float) -> None:
     jumps = np.abs(np.diff(es))
     allowed = 2.0 * np.maximum(np.abs(fs[1:]), np.abs(fs[:-1])) * step * 1.5 + 1e-12
     assert np.all(jumps <= allowed), f"energy jumps by {jumps.max():.3e} in one scan step"
+
+
+def lattice_force_constants(calc, atoms: Atoms, amplitudes=(1e-4, 1e-3, 2e-2), index: int = 0,
+                            direction=(1.0, 0.0, 0.0)) -> np.ndarray:
+    """Force constant k(h) = -(F(h) - F(0)) . u / h on a displaced atom, for each amplitude h.
+
+    For a physical potential k(h) is nearly constant over 1e-4..2e-2 Å (harmonic
+    regime). A model with a narrow well at the symmetric site has k(1e-4) >> k(2e-2).
+    """
+    u = np.asarray(direction, float)
+    u = u / np.linalg.norm(u)
+    f0 = _eval(calc, atoms)[1][index]
+    ks = []
+    for h in amplitudes:
+        a = atoms.copy()
+        a.positions[index] += h * u
+        ks.append(-float((_eval(calc, a)[1][index] - f0) @ u) / h)
+    return np.array(ks)
+
+
+def check_lattice_stiffness(calc, atoms: Atoms, factor: float = 3.0, **kw) -> None:
+    """No narrow well at a symmetric site: the force constant for tiny displacements
+    (1e-4, 1e-3 Å) is within ``factor`` of the one at 2e-2 Å (what phonopy and a
+    300 K MD step probe). Pass a perfect crystal (e.g. ``bulk("Cu", cubic=True) * 2``)."""
+    k = lattice_force_constants(calc, atoms, **kw)
+    ref = max(abs(k[-1]), 0.5)  # eV/Å^2; metals' on-site constants are a few eV/Å^2
+    assert np.all(np.abs(k[:-1] - k[-1]) <= (factor - 1.0) * ref), (
+        f"force constant at the lattice site depends on the displacement: k(h) = {np.round(k, 3)} eV/Å^2 "
+        f"for h = {kw.get('amplitudes', (1e-4, 1e-3, 2e-2))} Å (a narrow well at the symmetric site)"
+    )

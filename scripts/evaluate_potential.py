@@ -4,6 +4,7 @@ category and adsorption energies on the reference cases (held-out and in-pool).
     python scripts/evaluate_potential.py runs/catalysis-v0/model.pt \
         --data data_raw/catalysis --config scripts/catalysis-v0.yaml --out runs/catalysis-v0/eval.json \
         --frames data_raw/catalysis/all_eval.extxyz   # pool + the full held-out set
+    python scripts/evaluate_potential.py runs/mace-v1/mace.model --mace ...   # a MACE model
 
 Adsorption energies are redone with our potential from the labeller's own starting
 structures (same slab, site, height; bottom two layers fixed; BFGS, fmax 0.05), with
@@ -112,9 +113,16 @@ def main() -> None:
                         "equal the training file's for the test split to be the trainer's")
     p.add_argument("--out", default=None)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--mace", action="store_true",
+                   help="MODEL is a mace-torch model file (scripts/mace_compare); evaluated the same way")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    calc = GeoMFormerCalculator(a.model, dtype="float64")
+    if a.mace:
+        from mace.calculators import MACECalculator
+
+        calc = MACECalculator(model_paths=a.model, device="cpu", default_dtype="float64")
+    else:
+        calc = GeoMFormerCalculator(a.model, dtype="float64")
     cfg = load_train_config(a.config)
     frames = read(a.frames or cfg.data.train_file, index=":")
     result = {"test": test_errors(calc, frames, cfg), "adsorption": adsorption(calc, Path(a.data))}

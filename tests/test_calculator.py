@@ -7,11 +7,16 @@ from ase import Atoms
 from ase.build import bulk, fcc111, molecule
 from ase.calculators.calculator import PropertyNotImplementedError
 
-from geomformer_md import GeoMFormerCalculator, ModelFileError, Potential, atoms_to_graph, load_model, save_model
+from geomformer_md import (
+    GeoMFormerCalculator,
+    ModelFileError,
+    Potential,
+    atoms_to_graph,
+    load_model,
+    save_model,
+)
 from geomformer_md.io.checkpoint import FORMAT_VERSION
 from geomformer_md.testing import sample_structures
-
-from conftest import make_model
 
 
 @pytest.fixture(scope="module")
@@ -187,5 +192,8 @@ def test_older_model_file_keeps_its_behaviour(model64):
 
     cfg = model64.config.to_dict()
     cfg.pop("score_cap")
-    assert GeoMFormerConfig.from_dict(cfg).score_cap == 0.0
-    assert GeoMFormerConfig(species=(1,)).score_cap > 0
+    cfg.pop("equ_norm_eps")
+    old = GeoMFormerConfig.from_dict(cfg)
+    assert old.score_cap == 0.0 and old.equ_norm_eps == 1e-3
+    new = GeoMFormerConfig(species=(1,))
+    assert new.score_cap > 0 and new.equ_norm_eps == 1.0

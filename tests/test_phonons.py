@@ -11,6 +11,7 @@ from conftest import make_model
 import geomformer_md
 from geomformer_md import GeoMFormerCalculator
 from geomformer_md.simulate.phonons import band_path, phonons
+from geomformer_md.simulate.relax import relax
 
 torch.set_num_threads(1)
 
@@ -120,9 +121,13 @@ def test_shipped_potential_phonons(tmp_path):
     symbol = next((s for s in ("Cu", "Pt", "Ag", "Au", "Ni", "Pd") if s in elements), None)
     if symbol is None:
         pytest.skip("the shipped potentials have no fcc metal")
+    calc = GeoMFormerCalculator(dtype="float64")
+    cell, summary = relax(bulk(symbol), calculator=calc, relax_cell=True, fmax=1e-3, steps=200,
+                          optimizer="BFGS", progress=False)
+    assert summary.converged
     res = phonons(
-        bulk(symbol),
-        calculator=GeoMFormerCalculator(),
+        cell,
+        calculator=calc,
         supercell=(4, 4, 4),
         plot=tmp_path / "ph.png",
         progress=False,

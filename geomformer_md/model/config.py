@@ -31,6 +31,13 @@ class GeoMFormerConfig:
         equ_norm: "rms" (channel-RMS, default) or "whiten" (3x3 inverse square
             root, the paper's choice; computed by Newton-Schulz so its double
             backward stays finite at degenerate covariances).
+        equ_norm_eps: the equivariant norm's floor, v / sqrt(mean |v|^2 + eps).
+            A small eps gives a gain of 1/sqrt(eps) at v = 0 (every atom of a
+            perfect crystal) and lets the network build a narrow, stiff well at
+            symmetric sites that no training frame constrains (docs/model-notes.md
+            section 1). The default 1.0 makes the norm soft: linear for small v,
+            normalising only for large v. Files written before this key existed
+            load with 1e-3, the value they were trained with.
         edge_values: let attention values carry the edge (distance filters on
             values, u_ij (x) f(psi_ij, x_j) in equivariant values, u_ij . v_j in
             invariant cross values). Off gives the plain paper form, where
@@ -58,6 +65,7 @@ class GeoMFormerConfig:
     rbf: str = "bessel"
     ffn_mult: int = 2
     equ_norm: str = "rms"
+    equ_norm_eps: float = 1.0
     edge_values: bool = True
     score_cap: float = 5.0
     avg_neighbors: float = 20.0
@@ -81,6 +89,8 @@ class GeoMFormerConfig:
             problems.append(f"cutoff must be > 0, got {self.cutoff}")
         if self.d_model <= 0 or self.n_heads <= 0 or self.d_model % self.n_heads:
             problems.append(f"d_model ({self.d_model}) must be a positive multiple of n_heads ({self.n_heads})")
+        if not self.equ_norm_eps > 0:
+            problems.append(f"equ_norm_eps must be > 0, got {self.equ_norm_eps}")
         if self.score_cap < 0:
             problems.append(f"score_cap must be >= 0, got {self.score_cap}")
         if self.n_layers < 0 or self.n_rbf <= 0 or self.ffn_mult <= 0:
@@ -120,4 +130,4 @@ class GeoMFormerConfig:
 
 
 # Keys added after the first model files were written, with their behaviour-preserving values.
-LEGACY_DEFAULTS = {"score_cap": 0.0}
+LEGACY_DEFAULTS = {"score_cap": 0.0, "equ_norm_eps": 1e-3}

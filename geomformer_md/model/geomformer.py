@@ -28,7 +28,8 @@ EDGE_CHUNK_BYTES = 8 * 2**20
 
 
 def _equ_norm(cfg: GeoMFormerConfig) -> nn.Module:
-    return EquRMSNorm(cfg.d_model) if cfg.equ_norm == "rms" else EquWhitenNorm(cfg.d_model)
+    norm = EquRMSNorm if cfg.equ_norm == "rms" else EquWhitenNorm
+    return norm(cfg.d_model, eps=cfg.equ_norm_eps)
 
 
 class InvFFN(nn.Module):

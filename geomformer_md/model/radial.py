@@ -42,10 +42,11 @@ class RadialBasis(nn.Module):
 class EquRMSNorm(nn.Module):
     """v / sqrt(mean_k |v_k|^2 + eps) * gamma for v [n, 3, d]: rotation-equivariant.
 
-    eps is large on purpose: on symmetric sites (perfect crystals) v is 0 up to
-    round-off, and the norm's gain there is 1/sqrt(eps) per layer. With 1e-6,
-    three layers amplified float64 round-off to 3e-8 eV/Å of spurious force on
-    a translated fcc supercell; with 1e-3 it stays at 1e-16.
+    On symmetric sites (perfect crystals) v is 0 up to round-off and the
+    norm's gain there is 1/sqrt(eps) per layer. With 1e-6, three layers
+    amplified float64 round-off to 3e-8 eV/Å of spurious force on a translated
+    fcc supercell; with 1e-3 a trained model built a stiff well at lattice
+    sites. Models set eps through GeoMFormerConfig.equ_norm_eps (default 1).
     """
 
     def __init__(self, d: int, eps: float = 1e-3) -> None:

@@ -19,7 +19,6 @@ from ase.eos import EquationOfState
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from ase.optimize import BFGS
-
 from labeller import MAX_FORCE, atomic_write_json, max_force, snapshot, task_rng
 from structures import (
     ADSORBATES,
@@ -231,6 +230,25 @@ def run_bulk(ctx: Ctx, task: Task):
             at = apply_strain(base, random_strain(rng, 0.01))
             rattle(at, rng, float(rng.uniform(0.05, 0.15)))
             kind = "bulk_rattle"
+        elif variant == "near_lattice":
+            # perfect and nearly perfect crystals: frame 0 is the perfect lattice, the
+            # rest move one atom (even k) or all atoms (odd k) by 1e-3..3e-2 Å.  These
+            # pin the force constants at symmetric sites (phonons, MD started from a
+            # perfect crystal), which rattled and MD frames never sample.
+            cell = primitive(M, a0) * (3, 3, 3) if k % 4 >= 2 else conventional(M, a0) * (2, 2, 2)
+            size = "prim3x3x3" if k % 4 >= 2 else "conv2x2x2"
+            at = cell if k == 0 else apply_strain(cell, random_strain(rng, 0.005))
+            if k > 0:
+                amp = float(10 ** rng.uniform(-3, -1.5))
+                if k % 2 == 0:
+                    i = int(rng.integers(len(at)))
+                    u = rng.normal(size=3)
+                    pos = at.get_positions()
+                    pos[i] += amp * u / np.linalg.norm(u)
+                    at.set_positions(pos)
+                else:
+                    rattle(at, rng, amp)
+            kind = "bulk_lattice"
         else:
             raise ValueError(variant)
         r = ctx.lab.label(at)
@@ -291,6 +309,24 @@ def run_slab_rattle(ctx: Ctx, task: Task):
             frames.append(snapshot(at, r, metal=M, facet=F, kind="slab_rattle",
                                    config_id=f"{task.name}_{size_str(size)}", task=task.name,
                                    size=size_str(size), step=k))
+    frames, nd = _filter_force(frames)
+    return frames, {"n_dropped_force": nd}
+
+
+def run_slab_lattice(ctx: Ctx, task: Task):
+    """Unrelaxed (ideal) slabs and ones with 1e-3..3e-2 Å displacements."""
+    M, F = task.metal, task.params["facet"]
+    rng = task_rng(ctx.seed, task.name)
+    base = make_slab(M, F, SMALL[F], ctx.a0(M))
+    base.set_constraint()
+    frames = []
+    for k in range(task.params["n"]):
+        at = base.copy()
+        if k > 0:
+            rattle(at, rng, float(10 ** rng.uniform(-3, -1.5)))
+        r = ctx.lab.label(at)
+        frames.append(snapshot(at, r, metal=M, facet=F, kind="slab_lattice",
+                               config_id=task.name, task=task.name, size=size_str(SMALL[F]), step=k))
     frames, nd = _filter_force(frames)
     return frames, {"n_dropped_force": nd}
 
@@ -631,6 +667,11 @@ def build_tasks(seed: int) -> list[Task]:
         for t in MD_TEMPS:
             T.append(Task(f"bulk_md_emt_{M}_{t}K", "bulk", "run_emt_md",
                           {"facet": "bulk", "T": t, "n": 8}, M))
+    # (a') perfect and nearly perfect lattices (added in v1 of the data set)
+    for M in METALS:
+        T.append(Task(f"bulk_lattice_{M}", "lattice", "run_bulk", {"variant": "near_lattice", "n": 16}, M))
+        for F in ("111", "100"):
+            T.append(Task(f"slab_lattice_{M}_{F}", "lattice", "run_slab_lattice", {"facet": F, "n": 4}, M))
     # (b) clean slabs
     for M in METALS:
         for F in FACETS:
@@ -707,14 +748,14 @@ def build_tasks(seed: int) -> list[Task]:
     return T
 
 
-BUCKET_WEIGHT = {"ref": 0.1, "heldout": 0.3}
+BUCKET_WEIGHT = {"ref": 0.1, "heldout": 0.3, "gas": 0.05, "lattice": 0.1}
 
 
 def order_tasks(tasks: list[Task], seed: int) -> list[Task]:
     """EOS first, then a seeded proportional round-robin over buckets in which
     each bucket is itself a seeded shuffle interleaved across metals, so that
     stopping at any point leaves every bucket and metal about equally done.
-    'ref' and 'heldout' buckets are compressed into the first 10 % / 30 % of the list
+    'gas', 'ref', 'lattice' and 'heldout' buckets are compressed into the first 5 / 10 / 10 / 30 % of the list
     (on a busy shared machine only ~1/3 of the list fits into 35 min)."""
     rng = np.random.default_rng([int(seed), 777])
     eos = [t for t in tasks if t.bucket == "eos"]
