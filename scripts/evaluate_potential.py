@@ -28,7 +28,7 @@ from ase.io import read
 from geomformer_md import GeoMFormerCalculator
 from geomformer_md.simulate.relax import bottom_layer_indices, relax
 from geomformer_md.train.config import load_train_config
-from geomformer_md.train.data import labels_of, split_indices
+from geomformer_md.train.data import labels_of, read_frames, split_indices
 
 
 def test_errors(calc, frames, cfg) -> dict:
@@ -124,7 +124,7 @@ def main() -> None:
     else:
         calc = GeoMFormerCalculator(a.model, dtype="float64")
     cfg = load_train_config(a.config)
-    frames = read(a.frames or cfg.data.train_file, index=":")
+    frames = read_frames(a.frames or cfg.data.train_file)
     result = {"test": test_errors(calc, frames, cfg), "adsorption": adsorption(calc, Path(a.data))}
     for key, v in result["test"].items():
         print(f"{key:24s} n={v['n_frames']:4d}  E {v['energy_mae_meV_atom']:7.2f} meV/atom  F {v['forces_mae_meV_A']:7.1f} meV/Å")

@@ -182,3 +182,33 @@ def test_bad_training_input_is_refused_clearly(tmp_path):
     cfg["init_from"] = str(tmp_path / "base.pt")
     with pytest.raises(ValueError, match="Au.*outside the model"):
         train(cfg, progress=False, log=lambda *a: None)
+
+
+@pytest.mark.parametrize("suffix", [".xz", ".gz", ".bz2"])
+def test_compressed_training_file_reads_like_the_plain_one(tmp_path, suffix):
+    import bz2
+    import gzip
+    import lzma
+
+    from geomformer_md.train.data import read_frames
+
+    frames = []
+    for k in range(5):
+        a = bulk("Cu", cubic=True)
+        a.rattle(0.05, seed=k)
+        a.calc = EMT()
+        a.get_forces()
+        a.get_stress()
+        frames.append(a)
+    plain = tmp_path / "frames.extxyz"
+    write(plain, frames)
+    opener = {".xz": lzma.open, ".gz": gzip.open, ".bz2": bz2.open}[suffix]
+    packed = tmp_path / f"frames.extxyz{suffix}"
+    with opener(packed, "wb") as fd:
+        fd.write(plain.read_bytes())
+    got, ref = read_frames(packed), read_frames(plain)
+    assert len(got) == len(ref) == 5
+    for a, b in zip(got, ref, strict=True):
+        assert np.array_equal(a.positions, b.positions)
+        assert np.array_equal(a.get_forces(), b.get_forces())
+        assert a.get_potential_energy() == b.get_potential_energy()
