@@ -234,6 +234,11 @@ def relax(
     final_fmax = float(opt.optimizable.gradient_norm(opt.optimizable.get_gradient()))
     results = _final_results(work)
     relaxed = work.copy()
+    # other calculators (e.g. MACE) add keys such as node_energy that ASE's
+    # SinglePointCalculator refuses; keep the standard properties only
+    from ase.calculators.calculator import all_properties
+
+    results = {k: v for k, v in results.items() if k in all_properties}
     relaxed.calc = SinglePointCalculator(relaxed, **results)
     stress = results.get("stress")
     return relaxed, RelaxResult(
