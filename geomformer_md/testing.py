@@ -142,7 +142,11 @@ def check_cutoff_smoothness(calc, symbol: str, cutoff: float) -> None:
     assert np.all(jumps <= allowed), f"energy jumps by {jumps.max():.3e} in one scan step"
 
 
-def lattice_force_constants(calc, atoms: Atoms, amplitudes=(1e-4, 1e-3, 2e-2), index: int = 0,
+# Displacements (Å) of the lattice-site checks: two tiny ones, then what phonopy and MD probe.
+LATTICE_AMPLITUDES = (1e-4, 1e-3, 2e-2)
+
+
+def lattice_force_constants(calc, atoms: Atoms, amplitudes=LATTICE_AMPLITUDES, index: int = 0,
                             direction=(1.0, 0.0, 0.0)) -> np.ndarray:
     """Force constant k(h) = -(F(h) - F(0)) . u / h on a displaced atom, for each amplitude h.
 
@@ -160,13 +164,15 @@ def lattice_force_constants(calc, atoms: Atoms, amplitudes=(1e-4, 1e-3, 2e-2), i
     return np.array(ks)
 
 
-def check_lattice_stiffness(calc, atoms: Atoms, factor: float = 3.0, **kw) -> None:
+def check_lattice_stiffness(calc, atoms: Atoms, factor: float = 3.0, **kw) -> np.ndarray:
     """No narrow well at a symmetric site: the force constant for tiny displacements
     (1e-4, 1e-3 Å) is within ``factor`` of the one at 2e-2 Å (what phonopy and a
-    300 K MD step probe). Pass a perfect crystal (e.g. ``bulk("Cu", cubic=True) * 2``)."""
+    300 K MD step probe). Pass a perfect crystal (e.g. ``bulk("Cu", cubic=True) * 2``).
+    Returns the force constants k(h), eV/Å^2."""
     k = lattice_force_constants(calc, atoms, **kw)
     ref = max(abs(k[-1]), 0.5)  # eV/Å^2; metals' on-site constants are a few eV/Å^2
     assert np.all(np.abs(k[:-1] - k[-1]) <= (factor - 1.0) * ref), (
         f"force constant at the lattice site depends on the displacement: k(h) = {np.round(k, 3)} eV/Å^2 "
-        f"for h = {kw.get('amplitudes', (1e-4, 1e-3, 2e-2))} Å (a narrow well at the symmetric site)"
+        f"for h = {kw.get('amplitudes', LATTICE_AMPLITUDES)} Å (a narrow well at the symmetric site)"
     )
+    return k

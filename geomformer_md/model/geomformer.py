@@ -192,7 +192,8 @@ class GeoMFormer(nn.Module):
         cfg, n = self.config, numbers.shape[0]
         species = self.species_index(numbers)
         i = edge_index[0]
-        if self._n_chunks(i.shape[0] + n, edge_vec) > 1 and bool((i[1:] < i[:-1]).any()):
+        n_chunks = self._n_chunks(i.shape[0] + n, edge_vec)
+        if n_chunks > 1 and bool((i[1:] < i[:-1]).any()):
             order = torch.argsort(i, stable=True)  # chunks need edges grouped by centre
             edge_index, edge_vec = edge_index[:, order], edge_vec.index_select(0, order)
         dist = edge_vec.norm(dim=-1)  # no zero-length edges: the self edge is added below
@@ -211,7 +212,7 @@ class GeoMFormer(nn.Module):
         if self.vector_in is not None:
             ze = ze + self.vector_in(node_vectors.to(ze.dtype))
 
-        chunks = self._chunks(i, j, m, rbf, unit, n)
+        chunks = self._chunks(i, j, m, rbf, unit, n, n_chunks)
         for block in self.blocks:
             zi, ze = block(zi, ze, chunks)
 
@@ -240,12 +241,11 @@ class GeoMFormer(nn.Module):
         per_edge = 3 * self.config.d_model * torch.finfo(self.config.torch_dtype).bits // 8
         return max(1, -(-n_edges * per_edge // EDGE_CHUNK_BYTES))  # ceil
 
-    def _chunks(self, i, j, m, rbf, unit, n: int) -> list[Edges]:
+    def _chunks(self, i, j, m, rbf, unit, n: int, n_chunks: int) -> list[Edges]:
         """Edges (plus one self edge per atom: envelope 1, constant rbf, no direction)
         of consecutive centre ranges; geometric edges must be grouped by centre when
         there is more than one range."""
         ar = torch.arange(n, device=i.device)
-        n_chunks = self._n_chunks(i.shape[0] + n, rbf)
         if n_chunks == 1:
             bounds = [(0, n, 0, i.shape[0])]
         else:  # centre boundaries that split the edges (self edges included) evenly

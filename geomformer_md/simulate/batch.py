@@ -41,6 +41,7 @@ from ..calculator import resolve_model
 from ..data.graph import AtomGraph, build_edges, validate_atoms
 from ..data.neighbors import get_neighbor_backend
 from ..potential import Potential, model_with_dtype
+from ._progress import progress_bar
 from .relax import RelaxResult, _fixed_indices, _optimizer_class, bottom_layer_indices
 
 __all__ = [
@@ -196,12 +197,6 @@ def _cat_outputs(a: dict, b: dict) -> dict:
     return {k: torch.cat([a[k], b[k]]) for k in a}
 
 
-def _structure_bar(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="structure", disable=not enabled, dynamic_ncols=True)
-
-
 def _label(atoms: Atoms, index: int) -> str:
     return f"structure {index} ({atoms.get_chemical_formula()}, {len(atoms)} atoms)"
 
@@ -347,7 +342,7 @@ class BatchEvaluator:
         results: list = [None] * n
         sizes = np.array([len(a) for a in atoms_list])
         order = np.argsort(-sizes, kind="stable")  # largest first: a misfit shows early
-        bar = _structure_bar(n, "predict", progress)
+        bar = progress_bar(n, "predict", progress, unit="structure")
         try:
             for chunk in self._chunks(order, sizes, batch_size):
                 sub = [atoms_list[k] for k in chunk]
@@ -813,7 +808,7 @@ def relax_many(
             ),
         )
 
-    bar = _structure_bar(n, "relax_many", progress)
+    bar = progress_bar(n, "relax_many", progress, unit="structure")
     waiting = deque(range(n))
     active: list[_Job] = []
     try:

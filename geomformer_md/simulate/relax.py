@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from ase import Atoms, units
-from ase.calculators.calculator import Calculator, PropertyNotImplementedError
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_properties
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.constraints import FixAtoms
 from ase.filters import FrechetCellFilter
@@ -127,7 +127,10 @@ def _fixed_indices(atoms: Atoms) -> tuple[int, ...]:
 
 
 def _final_results(atoms: Atoms) -> dict:
-    """Energy, forces (and stress when available) at the current state, from the calculator."""
+    """Energy, forces (and stress when available) at the current state, from the calculator.
+
+    Only ASE's standard properties are kept: other calculators (e.g. MACE) add keys such as
+    node_energy that SinglePointCalculator refuses."""
     atoms.get_potential_energy()
     atoms.get_forces()
     if atoms.pbc.all():
@@ -136,7 +139,9 @@ def _final_results(atoms: Atoms) -> dict:
         except PropertyNotImplementedError:
             pass
     return {
-        k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in atoms.calc.results.items()
+        k: (v.copy() if isinstance(v, np.ndarray) else v)
+        for k, v in atoms.calc.results.items()
+        if k in all_properties
     }
 
 
@@ -234,11 +239,6 @@ def relax(
     final_fmax = float(opt.optimizable.gradient_norm(opt.optimizable.get_gradient()))
     results = _final_results(work)
     relaxed = work.copy()
-    # other calculators (e.g. MACE) add keys such as node_energy that ASE's
-    # SinglePointCalculator refuses; keep the standard properties only
-    from ase.calculators.calculator import all_properties
-
-    results = {k: v for k, v in results.items() if k in all_properties}
     relaxed.calc = SinglePointCalculator(relaxed, **results)
     stress = results.get("stress")
     return relaxed, RelaxResult(

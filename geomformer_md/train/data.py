@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import io
+import lzma
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,11 +47,11 @@ class Batch:
         )
 
 
-_OPENERS = {".xz": "lzma", ".gz": "gzip", ".bz2": "bz2"}
+_OPENERS = {".xz": lzma.open, ".gz": gzip.open, ".bz2": bz2.open}
 
 
 def _read_all(path: Path) -> list:
-    """ase.io.read(path, ":"), but a compressed file is decompressed once, as a stream.
+    """ase.io.read(path, ":"), but a compressed file is decompressed once, into memory.
 
     ASE's extxyz reader indexes frames by seeking, and every seek in an .xz stream
     decompresses from the start again: 5.5k frames took over 10 minutes; from memory, seconds.
@@ -56,22 +59,16 @@ def _read_all(path: Path) -> list:
     from ase.io import read
     from ase.io.formats import filetype
 
-    module = _OPENERS.get(path.suffix.lower())
-    if module is None:
+    opener = _OPENERS.get(path.suffix.lower())
+    if opener is None:
         return read(path, index=":")
-    import importlib
-
-    inner = path.with_suffix("")
-    fmt = filetype(inner.name, read=False)
-    with importlib.import_module(module).open(path, "rt") as fd:
-        text = io.StringIO(fd.read())  # ASE seeks in the file object too
-    return read(text, index=":", format=fmt)
+    with opener(path, "rt") as fd:
+        text = io.StringIO(fd.read())  # ASE seeks in a file object too
+    return read(text, index=":", format=filetype(path.with_suffix("").name, read=False))
 
 
 def read_frames(path: str | Path) -> list:
     """All frames of any ASE-readable file; a clear error if it cannot be read."""
-    from ase.io import read
-
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"training data file not found: {path}")
