@@ -34,8 +34,7 @@ from geomformer_md.train.data import labels_of, read_frames, split_indices
 def test_errors(calc, frames, cfg) -> dict:
     """MAE per category on the trainer's own test split (same seed and grouping)."""
     d = cfg.data
-    _, _, test = split_indices(frames, d.val_fraction, d.test_fraction, d.split_seed, d.split_key,
-                               d.holdout_key, d.holdout_value)
+    _, _, test = split_indices(frames, d)
     groups = defaultdict(lambda: {"e": [], "f": []})
     for k in test:
         a = frames[k]

@@ -212,3 +212,31 @@ def test_compressed_training_file_reads_like_the_plain_one(tmp_path, suffix):
         assert np.array_equal(a.positions, b.positions)
         assert np.array_equal(a.get_forces(), b.get_forces())
         assert a.get_potential_energy() == b.get_potential_energy()
+
+
+def test_split_keeps_groups_together_and_honours_forced_frames():
+    from geomformer_md.train.config import DataConfig
+    from geomformer_md.train.data import split_indices
+
+    frames = []
+    for k in range(60):
+        a = Atoms("Cu")
+        a.info.update(config_id=f"path{k // 5}", kind="gas" if k >= 55 else "relax",
+                      split_hint="test_heldout" if 50 <= k < 55 else "pool")
+        frames.append(a)
+    cfg = DataConfig(val_fraction=0.2, test_fraction=0.2, split_seed=3, split_key="config_id",
+                     holdout_key="split_hint", holdout_value="test_heldout",
+                     train_key="kind", train_value="gas")
+    tr, va, te = split_indices(frames, cfg)
+    assert sorted(tr + va + te) == list(range(60))
+    assert set(range(55, 60)) <= set(tr)          # forced into training
+    assert set(range(50, 55)) <= set(te)          # held out
+    assert va and len(te) > 5
+    for part in (tr, va, te):                     # no path is split across sets
+        others = set(range(60)) - set(part)
+        ids = {frames[k].info["config_id"] for k in part if frames[k].info["kind"] != "gas"}
+        assert not any(frames[k].info["config_id"] in ids for k in others if k < 50)
+    assert split_indices(frames, cfg) == (tr, va, te)   # reproducible
+    clash = DataConfig(holdout_key="kind", holdout_value="gas", train_key="kind", train_value="gas")
+    with pytest.raises(ValueError, match="both"):
+        split_indices(frames, clash)

@@ -55,6 +55,11 @@ def parse_args(argv=None):
     p.add_argument("--n-val", type=int, default=None)
     p.add_argument("--n-test", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--flip-charges", action="store_true",
+        help="augment: flip the sign of all charges of a training system at random "
+        "(the dynamics depend only on q_i q_j, so the target is unchanged)",
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--quick", action="store_true", help="small model, 200 trajectories, 3 epochs")
@@ -152,7 +157,10 @@ def main(argv=None) -> dict:
         run = 0.0
         for b in range(n_batches):
             idx = perm[b * args.batch : (b + 1) * args.batch]
-            pred = model(train["x0"][idx], train["v0"][idx], train["q"][idx])
+            q = train["q"][idx]
+            if args.flip_charges:
+                q = q * (2.0 * torch.randint(0, 2, (len(idx), 1)) - 1.0).to(q.dtype)
+            pred = model(train["x0"][idx], train["v0"][idx], q)
             loss = ((pred - train["x1"][idx]) ** 2).mean()
             lr = set_lr(state["step"], state["elapsed"] + time.time() - t0)
             opt.zero_grad(set_to_none=True)

@@ -32,6 +32,8 @@ class DataConfig:
             split (e.g. ``config_id``: all frames of one relaxation path); None = by frame.
         holdout_key / holdout_value: frames with ``info[holdout_key] == holdout_value``
             always go to the test split (a held-out adsorbate/site combination).
+        train_key / train_value: frames with ``info[train_key] == train_value`` always
+            go to the training split (e.g. gas-phase reference molecules).
         max_force: frames with any |F| above this (eV/Å) are dropped as unphysical.
     """
 
@@ -43,6 +45,8 @@ class DataConfig:
     split_key: str | None = None
     holdout_key: str | None = None
     holdout_value: str | None = None
+    train_key: str | None = None
+    train_value: str | None = None
     max_force: float = 20.0
 
 

@@ -154,36 +154,51 @@ def collate_samples(samples: list[Sample]) -> Batch:
     )
 
 
-def split_indices(frames, val_fraction, test_fraction, seed, split_key=None, holdout_key=None, holdout_value=None):
-    """Reproducible train/val/test indices.
+def split_indices(frames, data) -> tuple[list[int], list[int], list[int]]:
+    """Reproducible train/val/test indices from a :class:`DataConfig`.
 
-    Frames sharing ``info[split_key]`` (e.g. one relaxation path) stay together, so
-    the test set is not a near-copy of training frames. Frames whose
-    ``info[holdout_key] == holdout_value`` always go to test.
+    Frames sharing ``info[data.split_key]`` (e.g. one relaxation path) stay together,
+    so the test set is not a near-copy of training frames. Frames whose
+    ``info[holdout_key] == holdout_value`` always go to test; frames whose
+    ``info[train_key] == train_value`` always go to train (e.g. the gas-phase
+    molecules every adsorption energy is referenced to: a molecule seen only in test
+    would make those references an extrapolation). With a separate ``test_file``
+    the pool is split into train and val only.
     """
+
+    def tagged(k, key, value):
+        return key is not None and str(frames[k].info.get(key)) == str(value)
+
     n = len(frames)
-    held = [
-        k for k in range(n) if holdout_key is not None and str(frames[k].info.get(holdout_key)) == str(holdout_value)
-    ]
-    held_set = set(held)
-    pool = [k for k in range(n) if k not in held_set]
+    held = [k for k in range(n) if tagged(k, data.holdout_key, data.holdout_value)]
+    forced = [k for k in range(n) if tagged(k, data.train_key, data.train_value)]
+    clash = set(held) & set(forced)
+    if clash:
+        raise ValueError(
+            f"{len(clash)} frames are tagged both for the held-out test set "
+            f"({data.holdout_key}={data.holdout_value}) and for training "
+            f"({data.train_key}={data.train_value}); e.g. frame {min(clash)}"
+        )
+    fixed = set(held) | set(forced)
+    pool = [k for k in range(n) if k not in fixed]
     groups: dict = {}
     for k in pool:
-        key = frames[k].info.get(split_key, k) if split_key else k
+        key = frames[k].info.get(data.split_key, k) if data.split_key else k
         groups.setdefault(str(key), []).append(k)
     names = sorted(groups)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(data.split_seed)
     rng.shuffle(names)
+    test_fraction = 0.0 if data.test_file else data.test_fraction
     n_frames = len(pool)
     val, test, train = [], [], []
     for name in names:
-        if len(val) < val_fraction * n_frames:
+        if len(val) < data.val_fraction * n_frames:
             val += groups[name]
         elif len(test) < test_fraction * n_frames:
             test += groups[name]
         else:
             train += groups[name]
-    return sorted(train), sorted(val), sorted(test + held)
+    return sorted(train + forced), sorted(val), sorted(test + held)
 
 
 def composition_matrix(samples: list[Sample], species) -> np.ndarray:

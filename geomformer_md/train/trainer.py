@@ -142,10 +142,7 @@ class Trainer:
         model = self._initial_model(species)
         self.model = model.to(self.device)
         mcfg = model.config
-        tr, va, te = split_indices(
-            frames, data.val_fraction, 0.0 if data.test_file else data.test_fraction,
-            data.split_seed, data.split_key, data.holdout_key, data.holdout_value,
-        )
+        tr, va, te = split_indices(frames, data)
 
         def samples(idx, frames_, name):
             chosen = [frames_[k] for k in idx]

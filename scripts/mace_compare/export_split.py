@@ -41,8 +41,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     d = load_train_config(args.config).data
     frames = read_frames(d.train_file)
-    split = split_indices(frames, d.val_fraction, d.test_fraction, d.split_seed, d.split_key,
-                          d.holdout_key, d.holdout_value)
+    split = split_indices(frames, d)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     species = sorted({int(z) for a in frames for z in a.numbers})
