@@ -83,6 +83,16 @@ def _reference_trajectory(loc, vel, q, n_steps, freq=100, dt=0.001, max_f=100.0)
     return np.stack(frames[: n_steps // freq - 1])
 
 
+def test_flipping_all_charges_leaves_the_trajectory_unchanged():
+    # the premise of train.py --flip-charges: forces depend on q_i q_j only
+    loc0, vel0, q = generate.draw_initial_conditions(np.random.RandomState(4), 3, n_steps=400)
+    a, _ = generate.simulate(loc0, vel0, q, n_steps=400)
+    b, _ = generate.simulate(loc0, vel0, -q, n_steps=400)
+    np.testing.assert_array_equal(a, b)
+    c, _ = generate.simulate(loc0, vel0, q * np.array([1, 1, 1, 1, -1.0]), n_steps=400)
+    assert not np.allclose(a, c)  # flipping one charge does change it
+
+
 def test_vectorised_simulation_matches_plain_loop():
     loc0, vel0, q = generate.draw_initial_conditions(np.random.RandomState(3), 3, n_steps=400)
     loc, _ = generate.simulate(loc0, vel0, q, n_steps=400)
@@ -147,3 +157,8 @@ def test_quick_training_end_to_end(tmp_path):
     resumed = train.main(["--quick", "--data", str(data), "--out", str(out), "--resume"])
     assert resumed["epochs_done"] == 3 and resumed["test_mse"] == pytest.approx(metrics["test_mse"])
     assert "ours: full" in evaluate.table([out])
+    again = evaluate.recompute(out, data)
+    assert again["test_mse"] == pytest.approx(metrics["test_mse"], rel=1e-6)
+    assert again["charge_flip_rms"] > 0  # an untrained-ish net is not flip invariant
+    flipped = train.main(["--quick", "--data", str(data), "--out", str(tmp_path / "flip"), "--flip-charges"])
+    assert np.isfinite(flipped["test_mse"]) and flipped["test_mse"] != metrics["test_mse"]

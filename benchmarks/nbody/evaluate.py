@@ -75,16 +75,28 @@ def equivariance_error(model, x0, v0, q, seed: int = 0) -> float:
 
 
 def evaluate_predictor(model, test: dict, batch: int = 250) -> dict:
+    """Test MSE, and the same for the charge-symmetrised predictor (f(q) + f(-q)) / 2.
+
+    The dynamics are unchanged when all charges flip sign (forces go with q_i q_j);
+    the network sees q_i, so it is invariant to the flip only as far as it learned it.
+    ``charge_flip_rms`` is the RMS of f(q) - f(-q) on the test set.
+    """
     model.eval()
-    sq = 0.0
+    sq = sq_sym = flip = 0.0
     with torch.no_grad():
         for s in range(0, len(test["q"]), batch):
             sl = slice(s, s + batch)
             pred = model(test["x0"][sl], test["v0"][sl], test["q"][sl])
+            pred_f = model(test["x0"][sl], test["v0"][sl], -test["q"][sl])
             sq += float(((pred - test["x1"][sl]) ** 2).sum())
+            sq_sym += float((((pred + pred_f) / 2 - test["x1"][sl]) ** 2).sum())
+            flip += float(((pred - pred_f) ** 2).sum())
     x0, v0, q = test["x0"], test["v0"], test["q"]
+    n = test["x1"].numel()
     return {
-        "test_mse": sq / test["x1"].numel(),
+        "test_mse": sq / n,
+        "test_mse_charge_symmetrised": sq_sym / n,
+        "charge_flip_rms": (flip / n) ** 0.5,
         "n_test": len(q),
         "n_parameters": model.n_parameters(),
         # trained float32 weights; inputs transformed in float64, relative vectors cast to float32
@@ -106,6 +118,7 @@ def table(runs: list[Path]) -> str:
                 f"{m['n_parameters'] / 1e3:.0f}k",
                 f"{m['train_time_min']:.0f} min",
                 f"best epoch {m['best_epoch']}/{m['epochs_done']} ({m['stop_reason']}), "
+                f"charge-symmetrised {m.get('test_mse_charge_symmetrised', float('nan')):.4f}, "
                 f"val {m['val_mse']:.4f}, equiv. err f32 {m['equivariance_err_f32']:.1e} "
                 f"f64 {m['equivariance_err_f64']:.1e}",
             )
@@ -134,8 +147,29 @@ def val_at_matched_epochs(runs: list[Path], every: int = 10) -> str:
     return "\n".join(lines)
 
 
+def recompute(run: Path, data_dir: Path) -> dict:
+    """Re-measure a finished run's best.pt on the test split and update its metrics.json
+    (for runs written by an older evaluate_predictor)."""
+    from geomformer_md.model import GeoMFormerConfig
+    from nbody_model import NBodyPredictor
+
+    saved = torch.load(Path(run) / "best.pt", weights_only=True)
+    model = NBodyPredictor(GeoMFormerConfig(**saved["config"]), saved["variant"])
+    model.load_state_dict(saved["state_dict"])
+    path = Path(run) / "metrics.json"
+    metrics = json.loads(path.read_text())
+    metrics.update(evaluate_predictor(model, load_split(data_dir, "test")))
+    path.write_text(json.dumps(metrics, indent=1))
+    return metrics
+
+
 if __name__ == "__main__":
-    runs = [Path(p) for p in sys.argv[1:]]
+    args = sys.argv[1:]
+    if args and args[0] == "--recompute":  # evaluate.py --recompute RUN... (data in ./data)
+        args = args[1:]
+        for run in args:
+            recompute(Path(run), Path(__file__).resolve().parent / "data")
+    runs = [Path(p) for p in args]
     print(table(runs))
     if len(runs) > 1 and all((r / "checkpoint.pt").exists() for r in runs):
         print()
