@@ -128,3 +128,37 @@ def test_edge_leaving_the_cutoff_cannot_hold_the_attention():
     assert float(weights(0.0)[0]) > 0.99  # raw scores: the leaving edge dominates
     assert float(weights(5.0)[0]) < 1e-4  # capped and faded: it no longer does
     assert float(weights(5.0).sum()) == pytest.approx(1.0)
+
+
+def test_dropout_keeps_equivariance_and_is_off_in_eval():
+    """Residual dropout (training only) drops whole vector channels: for one mask, a rotated
+    and translated input gives the rotated vector output and the same energies."""
+    import torch
+
+    model = make_model("float64", dropout=0.3, vector_head=True, n_vector_inputs=1)
+    plain = make_model("float64", vector_head=True, n_vector_inputs=1)
+    plain.load_state_dict(model.state_dict())
+    gen = torch.Generator().manual_seed(0)
+    pos = 2.0 * torch.randn(6, 3, generator=gen, dtype=torch.float64)
+    vel = torch.randn(6, 3, 1, generator=gen, dtype=torch.float64)
+    i, j = torch.meshgrid(torch.arange(6), torch.arange(6), indexing="ij")
+    keep = i != j
+    ei = torch.stack([i[keep], j[keep]])
+    numbers = torch.tensor([1, 8, 29, 29, 8, 1])
+    rot = torch.as_tensor(Rotation.random(random_state=1).as_matrix())
+
+    def run(m, p, v, seed):
+        torch.manual_seed(seed)
+        return m(numbers, ei, p[ei[1]] - p[ei[0]], node_vectors=v)
+
+    model.train()
+    a = run(model, pos, vel, 7)
+    b = run(model, pos @ rot.T + 1.5, torch.einsum("ab,nbc->nac", rot, vel), 7)
+    torch.testing.assert_close(b["vector"], a["vector"] @ rot.T, atol=1e-10, rtol=0)
+    torch.testing.assert_close(b["energy"], a["energy"], atol=1e-10, rtol=0)
+    other = run(model, pos, vel, 8)
+    assert (other["vector"] - a["vector"]).abs().max() > 1e-3  # the masks do act
+    model.eval()
+    torch.testing.assert_close(run(model, pos, vel, 7)["vector"], run(plain, pos, vel, 9)["vector"])
+    with pytest.raises(ValueError, match="dropout"):
+        make_model("float64", dropout=1.0)

@@ -152,6 +152,7 @@ def make_config(
     n_layers: int = 4,
     n_rbf: int = 32,
     dtype: str = "float32",
+    dropout: float = 0.0,
 ) -> GeoMFormerConfig:
     return GeoMFormerConfig(
         species=(1,),
@@ -165,5 +166,6 @@ def make_config(
         vector_head=True,
         energy_head=False,
         avg_neighbors=4.0,
+        dropout=dropout,
         dtype=dtype,
     )

@@ -49,6 +49,7 @@ def parse_args(argv=None):
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--layers", type=int, default=3)
     p.add_argument("--rbf", type=int, default=16)
+    p.add_argument("--dropout", type=float, default=0.0, help="residual dropout (GeoMFormerConfig.dropout)")
     p.add_argument("--eval-every", type=int, default=2, help="epochs between validations")
     p.add_argument("--patience", type=int, default=25, help="validations without improvement")
     p.add_argument("--n-train", type=int, default=None)
@@ -103,7 +104,7 @@ def main(argv=None) -> dict:
     dmax = max(float(s["dmax"]) for s in splits.values())
     if dmax >= args.cutoff:
         print(f"WARNING: max pair distance {dmax:.2f} >= cutoff {args.cutoff}: far pairs cut")
-    cfg = make_config(args.cutoff, args.d_model, args.heads, args.layers, args.rbf)
+    cfg = make_config(args.cutoff, args.d_model, args.heads, args.layers, args.rbf, dropout=args.dropout)
     model = NBodyPredictor(cfg, args.variant)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     n_batches = len(splits["train"]["q"]) // args.batch  # drop_last, as EGNN

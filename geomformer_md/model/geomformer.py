@@ -56,6 +56,16 @@ class EquFFN(nn.Module):
         return self.w3(self.w1(v) * F.gelu(self.gate(x)).unsqueeze(1))
 
 
+def channel_dropout(t: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Dropout of [n, d] features, or of whole channels of [n, 3, d] vector features
+    (one mask shared by x, y, z: a rotated input gets the rotated output)."""
+    if not training or p == 0.0:
+        return t
+    shape = (t.shape[0], 1, t.shape[2]) if t.dim() == 3 else t.shape
+    keep = torch.empty(shape, dtype=t.dtype, device=t.device).bernoulli_(1.0 - p)
+    return t * keep / (1.0 - p)
+
+
 class GeoMFormerBlock(nn.Module):
     """Pre-norm block; the self/cross pairs of each stream run in parallel.
 
@@ -67,7 +77,7 @@ class GeoMFormerBlock(nn.Module):
     def __init__(self, cfg: GeoMFormerConfig, update_equ: bool = True) -> None:
         super().__init__()
         d, h, hidden = cfg.d_model, cfg.n_heads, cfg.ffn_mult * cfg.d_model
-        self.h, self.d = h, d
+        self.h, self.d, self.p = h, d, cfg.dropout
         self.edge_values, self.update_equ = cfg.edge_values, update_equ
         n_att = 4 if update_equ else 2
         n_filt = (3 if update_equ else 1) if cfg.edge_values else 0
@@ -104,14 +114,17 @@ class GeoMFormerBlock(nn.Module):
         terms = [self._edge_terms(edges.rbf) for edges in chunks]
         b = [[t[0][k] for t in terms] for k in range(4 if self.update_equ else 2)]  # per range
         filt_i, filt_e, gate_e = ([t[1][k] for t in terms] for k in range(3))
+        def drop(t):
+            return channel_dropout(t, self.p, self.training)
+
         x, v = self.ln_att(zi), self.eln_att(ze)
-        zi = zi + self.inv_self(x, chunks, b[0], filt_i) + self.inv_cross(x, v, chunks, b[1])
+        zi = zi + drop(self.inv_self(x, chunks, b[0], filt_i) + self.inv_cross(x, v, chunks, b[1]))
         if self.update_equ:
             equ_self = self.equ_self(v, x, chunks, b[2], filt_e, gate_e)
-            ze = ze + equ_self + self.equ_cross(v, x, chunks, b[3])
-        zi = zi + self.inv_ffn(self.ln_ffn(zi))
+            ze = ze + drop(equ_self + self.equ_cross(v, x, chunks, b[3]))
+        zi = zi + drop(self.inv_ffn(self.ln_ffn(zi)))
         if self.update_equ:
-            ze = ze + self.equ_ffn(self.eln_ffn(ze), self.ln_gate(zi))
+            ze = ze + drop(self.equ_ffn(self.eln_ffn(ze), self.ln_gate(zi)))
         return zi, ze
 
 
