@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 
 import numpy as np
@@ -29,6 +30,21 @@ def resolve_model(model) -> GeoMFormer:
     if isinstance(model, GeoMFormer):
         return model
     raise TypeError(f"model must be a potential name, a path or a GeoMFormer, not {type(model).__name__}")
+
+
+def private_model(model, dtype, device) -> GeoMFormer:
+    """The network a calculator or evaluator runs: ``model`` resolved, cast to
+    ``dtype``, moved to ``device``, in eval mode.
+
+    A module handed in by the caller is copied first: building a calculator never
+    moves, casts, freezes or switches to eval mode the caller's own module (one that
+    is still training, or shared with a calculator on another device; found on a
+    GPU, where a CUDA calculator moved the model of a CPU calculator under it).
+    """
+    gm = resolve_model(model)
+    if isinstance(model, (GeoMFormer, Potential)):
+        gm = copy.deepcopy(gm)
+    return model_with_dtype(gm, dtype).to(device).eval()
 
 
 class GeoMFormerCalculator(Calculator):
@@ -69,7 +85,7 @@ class GeoMFormerCalculator(Calculator):
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError("device 'cuda' requested but torch sees no CUDA device")
-        self.model = model_with_dtype(resolve_model(model), dtype).to(self.device).eval()
+        self.model = private_model(model, dtype, self.device)
         for p in self.model.parameters():
             p.requires_grad_(False)  # forces need grads of inputs, not of weights
         self.potential = Potential(self.model, direct_forces=direct_forces)

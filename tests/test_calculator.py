@@ -197,3 +197,23 @@ def test_older_model_file_keeps_its_behaviour(model64):
     assert old.score_cap == 0.0 and old.equ_norm_eps == 1e-3
     new = GeoMFormerConfig(species=(1,))
     assert new.score_cap > 0 and new.equ_norm_eps == 1.0
+
+
+def test_calculator_leaves_the_callers_model_alone():
+    """Two calculators of one module (another dtype here; on a GPU another device) stay
+    independent, and the caller's module keeps its dtype, grad flags and train mode."""
+    from conftest import make_model
+
+    model = make_model("float32").train()
+    a = GeoMFormerCalculator(model)
+    b = GeoMFormerCalculator(model, dtype="float64")
+    assert model.training and all(p.requires_grad for p in model.parameters())
+    assert next(model.parameters()).dtype == torch.float32
+    atoms = bulk("Cu", "fcc", a=3.6).repeat(2)
+    atoms.rattle(0.05, seed=1)
+    e = {}
+    for name, calc in (("a", a), ("b", b)):
+        x = atoms.copy()
+        x.calc = calc
+        e[name] = x.get_potential_energy()
+    assert e["a"] == pytest.approx(e["b"], rel=1e-5)

@@ -62,6 +62,7 @@ def parse_args(argv=None):
         "(the dynamics depend only on q_i q_j, so the target is unchanged)",
     )
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (evaluation runs on the CPU)")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--quick", action="store_true", help="small model, 200 trajectories, 3 epochs")
     args = p.parse_args(argv)
@@ -105,7 +106,9 @@ def main(argv=None) -> dict:
     if dmax >= args.cutoff:
         print(f"WARNING: max pair distance {dmax:.2f} >= cutoff {args.cutoff}: far pairs cut")
     cfg = make_config(args.cutoff, args.d_model, args.heads, args.layers, args.rbf, dropout=args.dropout)
-    model = NBodyPredictor(cfg, args.variant)
+    model = NBodyPredictor(cfg, args.variant).to(args.device)
+    dev = {name: {k: v.to(args.device) if torch.is_tensor(v) else v for k, v in split.items()}
+           for name, split in splits.items() if name != "test"}
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     n_batches = len(splits["train"]["q"]) // args.batch  # drop_last, as EGNN
     total_steps = max(1, args.epochs * n_batches)
@@ -131,7 +134,7 @@ def main(argv=None) -> dict:
         "history": [],
     }
     if args.resume and ckpt_path.exists():
-        ck = torch.load(ckpt_path, weights_only=False)  # our own file: optimizer state + history
+        ck = torch.load(ckpt_path, weights_only=False, map_location="cpu")  # our own file: optimizer state + history
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         state = ck["state"]
@@ -144,7 +147,7 @@ def main(argv=None) -> dict:
     )
 
     stop_reason = "epochs"
-    train = splits["train"]
+    train = dev["train"]
     while state["epoch"] < args.epochs:
         if budget is not None and state["elapsed"] >= budget:
             stop_reason = "time budget"
@@ -154,13 +157,13 @@ def main(argv=None) -> dict:
             break
         t0 = time.time()
         model.train()
-        perm = torch.randperm(len(train["q"]))
+        perm = torch.randperm(len(train["q"])).to(args.device)
         run = 0.0
         for b in range(n_batches):
             idx = perm[b * args.batch : (b + 1) * args.batch]
             q = train["q"][idx]
             if args.flip_charges:
-                q = q * (2.0 * torch.randint(0, 2, (len(idx), 1)) - 1.0).to(q.dtype)
+                q = q * (2.0 * torch.randint(0, 2, (len(idx), 1)) - 1.0).to(q)
             pred = model(train["x0"][idx], train["v0"][idx], q)
             loss = ((pred - train["x1"][idx]) ** 2).mean()
             lr = set_lr(state["step"], state["elapsed"] + time.time() - t0)
@@ -172,14 +175,14 @@ def main(argv=None) -> dict:
         state["epoch"] += 1
         rec = {"epoch": state["epoch"], "train_mse": run / n_batches, "lr": lr}
         if state["epoch"] % args.eval_every == 0 or state["epoch"] == args.epochs:
-            val = mse(model, splits["val"])
+            val = mse(model, dev["val"])
             rec["val_mse"] = val
             if val < state["best_val"]:
                 state.update(
                     best_val=val,
                     best_epoch=state["epoch"],
                     bad_evals=0,
-                    best_state=copy.deepcopy(model.state_dict()),
+                    best_state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
                 )
             else:
                 state["bad_evals"] += 1
@@ -206,9 +209,10 @@ def main(argv=None) -> dict:
         )
 
     if state["best_state"] is None:  # budget ran out before the first validation
-        state["best_state"] = copy.deepcopy(model.state_dict())
-        state["best_val"], state["best_epoch"] = mse(model, splits["val"]), state["epoch"]
+        state["best_state"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        state["best_val"], state["best_epoch"] = mse(model, dev["val"]), state["epoch"]
     model.load_state_dict(state["best_state"])
+    model.cpu()
     metrics = evaluate_predictor(model, splits["test"])
     metrics.update(
         variant=args.variant,

@@ -37,10 +37,10 @@ from ase.constraints import FixAtoms
 from ase.filters import FrechetCellFilter
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from ..calculator import resolve_model
+from ..calculator import private_model
 from ..data.graph import AtomGraph, build_edges, validate_atoms
 from ..data.neighbors import get_neighbor_backend
-from ..potential import Potential, model_with_dtype
+from ..potential import Potential
 from ._progress import progress_bar
 from .relax import RelaxResult, _fixed_indices, _optimizer_class, bottom_layer_indices
 
@@ -250,7 +250,7 @@ class BatchEvaluator:
             raise ValueError("device 'cuda' requested but torch sees no CUDA device")
         if dtype is None and self.device.type == "cuda":
             dtype = "float32"
-        gm = model_with_dtype(resolve_model(model), dtype).to(self.device).eval()
+        gm = private_model(model, dtype, self.device)
         self.potential = Potential(gm)
         self.compiled = bool(compile)
         if compile:
