@@ -160,5 +160,7 @@ def test_quick_training_end_to_end(tmp_path):
     again = evaluate.recompute(out, data)
     assert again["test_mse"] == pytest.approx(metrics["test_mse"], rel=1e-6)
     assert again["charge_flip_rms"] > 0  # an untrained-ish net is not flip invariant
-    flipped = train.main(["--quick", "--data", str(data), "--out", str(tmp_path / "flip"), "--flip-charges"])
-    assert np.isfinite(flipped["test_mse"]) and flipped["test_mse"] != metrics["test_mse"]
+    plain = train.main(
+        ["--quick", "--data", str(data), "--out", str(tmp_path / "plain"), "--no-flip-charges"]
+    )
+    assert np.isfinite(plain["test_mse"]) and plain["test_mse"] != metrics["test_mse"]

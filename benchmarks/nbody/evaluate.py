@@ -150,8 +150,9 @@ def val_at_matched_epochs(runs: list[Path], every: int = 10) -> str:
 def recompute(run: Path, data_dir: Path) -> dict:
     """Re-measure a finished run's best.pt on the test split and update its metrics.json
     (for runs written by an older evaluate_predictor)."""
-    from geomformer_md.model import GeoMFormerConfig
     from nbody_model import NBodyPredictor
+
+    from geomformer_md.model import GeoMFormerConfig
 
     saved = torch.load(Path(run) / "best.pt", weights_only=True)
     model = NBodyPredictor(GeoMFormerConfig(**saved["config"]), saved["variant"])

@@ -17,7 +17,6 @@ a larger budget.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import os
@@ -39,7 +38,7 @@ def parse_args(argv=None):
     p.add_argument("--data", type=Path, default=HERE / "data")
     p.add_argument("--out", type=Path, default=HERE / "runs" / "full")
     p.add_argument("--variant", choices=VARIANTS, default="full")
-    p.add_argument("--epochs", type=int, default=150)
+    p.add_argument("--epochs", type=int, default=220, help="the lr follows a cosine over these")
     p.add_argument("--max-minutes", type=float, default=None, help="training budget, all sessions")
     p.add_argument("--batch", type=int, default=100)
     p.add_argument("--lr", type=float, default=5e-4)
@@ -49,7 +48,7 @@ def parse_args(argv=None):
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--layers", type=int, default=3)
     p.add_argument("--rbf", type=int, default=16)
-    p.add_argument("--dropout", type=float, default=0.0, help="residual dropout (GeoMFormerConfig.dropout)")
+    p.add_argument("--dropout", type=float, default=0.1, help="residual dropout (GeoMFormerConfig.dropout)")
     p.add_argument("--eval-every", type=int, default=2, help="epochs between validations")
     p.add_argument("--patience", type=int, default=25, help="validations without improvement")
     p.add_argument("--n-train", type=int, default=None)
@@ -57,7 +56,7 @@ def parse_args(argv=None):
     p.add_argument("--n-test", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--flip-charges", action="store_true",
+        "--flip-charges", action=argparse.BooleanOptionalAction, default=True,
         help="augment: flip the sign of all charges of a training system at random "
         "(the dynamics depend only on q_i q_j, so the target is unchanged)",
     )
