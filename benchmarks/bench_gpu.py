@@ -1,7 +1,7 @@
 """GPU against CPU, side by side in one run, with the shipped default potential.
 
 1. One ASE call (energy, forces, stress) of `GeoMFormerCalculator` on rattled fcc
-   Cu supercells, CUDA float32 and float64 against the CPU (all its cores, float32),
+   Cu supercells, CUDA float32 and float64 against the CPU (float32, --cpu-threads),
    and MD throughput implied by it (steps/s).
 2. Many small structures (Cu/Pt slabs with adsorbates) through `BatchEvaluator`
    on CUDA against one structure at a time on CUDA.
@@ -69,12 +69,14 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[108, 500, 2048, 8788])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--n", type=int, default=128, help="structures for the batched part")
+    ap.add_argument("--cpu-threads", type=int, default=4,
+                    help="torch threads of the CPU column (16 on small tensors ran slower than 4)")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("bench_gpu.py needs a CUDA device")
-    cores = os.cpu_count()
-    torch.set_num_threads(cores)
-    print(f"{torch.cuda.get_device_name()}; torch {torch.__version__}; CPU side: {cores} threads")
+    torch.set_num_threads(args.cpu_threads)
+    print(f"{torch.cuda.get_device_name()}; torch {torch.__version__}; CPU side: "
+          f"{args.cpu_threads} of {os.cpu_count()} cores")
     calcs = {
         "cuda-f32": GeoMFormerCalculator(device="cuda", dtype="float32"),
         "cuda-f64": GeoMFormerCalculator(device="cuda", dtype="float64"),
