@@ -208,8 +208,9 @@ def report(out: Path) -> str:
                 cells.append("")
                 continue
             ref = table.get("gpaw", {}).get(k)
-            d = "" if m == "gpaw" or ref is None else f" ({v - ref:+.3f})"
-            cells.append(f"{v:.3f}{d}" if k.startswith(("a0", "Eads")) else f"{v:.0f}{d}")
+            fmt = ".3f" if k.startswith(("a0", "Eads")) else ".0f"
+            d = "" if m == "gpaw" or ref is None else f" ({v - ref:+{fmt}})"
+            cells.append(f"{v:{fmt}}{d}")
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
     mad = {}
     for m in methods:
