@@ -82,7 +82,8 @@ def main() -> None:
         "cuda-f64": GeoMFormerCalculator(device="cuda", dtype="float64"),
         "cpu-f32": GeoMFormerCalculator(device="cpu", dtype="float32"),
     }
-    print("atoms | " + " | ".join(f"{k} ms/call" for k in calcs) + " | cpu/cuda-f32 | cuda-f32 steps/s")
+    head = " | ".join(f"{k} ms/call" for k in calcs)
+    print(f"atoms | {head} | cpu/cuda-f32 | cuda-f32 steps/s")
     for n in args.sizes:
         atoms = cu_supercell(n)
         t = {}
@@ -92,7 +93,8 @@ def main() -> None:
                 continue
             t[name] = time_call(calc, atoms, args.rounds)
         cells = " | ".join(f"{1e3 * t[k]:.1f}" for k in calcs)
-        print(f"{len(atoms)} | {cells} | {t['cpu-f32'] / t['cuda-f32']:.1f}x | {1 / t['cuda-f32']:.0f}", flush=True)
+        ratio = t["cpu-f32"] / t["cuda-f32"]
+        print(f"{len(atoms)} | {cells} | {ratio:.1f}x | {1 / t['cuda-f32']:.0f}", flush=True)
 
     structures = slabs(args.n)
     ev = BatchEvaluator(device="cuda", dtype="float32")

@@ -48,7 +48,8 @@ def parse_args(argv=None):
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--layers", type=int, default=3)
     p.add_argument("--rbf", type=int, default=16)
-    p.add_argument("--dropout", type=float, default=0.1, help="residual dropout (GeoMFormerConfig.dropout)")
+    p.add_argument("--dropout", type=float, default=0.1,
+                   help="residual dropout (GeoMFormerConfig.dropout)")
     p.add_argument("--eval-every", type=int, default=2, help="epochs between validations")
     p.add_argument("--patience", type=int, default=25, help="validations without improvement")
     p.add_argument("--n-train", type=int, default=None)
@@ -104,7 +105,8 @@ def main(argv=None) -> dict:
     dmax = max(float(s["dmax"]) for s in splits.values())
     if dmax >= args.cutoff:
         print(f"WARNING: max pair distance {dmax:.2f} >= cutoff {args.cutoff}: far pairs cut")
-    cfg = make_config(args.cutoff, args.d_model, args.heads, args.layers, args.rbf, dropout=args.dropout)
+    cfg = make_config(args.cutoff, args.d_model, args.heads, args.layers, args.rbf,
+                      dropout=args.dropout)
     model = NBodyPredictor(cfg, args.variant).to(args.device)
     dev = {name: {k: v.to(args.device) if torch.is_tensor(v) else v for k, v in split.items()}
            for name, split in splits.items() if name != "test"}
@@ -133,7 +135,8 @@ def main(argv=None) -> dict:
         "history": [],
     }
     if args.resume and ckpt_path.exists():
-        ck = torch.load(ckpt_path, weights_only=False, map_location="cpu")  # our own file: optimizer state + history
+        # our own file (optimizer state + history), hence weights_only=False
+        ck = torch.load(ckpt_path, weights_only=False, map_location="cpu")
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         state = ck["state"]
