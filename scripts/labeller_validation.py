@@ -22,7 +22,7 @@ that has it:
 
     # labeller env (sevenn, chgnet, gpaw): geometries, then the labellers
     python scripts/labeller_validation.py --out data/labeller-validation geometries
-    python scripts/labeller_validation.py --out data/labeller-validation run 7net-0 chgnet gpaw
+    python scripts/labeller_validation.py --out data/labeller-validation run 7net-0 7net-l3i5 7net-mf-0 chgnet gpaw
     # package env: the shipped potential on the same geometries
     python scripts/labeller_validation.py --out data/labeller-validation run geomformer
     python scripts/labeller_validation.py --out data/labeller-validation report
@@ -61,16 +61,18 @@ ADSORBATES = {  # name: (metal, adsorbate, site, height)
     "Pt_CO_fcc": ("Pt", "CO", "fcc", 1.35),
 }
 GAS = ("H2", "H2O", "CO")
+METHODS = ("gpaw", "7net-0", "7net-l3i5", "7net-mf-0", "chgnet", "geomformer")
 REFERENCE = {"O": {"H2O": 1.0, "H2": -1.0}, "H": {"H2": 0.5}, "CO": {"CO": 1.0}}
 
 
 # ----------------------------------------------------------------------------- methods
 def make_calc(method: str, kind: str, label: str):
     """An ASE calculator for `method`; kind is bulk/slab/gas (GPAW's k-points differ)."""
-    if method == "7net-0":
+    if method in ("7net-0", "7net-l3i5", "7net-mf-0"):  # the checkpoints in the sevenn wheel
         from sevenn.calculator import SevenNetCalculator
 
-        return SevenNetCalculator("7net-0", device="cpu")
+        modal = "PBE" if method == "7net-mf-0" else None  # the multi-fidelity model's PBE head
+        return SevenNetCalculator(method, device="cpu", modal=modal)
     if method == "chgnet":
         from chgnet.model.dynamics import CHGNetCalculator
 
@@ -87,7 +89,7 @@ def make_calc(method: str, kind: str, label: str):
         return GPAW(mode=PW(400), xc="PBE", kpts=kpts, occupations=FermiDirac(width),
                     txt=None if kind == "bulk" else f"/tmp/gpaw-{label}.txt",
                     convergence={"energy": 1e-5})
-    raise SystemExit(f"unknown method {method!r}: choose from 7net-0, chgnet, geomformer, gpaw")
+    raise SystemExit(f"unknown method {method!r}: choose from {', '.join(METHODS)}")
 
 
 # ----------------------------------------------------------------------------- storage
@@ -102,6 +104,9 @@ class Store:
         return self.data.get(method, {}).get(key)
 
     def put(self, method, key, value) -> None:
+        # Merge with what is on disk now: runs of other methods may write the same file.
+        if self.path.exists():
+            self.data = json.loads(self.path.read_text())
         self.data.setdefault(method, {})[key] = value
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.data, indent=1, sort_keys=True))
@@ -197,7 +202,7 @@ def results_table(out: Path) -> dict:
 
 def report(out: Path) -> str:
     table = results_table(out)
-    methods = [m for m in ("gpaw", "7net-0", "chgnet", "geomformer") if m in table]
+    methods = [m for m in METHODS if m in table]
     keys = [k for k in dict.fromkeys(k for m in methods for k in table[m])]
     lines = ["| quantity | " + " | ".join(methods) + " |", "|---|" + "---:|" * len(methods)]
     for k in keys:
@@ -245,7 +250,7 @@ def main(argv=None) -> None:
         build_geometries(args.out)
     elif args.step == "run":
         if not args.methods:
-            sys.exit("run needs at least one method: 7net-0, chgnet, geomformer, gpaw")
+            sys.exit(f"run needs at least one method: {', '.join(METHODS)}")
         run(args.out, args.methods)
     else:
         print(report(args.out))
