@@ -240,3 +240,28 @@ def test_split_keeps_groups_together_and_honours_forced_frames():
     clash = DataConfig(holdout_key="kind", holdout_value="gas", train_key="kind", train_value="gas")
     with pytest.raises(ValueError, match="both"):
         split_indices(frames, clash)
+
+
+def test_stratified_split_keeps_every_combination_in_training():
+    import dataclasses
+
+    from geomformer_md.train.config import DataConfig
+    from geomformer_md.train.data import split_indices
+
+    frames = []
+    for k in range(120):  # 12 sites x 2 paths x 5 frames: plain splits orphan some sites
+        a = Atoms("Cu")
+        a.info.update(config_id=f"path{k // 5}", site=f"s{k // 10}")
+        frames.append(a)
+    plain = DataConfig(val_fraction=0.25, test_fraction=0.25, split_seed=1, split_key="config_id")
+    strat = dataclasses.replace(plain, stratify_keys=("site",))
+
+    def orphans(split):
+        trained = {frames[k].info["site"] for k in split[0]}
+        return {frames[k].info["site"] for k in split[1] + split[2]} - trained
+
+    assert orphans(split_indices(frames, plain))  # the problem: sites never trained on
+    tr, va, te = split_indices(frames, strat)
+    assert not orphans((tr, va, te)) and va and te
+    assert sorted(tr + va + te) == list(range(120))
+    assert split_indices(frames, strat) == (tr, va, te)

@@ -34,6 +34,10 @@ class DataConfig:
             always go to the test split (a held-out adsorbate/site combination).
         train_key / train_value: frames with ``info[train_key] == train_value`` always
             go to the training split (e.g. gas-phase reference molecules).
+        stratify_keys: ``atoms.info`` keys (e.g. metal, facet, adsorbate, site) whose
+            combination defines a stratum; val/test groups are drawn per stratum and
+            each stratum keeps at least one group in training, so no combination that
+            is not held out on purpose ends up only in val/test. None = one stratum.
         max_force: frames with any |F| above this (eV/Å) are dropped as unphysical.
     """
 
@@ -47,6 +51,7 @@ class DataConfig:
     holdout_value: str | None = None
     train_key: str | None = None
     train_value: str | None = None
+    stratify_keys: tuple[str, ...] | None = None
     max_force: float = 20.0
 
 

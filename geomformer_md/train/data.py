@@ -185,19 +185,47 @@ def split_indices(frames, data) -> tuple[list[int], list[int], list[int]]:
     for k in pool:
         key = frames[k].info.get(data.split_key, k) if data.split_key else k
         groups.setdefault(str(key), []).append(k)
-    names = sorted(groups)
+    strata: dict = {}
+    for name in sorted(groups):
+        first = frames[groups[name][0]].info
+        stratum = tuple(str(first.get(key)) for key in (data.stratify_keys or ()))
+        strata.setdefault(stratum, []).append(name)
     rng = np.random.default_rng(data.split_seed)
-    rng.shuffle(names)
     test_fraction = 0.0 if data.test_file else data.test_fraction
-    n_frames = len(pool)
     val, test, train = [], [], []
-    for name in names:
-        if len(val) < data.val_fraction * n_frames:
-            val += groups[name]
-        elif len(test) < test_fraction * n_frames:
-            test += groups[name]
-        else:
-            train += groups[name]
+    n_pool = len(pool)
+    for stratum in sorted(strata):
+        names = strata[stratum]
+        rng.shuffle(names)
+        n_frames = sum(len(groups[name]) for name in names)
+        n_val = n_test = 0
+        for pos, name in enumerate(names):
+            size = len(groups[name])
+            if data.stratify_keys is None:  # one stratum: fill val, then test, then train
+                if n_val < data.val_fraction * n_frames:
+                    val += groups[name]
+                    n_val += size
+                elif n_test < test_fraction * n_frames:
+                    test += groups[name]
+                    n_test += size
+                else:
+                    train += groups[name]
+                continue
+            # Strata: the first group stays in training; the others go where this stratum
+            # is furthest below its share (ties: where the whole split is), else training.
+            wants = [
+                (data.val_fraction * n_frames - n_val, data.val_fraction * n_pool - len(val), "val"),
+                (test_fraction * n_frames - n_test, test_fraction * n_pool - len(test), "test"),
+            ]
+            wants = [w for w in wants if w[0] > 0]
+            if pos == 0 or not wants:
+                train += groups[name]
+            elif max(wants)[2] == "val":
+                val += groups[name]
+                n_val += size
+            else:
+                test += groups[name]
+                n_test += size
     return sorted(train + forced), sorted(val), sorted(test + held)
 
 
