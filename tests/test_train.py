@@ -123,15 +123,17 @@ def _ddp_worker(rank, world, port, cfg):
     torch.distributed.destroy_process_group()
 
 
-def test_two_process_ddp_trains_the_same_model(data_file, tmp_path):
+@pytest.mark.parametrize("batch_size", [4, 11])  # 12 training frames: 11 leaves a last batch of 1
+def test_two_process_ddp_trains_the_same_model(data_file, tmp_path, batch_size):
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    ddp_cfg = config(data_file, tmp_path / "ddp", epochs=2)
+    ddp_cfg = config(data_file, tmp_path / "ddp", epochs=2, batch_size=batch_size)
     torch.multiprocessing.spawn(_ddp_worker, args=(2, port, ddp_cfg), nprocs=2, join=True)
-    train(config(data_file, tmp_path / "single", epochs=2), progress=False, log=lambda *a: None)
+    train(config(data_file, tmp_path / "single", epochs=2, batch_size=batch_size), progress=False,
+          log=lambda *a: None)
     a, b = final_weights(tmp_path / "ddp"), final_weights(tmp_path / "single")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-8, atol=1e-10)

@@ -253,11 +253,15 @@ class Trainer:
 
     def _train_step(self, items: list[int]) -> float:
         t = self.tcfg
-        local = items[self.rank :: self.world]
+        local, weight = items[self.rank :: self.world], 1.0
+        if not local:
+            # A last batch with fewer items than ranks: DDP needs every rank's backward in the
+            # gradient all-reduce, so this rank runs a stand-in item with weight 0.
+            local, weight = items[:1], 0.0
         batch = collate_samples([self.train_set[k] for k in local]).to(self.device)
         want_stress = bool(batch.has_stress.any()) and t.stress_weight > 0
         out = self.module(batch.graph, forces=True, stress=want_stress, create_graph=True)
-        err = batch_errors(out, batch)
+        err = {k: v * weight for k, v in batch_errors(out, batch).items()}
         counts = torch.stack([err["e_n"], err["f_n"], err["s_n"]]).to(self.device)
         if self.distributed:
             dist.all_reduce(counts)
