@@ -41,10 +41,11 @@ def private_model(model, dtype, device) -> GeoMFormer:
     is still training, or shared with a calculator on another device; found on a
     GPU, where a CUDA calculator moved the model of a CPU calculator under it).
     """
-    gm = resolve_model(model)
-    if isinstance(model, (GeoMFormer, Potential)):
+    given = resolve_model(model)
+    gm = model_with_dtype(given, dtype)  # already a new module when the dtype changes
+    if gm is given and isinstance(model, (GeoMFormer, Potential)):
         gm = copy.deepcopy(gm)
-    return model_with_dtype(gm, dtype).to(device).eval()
+    return gm.to(device).eval()
 
 
 class GeoMFormerCalculator(Calculator):

@@ -85,6 +85,11 @@ def mse(model, split, batch: int = 250) -> float:
     return total / split["x1"].numel()
 
 
+def cpu_state(model) -> dict:
+    """A detached CPU copy of the weights (kept as the best state, saved with best.pt)."""
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
 def save_atomic(obj, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
@@ -184,7 +189,7 @@ def main(argv=None) -> dict:
                     best_val=val,
                     best_epoch=state["epoch"],
                     bad_evals=0,
-                    best_state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+                    best_state=cpu_state(model),
                 )
             else:
                 state["bad_evals"] += 1
@@ -211,7 +216,7 @@ def main(argv=None) -> dict:
         )
 
     if state["best_state"] is None:  # budget ran out before the first validation
-        state["best_state"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        state["best_state"] = cpu_state(model)
         state["best_val"], state["best_epoch"] = mse(model, dev["val"]), state["epoch"]
     model.load_state_dict(state["best_state"])
     model.cpu()

@@ -191,41 +191,27 @@ def split_indices(frames, data) -> tuple[list[int], list[int], list[int]]:
         stratum = tuple(str(first.get(key)) for key in (data.stratify_keys or ()))
         strata.setdefault(stratum, []).append(name)
     rng = np.random.default_rng(data.split_seed)
-    test_fraction = 0.0 if data.test_file else data.test_fraction
-    val, test, train = [], [], []
-    n_pool = len(pool)
+    fractions = {"val": data.val_fraction, "test": 0.0 if data.test_file else data.test_fraction}
+    parts: dict = {"train": [], "val": [], "test": []}
     for stratum in sorted(strata):
         names = strata[stratum]
         rng.shuffle(names)
         n_frames = sum(len(groups[name]) for name in names)
-        n_val = n_test = 0
+        got = {"val": 0, "test": 0}
         for pos, name in enumerate(names):
-            size = len(groups[name])
+            short = {s: f * n_frames - got[s] for s, f in fractions.items()
+                     if f * n_frames > got[s]}
             if data.stratify_keys is None:  # one stratum: fill val, then test, then train
-                if n_val < data.val_fraction * n_frames:
-                    val += groups[name]
-                    n_val += size
-                elif n_test < test_fraction * n_frames:
-                    test += groups[name]
-                    n_test += size
-                else:
-                    train += groups[name]
-                continue
-            # Strata: the first group stays in training; the others go where this stratum
-            # is furthest below its share (ties: where the whole split is), else training.
-            wants = [
-                (data.val_fraction * n_frames - n_val, data.val_fraction * n_pool - len(val), "val"),
-                (test_fraction * n_frames - n_test, test_fraction * n_pool - len(test), "test"),
-            ]
-            wants = [w for w in wants if w[0] > 0]
-            if pos == 0 or not wants:
-                train += groups[name]
-            elif max(wants)[2] == "val":
-                val += groups[name]
-                n_val += size
-            else:
-                test += groups[name]
-                n_test += size
+                dest = next(iter(short), "train")
+            elif pos == 0 or not short:  # each stratum's first group stays in training
+                dest = "train"
+            else:  # where this stratum is furthest below its share (ties: the whole split)
+                dest = max(short,
+                           key=lambda s: (short[s], fractions[s] * len(pool) - len(parts[s])))
+            parts[dest] += groups[name]
+            if dest != "train":
+                got[dest] += len(groups[name])
+    train, val, test = parts["train"], parts["val"], parts["test"]
     return sorted(train + forced), sorted(val), sorted(test + held)
 
 
