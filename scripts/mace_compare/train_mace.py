@@ -29,13 +29,14 @@ HYPERS = [
     "--model=MACE", "--r_max=4.5", "--num_radial_basis=8", "--num_cutoff_basis=5", "--max_ell=3",
     "--interaction=RealAgnosticResidualInteractionBlock", "--num_interactions=2",
     "--hidden_irreps=48x0e + 48x1o", "--MLP_irreps=16x0e", "--correlation=3",
-    "--batch_size=6", "--valid_batch_size=12", "--lr=0.01", "--amsgrad", "--ema", "--ema_decay=0.99",
+    "--lr=0.01", "--amsgrad", "--ema", "--ema_decay=0.99",
     "--energy_weight=1.0", "--forces_weight=100.0", "--scheduler_patience=5", "--clip_grad=10",
-    "--default_dtype=float32", "--device=cpu", "--eval_interval=1", "--error_table=PerAtomMAE",
+    "--default_dtype=float32", "--eval_interval=1", "--error_table=PerAtomMAE",
 ]
 
 
-def mace_command(data: Path, out: Path, e0s: dict, epochs: int, seed: int, restart: bool) -> list[str]:
+def mace_command(data: Path, out: Path, e0s: dict, epochs: int, seed: int, restart: bool,
+                 device: str = "cpu", batch_size: int = 6) -> list[str]:
     exe = shutil.which("mace_run_train") or str(Path(sys.executable).with_name("mace_run_train"))
     cmd = [
         exe, "--name=mace", f"--seed={seed}",
@@ -43,7 +44,8 @@ def mace_command(data: Path, out: Path, e0s: dict, epochs: int, seed: int, resta
         f"--test_file={data / 'test.extxyz'}",
         "--energy_key=REF_energy", "--forces_key=REF_forces", "--stress_key=REF_stress",
         f"--E0s={ {int(k): float(v) for k, v in e0s.items()} !r}",
-        f"--max_num_epochs={epochs}",
+        f"--max_num_epochs={epochs}", f"--device={device}",
+        f"--batch_size={batch_size}", f"--valid_batch_size={2 * batch_size}",
         f"--checkpoints_dir={out / 'checkpoints'}", f"--model_dir={out}",
         f"--results_dir={out / 'results'}", f"--log_dir={out / 'logs'}",
         *HYPERS,
@@ -65,13 +67,16 @@ def main(argv=None) -> int:
     ap.add_argument("--max-epochs", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--batch-size", type=int, default=6)
     args = ap.parse_args(argv)
     e0s = json.loads((args.data / "e0s.json").read_text())
     args.out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     restart = last_epoch(args.out) >= 0
     t0 = time.time()
-    proc = subprocess.Popen(mace_command(args.data, args.out, e0s, args.max_epochs, args.seed, restart), env=env)
+    proc = subprocess.Popen(mace_command(args.data, args.out, e0s, args.max_epochs, args.seed, restart,
+                                         args.device, args.batch_size), env=env)
     try:
         proc.wait(timeout=args.minutes * 60)
     except subprocess.TimeoutExpired:
@@ -83,9 +88,11 @@ def main(argv=None) -> int:
         print("mace_run_train saved no checkpoint within the budget", file=sys.stderr)
         return 1
     # Final pass: no training (max epochs = the saved epoch), evaluate, write mace.model.
-    final = mace_command(args.data, args.out, e0s, epoch, args.seed, restart=True)
+    final = mace_command(args.data, args.out, e0s, epoch, args.seed, restart=True,
+                         device=args.device, batch_size=args.batch_size)
     subprocess.run(final, env=env, check=True)
     summary = {"train_seconds": trained, "best_epoch": epoch, "hypers": HYPERS,
+               "device": args.device, "batch_size": args.batch_size,
                "model": str(args.out / "mace.model")}
     (args.out / "budget.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary, indent=1))
