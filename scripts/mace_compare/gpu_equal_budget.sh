@@ -11,10 +11,11 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv > "$OUT/gpu.txt" 2>&1
 python3 scripts/mace_compare/equal_budget.py "${CONFIG:-scripts/catalysis-v4.yaml}" --out /tmp/cmp --minutes "${MINUTES:-3.5}" \
-    --device cuda --batch-size "${BATCH:-12}" 2>&1 | tee "$OUT/log.txt"
-mkdir -p "$OUT/cmp/geomformer" "$OUT/cmp/mace"
-cp /tmp/cmp/summary.json "$OUT/cmp/"
-cp /tmp/cmp/geomformer/{model.pt,metrics.csv,test_metrics.json,parity.png} "$OUT/cmp/geomformer/" 2>/dev/null
-cp /tmp/cmp/mace/{mace.model,budget.json} "$OUT/cmp/mace/" 2>/dev/null
-cp -r /tmp/cmp/mace/{logs,results,checkpoints} "$OUT/cmp/mace/" 2>/dev/null
-ls -lR "$OUT/cmp"
+    --device cuda --batch-size "${BATCH:-12}" ${EXTRA:-} 2>&1 | tee "$OUT/log.txt"
+# Flat copies: the device returns few files and only shallow folders.
+cp /tmp/cmp/summary.json "$OUT/"
+for run in /tmp/cmp/geomformer*; do
+    [ -d "$run" ] && for f in model.pt metrics.csv test_metrics.json; do cp "$run/$f" "$OUT/$(basename "$run")-$f"; done
+done
+cp /tmp/cmp/mace/mace.model /tmp/cmp/mace/logs/mace_run-0.log "$OUT/" 2>/dev/null
+ls -l "$OUT"
