@@ -17,5 +17,5 @@ cp /tmp/cmp/summary.json "$OUT/"
 for run in /tmp/cmp/geomformer*; do
     [ -d "$run" ] && for f in model.pt metrics.csv test_metrics.json; do cp "$run/$f" "$OUT/$(basename "$run")-$f"; done
 done
-cp /tmp/cmp/mace/mace.model /tmp/cmp/mace/logs/mace_run-0.log "$OUT/" 2>/dev/null
+cp /tmp/cmp/mace/mace-cpu.model /tmp/cmp/mace/budget.json /tmp/cmp/mace/logs/mace_run-0.log "$OUT/" 2>/dev/null
 ls -l "$OUT"

@@ -59,6 +59,21 @@ def last_epoch(out: Path) -> int:
     return max(epochs, default=-1)
 
 
+def cpu_copy(model: Path, out: Path) -> None:
+    """Write a CPU copy of a mace model trained on a GPU. torch.load's map_location does not
+    reach the TorchScript parts that e3nn pickles inside the model, so those are mapped here.
+    (MACE's own model file: a trusted artefact of this run, not user input.)"""
+    import torch
+
+    jit_load = torch.jit.load
+    torch.jit.load = lambda f, map_location=None, **kw: jit_load(f, map_location="cpu", **kw)
+    try:
+        m = torch.load(model, map_location="cpu", weights_only=False)
+    finally:
+        torch.jit.load = jit_load
+    torch.save(m.to("cpu"), out)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data", type=Path, help="folder with train/valid/test.extxyz and e0s.json")
@@ -91,6 +106,8 @@ def main(argv=None) -> int:
     final = mace_command(args.data, args.out, e0s, epoch, args.seed, restart=True,
                          device=args.device, batch_size=args.batch_size)
     subprocess.run(final, env=env, check=True)
+    if args.device != "cpu":  # evaluate_potential.py --mace runs on the CPU
+        cpu_copy(args.out / "mace.model", args.out / "mace-cpu.model")
     summary = {"train_seconds": trained, "best_epoch": epoch, "hypers": HYPERS,
                "device": args.device, "batch_size": args.batch_size,
                "model": str(args.out / "mace.model")}
