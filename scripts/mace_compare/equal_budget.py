@@ -28,17 +28,29 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def train_geomformer(config: Path, out: Path, minutes: float, device: str, batch_size: int | None,
-                     weights: list[float] | None = None) -> dict:
+def train_geomformer(
+    config: Path,
+    out: Path,
+    minutes: float,
+    device: str,
+    batch_size: int | None,
+    weights: list[float] | None = None,
+) -> dict:
     from geomformer_md.train.config import load_train_config
     from geomformer_md.train.trainer import Trainer
 
     t0 = time.time()
     cfg = load_train_config(config)
-    tcfg = dataclasses.replace(cfg.training, device=device, max_minutes=None,
-                               batch_size=batch_size or cfg.training.batch_size)
+    tcfg = dataclasses.replace(
+        cfg.training,
+        device=device,
+        max_minutes=None,
+        batch_size=batch_size or cfg.training.batch_size,
+    )
     if weights:
-        tcfg = dataclasses.replace(tcfg, energy_weight=weights[0], forces_weight=weights[1], stress_weight=weights[2])
+        tcfg = dataclasses.replace(
+            tcfg, energy_weight=weights[0], forces_weight=weights[1], stress_weight=weights[2]
+        )
     cfg = dataclasses.replace(cfg, out_dir=str(out), training=tcfg)
     if (out / "checkpoint.pt").exists():
         raise FileExistsError(f"{out} holds a run already; use a new --out")
@@ -47,7 +59,9 @@ def train_geomformer(config: Path, out: Path, minutes: float, device: str, batch
 
     # Time real steps (they stay in the run) and one validation pass.
     order = trainer._epoch_order(10_000)
-    items = [order[(i * tcfg.batch_size) % len(order):][: tcfg.batch_size].tolist() for i in range(25)]
+    items = [
+        order[(i * tcfg.batch_size) % len(order) :][: tcfg.batch_size].tolist() for i in range(25)
+    ]
     for it in items[:5]:  # warm-up (allocator, kernels)
         trainer._train_step(it)
     t1 = time.time()
@@ -57,7 +71,7 @@ def train_geomformer(config: Path, out: Path, minutes: float, device: str, batch
     t2 = time.time()
     trainer.evaluate(trainer.val_set)
     val_s = time.time() - t2
-    # 10 % for checkpoints and other per-epoch costs (an H200 run took 27 s/epoch against 25 s estimated)
+    # 10 % for checkpoints and other per-epoch costs (an H200 run: 27 s/epoch, 25 s estimated)
     epoch_s = 1.1 * (trainer.steps_per_epoch * step_s + val_s)
     left = 60 * minutes - (time.time() - t0) - 2 * val_s  # the final test + val evaluation
     epochs = max(1, math.floor(left / epoch_s))
@@ -65,28 +79,55 @@ def train_geomformer(config: Path, out: Path, minutes: float, device: str, batch
     trainer.cfg = dataclasses.replace(cfg, training=trainer.tcfg)
     trainer.total_steps = epochs * trainer.steps_per_epoch
     trainer.step = 0
-    print(f"GeoMFormer: setup {setup_s:.1f} s, {step_s * 1000:.1f} ms/step, validation {val_s:.1f} s, "
-          f"{trainer.steps_per_epoch} steps/epoch -> {epochs} epochs in {left:.0f} s", flush=True)
+    print(
+        f"GeoMFormer: setup {setup_s:.1f} s, {step_s * 1000:.1f} ms/step, "
+        f"validation {val_s:.1f} s, "
+        f"{trainer.steps_per_epoch} steps/epoch -> {epochs} epochs in {left:.0f} s",
+        flush=True,
+    )
     result = trainer.run()
     if not result.get("complete"):  # the time guard cut the last epoch: keep what was trained
         result = trainer.finish()
-    return {"seconds": time.time() - t0, "epochs": epochs, "ms_per_step": 1000 * step_s,
-            "setup_s": setup_s, "batch_size": tcfg.batch_size, "test": result.get("test"),
-            "loss_weights": [tcfg.energy_weight, tcfg.forces_weight, tcfg.stress_weight],
-            "n_parameters": result.get("n_parameters"), "model": str(out / "model.pt")}
+    return {
+        "seconds": time.time() - t0,
+        "epochs": epochs,
+        "ms_per_step": 1000 * step_s,
+        "setup_s": setup_s,
+        "batch_size": tcfg.batch_size,
+        "test": result.get("test"),
+        "loss_weights": [tcfg.energy_weight, tcfg.forces_weight, tcfg.stress_weight],
+        "n_parameters": result.get("n_parameters"),
+        "model": str(out / "model.pt"),
+    }
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("config", type=Path, help="geomformer-md training config (its data section defines the split)")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "config",
+        type=Path,
+        help="geomformer-md training config (its data section defines the split)",
+    )
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--minutes", type=float, required=True, help="wall-clock budget for each model")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--batch-size", type=int, default=None, help="for both models (default: the config's)")
+    ap.add_argument(
+        "--batch-size", type=int, default=None, help="for both models (default: the config's)"
+    )
     ap.add_argument("--only", choices=["geomformer", "mace"], default=None)
-    ap.add_argument("--weights", type=float, nargs=3, metavar=("E", "F", "S"), default=None,
-                    help="GeoMFormer loss weights instead of the config's (e.g. 1 100 0: MACE's defaults)")
-    ap.add_argument("--name", default="geomformer", help="sub-folder and summary key of the GeoMFormer run")
+    ap.add_argument(
+        "--weights",
+        type=float,
+        nargs=3,
+        metavar=("E", "F", "S"),
+        default=None,
+        help="GeoMFormer loss weights instead of the config's (e.g. 1 100 0: MACE's defaults)",
+    )
+    ap.add_argument(
+        "--name", default="geomformer", help="sub-folder and summary key of the GeoMFormer run"
+    )
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     summary_path = args.out / "summary.json"
@@ -98,20 +139,43 @@ def main(argv=None) -> int:
         summary["gpu"] = torch.cuda.get_device_name()
 
     if args.only in (None, "geomformer"):
-        summary[args.name] = train_geomformer(args.config, args.out / args.name, args.minutes,
-                                              args.device, args.batch_size, args.weights)
+        summary[args.name] = train_geomformer(
+            args.config,
+            args.out / args.name,
+            args.minutes,
+            args.device,
+            args.batch_size,
+            args.weights,
+        )
         summary_path.write_text(json.dumps(summary, indent=1))
     if args.only in (None, "mace"):
         data = args.out / "mace-data"
-        subprocess.run([sys.executable, str(HERE / "export_split.py"), str(args.config), "--out", str(data)],
-                       check=True)
+        subprocess.run(
+            [sys.executable, str(HERE / "export_split.py"), str(args.config), "--out", str(data)],
+            check=True,
+        )
         from geomformer_md.train.config import load_train_config
 
         batch = args.batch_size or load_train_config(args.config).training.batch_size
         t0 = time.time()
-        subprocess.run([sys.executable, str(HERE / "train_mace.py"), str(data), "--out", str(args.out / "mace"),
-                        "--minutes", str(args.minutes), "--device", args.device, "--batch-size", str(batch),
-                        "--threads", "1" if args.device.startswith("cuda") else "2"], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                str(HERE / "train_mace.py"),
+                str(data),
+                "--out",
+                str(args.out / "mace"),
+                "--minutes",
+                str(args.minutes),
+                "--device",
+                args.device,
+                "--batch-size",
+                str(batch),
+                "--threads",
+                "1" if args.device.startswith("cuda") else "2",
+            ],
+            check=True,
+        )
         budget = json.loads((args.out / "mace" / "budget.json").read_text())
         summary["mace"] = {"seconds_with_final_pass": time.time() - t0, **budget}
         summary_path.write_text(json.dumps(summary, indent=1))

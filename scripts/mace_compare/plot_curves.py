@@ -17,7 +17,10 @@ import re
 from datetime import datetime
 from pathlib import Path
 
-EPOCH = re.compile(r"^(\S+ \S+) INFO: (?:Epoch (\d+)|Initial):.*MAE_E_per_atom=\s*([\d.]+) meV, MAE_F=\s*([\d.]+) meV")
+EPOCH = re.compile(
+    r"^(\S+ \S+) INFO: (?:Epoch (\d+)|Initial):.*"
+    r"MAE_E_per_atom=\s*([\d.]+) meV, MAE_F=\s*([\d.]+) meV"
+)
 
 
 def mace_curve(log: Path) -> list[tuple[float, float, float]]:
@@ -38,16 +41,29 @@ def mace_curve(log: Path) -> list[tuple[float, float, float]]:
 def geomformer_curve(metrics: Path, run: dict) -> list[tuple[float, float, float]]:
     offset = run["setup_s"] + 25 * run["ms_per_step"] / 1000  # setup and the timed steps
     with open(metrics) as fh:
-        return [(offset + float(r["elapsed_s"]), float(r["val_energy_mae_meV_atom"]),
-                 float(r["val_forces_mae_meV_A"])) for r in csv.DictReader(fh)]
+        return [
+            (
+                offset + float(r["elapsed_s"]),
+                float(r["val_energy_mae_meV_atom"]),
+                float(r["val_forces_mae_meV_A"]),
+            )
+            for r in csv.DictReader(fh)
+        ]
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("summary", type=Path, nargs="+", help="summary.json file(s) of equal_budget.py")
     ap.add_argument("--mace-log", type=Path, required=True)
-    ap.add_argument("--geomformer", action="append", default=[], metavar="NAME=METRICS_CSV",
-                    help="a GeoMFormer run (its key in summary.json) and its metrics.csv")
+    ap.add_argument(
+        "--geomformer",
+        action="append",
+        default=[],
+        metavar="NAME=METRICS_CSV",
+        help="a GeoMFormer run (its key in summary.json) and its metrics.csv",
+    )
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     import matplotlib
