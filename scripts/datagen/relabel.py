@@ -22,32 +22,22 @@ import argparse
 import io
 import json
 import lzma
-import os
 import sys
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from ase.io import read, write
+from ase.io import read
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from labeller import Labeller, snapshot  # noqa: E402
+from labeller import Labeller, atomic_write_bytes, frames_to_text, snapshot  # noqa: E402
 
 
 def read_xyz(path: Path) -> list:
     opener = lzma.open if path.suffix == ".xz" else open
     with opener(path, "rt") as fd:
         return read(io.StringIO(fd.read()), index=":", format="extxyz")
-
-
-def write_xz_atomic(path: Path, frames: list) -> None:
-    buf = io.StringIO()
-    write(buf, frames, format="extxyz")
-    tmp = path.with_name(path.name + ".tmp")
-    with lzma.open(tmp, "wt") as fd:
-        fd.write(buf.getvalue())
-    os.replace(tmp, path)
 
 
 def chunk_path(out: Path, i: int) -> Path:
@@ -69,7 +59,7 @@ def relabel(frames: list, lab: Labeller, out: Path, chunk: int) -> None:
             info = {k: v for k, v in a.info.items() if k not in ("energy", "free_energy", "stress")}
             info["source"] = lab.name
             new.append(snapshot(a, lab.label(a), **info))
-        write_xz_atomic(chunk_path(out, i), new)
+        atomic_write_bytes(str(chunk_path(out, i)), lzma.compress(frames_to_text(new).encode()))
         done += len(new)
         rate = (time.time() - t0) / done
         left = sum(min(chunk, len(frames) - j * chunk) for j in todo[todo.index(i) + 1 :])
@@ -106,7 +96,7 @@ def merge(frames: list, out: Path, chunk: int, target: Path, labeller: str) -> N
             shift[key]["de"].append(de)
             shift[key]["df"].append(df)
     target.parent.mkdir(parents=True, exist_ok=True)
-    write_xz_atomic(target, new)
+    atomic_write_bytes(str(target), lzma.compress(frames_to_text(new).encode()))
     summary = {
         "labeller": labeller,
         "source_file": str(target),
