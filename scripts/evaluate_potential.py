@@ -98,6 +98,9 @@ def adsorption(calc, data_dir: Path) -> list[dict]:
             "case": case["case"], "heldout": case["heldout"], "labeller_E_ads": case["E_ads"],
             "ours_E_ads": ours, "diff": ours - case["E_ads"], "converged": conv,
             "sp_energy_error_eV": sp.get_potential_energy() - case["E_slab_ads"],
+            # diff = error of E(slab+X) - error of E(slab) - error of E_gas_ref (all relaxed)
+            "parts_eV": {"slab_ads": e_ads_struct - case["E_slab_ads"], "slab": slabs[key] - case["E_slab"],
+                         "gas_ref": e_gas - case["E_gas_ref"]},
         })
     return rows
 
@@ -131,6 +134,13 @@ def main() -> None:
         print(f"{r['case']:28s} {'held-out' if r['heldout'] else 'in-pool ':8s} labeller {r['labeller_E_ads']:7.3f}  "
               f"ours {r['ours_E_ads']:7.3f}  diff {r['diff']:+.3f} eV  (single point on labeller geometry: "
               f"{r['sp_energy_error_eV']:+.3f} eV)")
+        parts = r["parts_eV"]
+        print(f"{'':28s} error parts: slab+X {parts['slab_ads']:+.3f}, slab {parts['slab']:+.3f}, "
+              f"gas reference {parts['gas_ref']:+.3f} eV")
+    diffs = np.array([abs(r["diff"]) for r in result["adsorption"]])
+    if len(diffs):
+        print(f"adsorption: mean |diff| {diffs.mean():.3f} eV, max {diffs.max():.3f} eV, "
+              f"{int((diffs <= 0.10).sum())} of {len(diffs)} within 0.10 eV")
     if a.out:
         Path(a.out).write_text(json.dumps(result, indent=2))
 

@@ -137,6 +137,20 @@ def test_model_file_round_trip(tmp_path, model64):
     assert GeoMFormerCalculator(str(path)).get_potential_energy(atoms) == e[0]  # by path
 
 
+def test_model_file_has_the_permissions_of_a_new_file(tmp_path, model64):
+    # The atomic write goes through mkstemp (mode 0600); a model file shared with a group
+    # must not come out unreadable to everyone but its writer.
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        save_model(model64, tmp_path / "m.pt")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "m.pt").stat().st_mode) == 0o644
+
+
 def test_bad_model_files_raise_clear_errors(tmp_path, model64):
     with pytest.raises(ModelFileError, match="neither a shipped potential .* nor an existing model file"):
         GeoMFormerCalculator(str(tmp_path / "missing.pt"))

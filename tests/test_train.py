@@ -95,6 +95,39 @@ def test_interrupted_and_resumed_equals_uninterrupted(data_file, tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=1e-10, atol=1e-12)
 
 
+def test_stage_two_switches_loss_weights_and_holds_the_learning_rate(data_file, tmp_path):
+    quiet = {"progress": False, "log": lambda *a: None}
+    two = {"stage_two_epoch": 3, "stage_two_lr": 1e-4}
+    same = train(config(data_file, tmp_path / "same", **two), **quiet)
+    heavy = train(config(data_file, tmp_path / "heavy", stage_two_energy_weight=100.0, **two), **quiet)
+    rows = {}
+    for name in ("same", "heavy"):
+        lines = (tmp_path / name / "metrics.csv").read_text().strip().splitlines()[1:]
+        rows[name] = [[float(x) for x in line.split(",")[:7]] for line in lines]
+    # Stage one is the same run; the energy weight changes only the stage-two epoch.
+    assert rows["same"][:2] == rows["heavy"][:2]
+    assert rows["same"][2][3] != rows["heavy"][2][3]
+    assert heavy["test"] != same["test"]
+    # The cosine ends where stage two begins, then the learning rate is held.
+    lrs = [r[2] for r in rows["heavy"]]
+    assert lrs[2] == pytest.approx(1e-4) and lrs[0] > lrs[1] > 3e-3 * 0.02
+    # Killed in stage one and resumed: the same model as the straight run.
+    part = train(config(data_file, tmp_path / "part", stage_two_energy_weight=100.0, max_steps=5, **two), **quiet)
+    assert not part["complete"]
+    resumed = train(config(data_file, tmp_path / "part", stage_two_energy_weight=100.0, **two), resume=True, **quiet)
+    assert resumed["test"] == pytest.approx(heavy["test"], rel=1e-9)
+
+
+@pytest.mark.parametrize("training, message", [
+    ({"stage_two_epoch": 2}, "needs training.stage_two_lr"),
+    ({"stage_two_lr": 1e-4}, "stage_two_lr is set but training.stage_two_epoch is not"),
+    ({"stage_two_epoch": 9, "stage_two_lr": 1e-4}, "must be in 2..epochs"),
+])
+def test_stage_two_settings_are_checked(data_file, tmp_path, training, message):
+    with pytest.raises(ValueError, match=message):
+        train_config_from_dict(config(data_file, tmp_path, **training))
+
+
 def test_sigkill_then_resume_equals_uninterrupted(data_file, tmp_path):
     quiet = {"progress": False, "log": lambda *a: None}
     cfg = config(data_file, tmp_path / "killed", epochs=12, checkpoint_every=1)

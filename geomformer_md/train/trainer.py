@@ -174,6 +174,9 @@ class Trainer:
         self.ema = EMA(self.model.parameters(), self.tcfg.ema_decay)
         self.steps_per_epoch = math.ceil(len(self.train_set) / self.tcfg.batch_size)
         self.total_steps = self.tcfg.epochs * self.steps_per_epoch
+        # With a stage two, the cosine of stage one ends where stage two starts.
+        self.stage_two_step = (None if self.tcfg.stage_two_epoch is None
+                               else (self.tcfg.stage_two_epoch - 1) * self.steps_per_epoch)
         self.step = 0
         self.history: list[dict] = []
         self.log(init_summary(self.model))
@@ -251,15 +254,36 @@ class Trainer:
     def _epoch_order(self, epoch: int) -> np.ndarray:
         return np.random.default_rng([self.tcfg.seed, epoch]).permutation(len(self.train_set))
 
+    def in_stage_two(self, step: int | None = None) -> bool:
+        step = self.step if step is None else step
+        return self.stage_two_step is not None and step >= self.stage_two_step
+
+    def loss_weights(self, step: int | None = None) -> tuple[float, float, float]:
+        """(energy, forces, stress) weights at ``step`` (default: the current step)."""
+        t = self.tcfg
+        w = (t.energy_weight, t.forces_weight, t.stress_weight)
+        if self.in_stage_two(step):
+            two = (t.stage_two_energy_weight, t.stage_two_forces_weight, t.stage_two_stress_weight)
+            w = tuple(b if b is not None else a for a, b in zip(w, two, strict=True))
+        return w
+
+    def learning_rate(self) -> float:
+        t = self.tcfg
+        if self.in_stage_two():
+            return t.stage_two_lr
+        total = self.total_steps if self.stage_two_step is None else self.stage_two_step
+        return t.lr * lr_factor(self.step, total, t.warmup_steps, t.min_lr_ratio)
+
     def _train_step(self, items: list[int]) -> float:
         t = self.tcfg
+        w_e, w_f, w_s = self.loss_weights()
         local, weight = items[self.rank :: self.world], 1.0
         if not local:
             # A last batch with fewer items than ranks: DDP needs every rank's backward in the
             # gradient all-reduce, so this rank runs a stand-in item with weight 0.
             local, weight = items[:1], 0.0
         batch = collate_samples([self.train_set[k] for k in local]).to(self.device)
-        want_stress = bool(batch.has_stress.any()) and t.stress_weight > 0
+        want_stress = bool(batch.has_stress.any()) and w_s > 0
         out = self.module(batch.graph, forces=True, stress=want_stress, create_graph=True)
         err = {k: v * weight for k, v in batch_errors(out, batch).items()}
         counts = torch.stack([err["e_n"], err["f_n"], err["s_n"]]).to(self.device)
@@ -267,16 +291,16 @@ class Trainer:
             dist.all_reduce(counts)
         counts = counts.clamp(min=1.0)
         loss = (
-            t.energy_weight * err["e_sq"] / counts[0]
-            + t.forces_weight * err["f_sq"] / counts[1]
-            + t.stress_weight * err["s_sq"] / counts[2]
+            w_e * err["e_sq"] / counts[0]
+            + w_f * err["f_sq"] / counts[1]
+            + w_s * err["s_sq"] / counts[2]
         )
         self.optimizer.zero_grad(set_to_none=True)
         (loss * self.world).backward()  # DDP averages gradients over ranks
         if t.clip_grad:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_grad)
         for g in self.optimizer.param_groups:
-            g["lr"] = t.lr * lr_factor(self.step, self.total_steps, t.warmup_steps, t.min_lr_ratio)
+            g["lr"] = self.learning_rate()
         self.optimizer.step()
         self.ema.update()
         self.step += 1
@@ -324,6 +348,10 @@ class Trainer:
         stopped = False
         while epoch < t.epochs and not stopped:
             order = self._epoch_order(epoch)
+            if t.stage_two_epoch == epoch + 1 and skip == 0:
+                w_e, w_f, w_s = self.loss_weights(self.stage_two_step)
+                self.log(f"stage two from epoch {epoch + 1}: lr {t.stage_two_lr:g}, loss weights "
+                         f"energy {w_e:g}, forces {w_f:g}, stress {w_s:g}")
             bar = self._bar(epoch, skip)
             losses = []
             for b in range(skip, self.steps_per_epoch):

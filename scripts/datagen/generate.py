@@ -121,6 +121,9 @@ def main(argv=None):
     ap.add_argument("--retune-seconds", type=float, default=240.0)
     ap.add_argument("--list", action="store_true", help="print the ordered task list and exit")
     ap.add_argument("--max-tasks", type=int, default=0, help="stop after this many new tasks (0 = no limit)")
+    ap.add_argument("--labeller", default="7net-0",
+                    help="SevenNet checkpoint that labels the frames (default 7net-0; e.g. 7net-l3i5). "
+                         "Use a new --out per labeller: finished tasks are not relabelled")
     ap.add_argument("--buckets", default="",
                     help="comma-separated buckets to run (e.g. 'ref,heldout'); default: all. "
                          "EOS tasks always run first if not done.")
@@ -148,10 +151,13 @@ def main(argv=None):
 
     signal.signal(signal.SIGTERM, _term)
 
+    import labeller
     from labeller import Labeller
 
+    labeller.INFO_DEFAULTS["source"] = args.labeller  # the frames' `source` tag
+
     auto = str(args.threads) == "auto"
-    lab = Labeller("7net-0", threads=2 if auto else int(args.threads))
+    lab = Labeller(args.labeller, threads=2 if auto else int(args.threads))
     lab.deadline = deadline
     ctx = tk.Ctx(out, args.seed, lab)
     log(f"labeller {lab.name} ({lab.version}) loaded; {len(tasks)} tasks; budget {budget:.0f}s; out={out}")
