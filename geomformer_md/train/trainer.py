@@ -167,6 +167,11 @@ class Trainer:
         self.potential = Potential(self.model)
         self.module = self.potential
         if self.distributed:
+            # The energy head's last weight is (1, d): its gradient comes out with strides (1, 1)
+            # instead of (d, 1). Both describe the same memory, so DDP's warning about it is noise.
+            import warnings
+
+            warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
             self.module = torch.nn.parallel.DistributedDataParallel(self.potential, find_unused_parameters=True)  # e.g. a direct-force head untouched by an energy loss
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=self.tcfg.lr, weight_decay=self.tcfg.weight_decay

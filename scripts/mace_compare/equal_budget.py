@@ -35,6 +35,8 @@ def train_geomformer(
     device: str,
     batch_size: int | None,
     weights: list[float] | None = None,
+    model: dict | None = None,
+    lr: float | None = None,
 ) -> dict:
     from geomformer_md.train.config import load_train_config
     from geomformer_md.train.trainer import Trainer
@@ -51,7 +53,9 @@ def train_geomformer(
         tcfg = dataclasses.replace(
             tcfg, energy_weight=weights[0], forces_weight=weights[1], stress_weight=weights[2]
         )
-    cfg = dataclasses.replace(cfg, out_dir=str(out), training=tcfg)
+    if lr:
+        tcfg = dataclasses.replace(tcfg, lr=lr)
+    cfg = dataclasses.replace(cfg, out_dir=str(out), training=tcfg, model={**cfg.model, **(model or {})})
     if (out / "checkpoint.pt").exists():
         raise FileExistsError(f"{out} holds a run already; use a new --out")
     trainer = Trainer(cfg, progress=False)
@@ -96,6 +100,8 @@ def train_geomformer(
         "batch_size": tcfg.batch_size,
         "test": result.get("test"),
         "loss_weights": [tcfg.energy_weight, tcfg.forces_weight, tcfg.stress_weight],
+        "lr": tcfg.lr,
+        "model_overrides": model or {},
         "n_parameters": result.get("n_parameters"),
         "model": str(out / "model.pt"),
     }
@@ -128,7 +134,31 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--name", default="geomformer", help="sub-folder and summary key of the GeoMFormer run"
     )
+    ap.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="GeoMFormer model setting instead of the config's, e.g. --model d_model=64 "
+        "--model n_rbf=16 (repeatable; values are read as YAML)",
+    )
+    ap.add_argument("--lr", type=float, default=None, help="GeoMFormer peak learning rate")
     args = ap.parse_args(argv)
+    import yaml
+
+    overrides = {}
+    for item in args.model:
+        key, sep, value = item.partition("=")
+        if not sep:
+            ap.error(f"--model wants KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = yaml.safe_load(value)
+    if overrides:
+        from geomformer_md.model import GeoMFormerConfig
+
+        valid = {f.name for f in dataclasses.fields(GeoMFormerConfig)}
+        unknown = sorted(set(overrides) - valid)
+        if unknown:
+            ap.error(f"unknown model setting(s) {unknown}; valid: {sorted(valid)}")
     args.out.mkdir(parents=True, exist_ok=True)
     summary_path = args.out / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
@@ -146,6 +176,8 @@ def main(argv=None) -> int:
             args.device,
             args.batch_size,
             args.weights,
+            overrides,
+            args.lr,
         )
         summary_path.write_text(json.dumps(summary, indent=1))
     if args.only in (None, "mace"):
