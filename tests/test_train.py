@@ -118,6 +118,26 @@ def test_stage_two_switches_loss_weights_and_holds_the_learning_rate(data_file, 
     assert resumed["test"] == pytest.approx(heavy["test"], rel=1e-9)
 
 
+def test_extra_train_files_add_training_frames_without_moving_the_split(data_file, tmp_path):
+    from geomformer_md.train.trainer import Trainer
+
+    extra = tmp_path / "extra.extxyz"
+    write(extra, emt_frames(n=5, seed=7))
+    quiet = {"progress": False, "log": lambda *a: None}
+    plain = Trainer(train_config_from_dict(config(data_file, tmp_path / "a")), **quiet)
+    raw = config(data_file, tmp_path / "b")
+    raw["data"]["extra_train_files"] = [str(extra)]
+    more = Trainer(train_config_from_dict(raw), **quiet)
+    assert len(more.train_set) == len(plain.train_set) + 5
+    for name in ("val_set", "test_set"):
+        a, b = getattr(plain, name), getattr(more, name)
+        assert [s.energy for s in a] == [s.energy for s in b]
+    assert more.run()["complete"]
+    raw["data"]["extra_train_files"] = str(extra)  # a single string is a likely slip
+    with pytest.raises(ValueError, match="must be a list of file paths"):
+        train_config_from_dict(raw)
+
+
 @pytest.mark.parametrize("training, message", [
     ({"stage_two_epoch": 2}, "needs training.stage_two_lr"),
     ({"stage_two_lr": 1e-4}, "stage_two_lr is set but training.stage_two_epoch is not"),

@@ -27,6 +27,10 @@ class DataConfig:
     Attributes:
         train_file: any ASE-readable file (extxyz, ASE db, ...) with energies and forces.
         test_file: optional separate test file; otherwise test_fraction of train_file.
+        extra_train_files: more files whose frames all go to training. They do not take
+            part in the split, so adding data this way leaves val/test (and the split of
+            train_file) exactly as they were: a model fine-tuned on them is still
+            evaluated on frames it never saw.
         val_fraction / test_fraction: fractions of the pool held out (split_seed fixes them).
         split_key: an ``atoms.info`` key grouping frames that must stay in the same
             split (e.g. ``config_id``: all frames of one relaxation path); None = by frame.
@@ -43,6 +47,7 @@ class DataConfig:
 
     train_file: str = ""
     test_file: str | None = None
+    extra_train_files: tuple[str, ...] = ()
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     split_seed: int = 0
@@ -138,6 +143,10 @@ def train_config_from_dict(raw: dict) -> TrainConfig:
     )
     if not cfg.data.train_file:
         raise ValueError("data.train_file is required")
+    extra = cfg.data.extra_train_files
+    if isinstance(extra, str) or not all(isinstance(p, str) for p in extra or ()):
+        raise ValueError(f"data.extra_train_files must be a list of file paths, got {extra!r}")
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, extra_train_files=tuple(extra or ())))
     t = cfg.training
     if t.dtype not in ("float32", "float64"):
         raise ValueError(f"training.dtype must be float32 or float64, got {t.dtype!r}")
@@ -175,5 +184,6 @@ def load_train_config(path: str | Path) -> TrainConfig:
         data,
         train_file=rel(data.train_file) or data.train_file,
         test_file=rel(data.test_file) if data.test_file else None,
+        extra_train_files=tuple(rel(p) or p for p in data.extra_train_files),
     )
     return dataclasses.replace(cfg, data=data)

@@ -138,7 +138,9 @@ class Trainer:
     def _setup(self) -> None:
         cfg, data = self.cfg, self.cfg.data
         frames = read_frames(data.train_file)
-        species = sorted({int(z) for a in frames for z in a.get_atomic_numbers()})
+        extra = {path: read_frames(path) for path in data.extra_train_files}
+        every = frames + [a for more in extra.values() for a in more]
+        species = sorted({int(z) for a in every for z in a.get_atomic_numbers()})
         model = self._initial_model(species)
         self.model = model.to(self.device)
         mcfg = model.config
@@ -153,6 +155,8 @@ class Trainer:
             return out
 
         self.train_set = samples(tr, frames, data.train_file)
+        for path, more in extra.items():  # train-only: never part of the split
+            self.train_set += samples(range(len(more)), more, path)
         self.val_set = samples(va, frames, data.train_file)
         if data.test_file:
             test_frames = read_frames(data.test_file)

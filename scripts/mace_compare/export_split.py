@@ -41,7 +41,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     d = load_train_config(args.config).data
     frames = read_frames(d.train_file)
-    split = split_indices(frames, d)
+    split = list(split_indices(frames, d))
+    for path in d.extra_train_files:  # train-only files, as in the trainer
+        more = read_frames(path)
+        split[0] = list(split[0]) + list(range(len(frames), len(frames) + len(more)))
+        frames = frames + more
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     species = sorted({int(z) for a in frames for z in a.numbers})
