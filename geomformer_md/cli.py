@@ -210,10 +210,29 @@ def cmd_list(args) -> int:
             print(f"  data      {e['training_data']}")
         errors = e.get("test_errors") or e.get("metrics")
         if isinstance(errors, dict):
-            print("  test      " + ", ".join(f"{k}={v}" for k, v in errors.items()))
+            for subset, v in errors.items():
+                print(f"  test      {_error_line(subset, v)}")
         elif errors:
             print(f"  test      {errors}")
+        if isinstance(e.get("adsorption_mae_vs_labeller_eV"), (int, float)):
+            print(f"  adsorb    {e['adsorption_mae_vs_labeller_eV']:.3f} eV mean |error| against the labeller")
+        if e.get("model_card"):
+            print(f"  card      {potentials_dir() / e['model_card']}")
     return 0
+
+
+def _error_line(subset: str, v) -> str:
+    """One test subset of a manifest entry, e.g. 'heldout  3.55 meV/atom  34.9 meV/Å  (265 frames)'."""
+    if not isinstance(v, dict):
+        return f"{subset} {v}"
+    parts = [f"{subset:8s}"]
+    if isinstance(v.get("energy_mae_meV_atom"), (int, float)):
+        parts.append(f"{v['energy_mae_meV_atom']:.2f} meV/atom")
+    if isinstance(v.get("forces_mae_meV_A"), (int, float)):
+        parts.append(f"{v['forces_mae_meV_A']:.1f} meV/Å")
+    if "n_frames" in v:
+        parts.append(f"({v['n_frames']} frames)")
+    return "  ".join(parts)
 
 
 def cmd_eval(args) -> int:

@@ -54,6 +54,11 @@ def test_info_and_list(capsys):
     out = capsys.readouterr().out
     assert "torch" in out and "ase" in out and "devices" in out and "potentials" in out
     assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    import geomformer_md
+
+    if geomformer_md.list_potentials():  # errors as readable numbers, not raw dicts
+        assert "(default)" in out and "meV/atom" in out and "{" not in out
 
 
 def test_eval(frames_file, model_file, capsys):
