@@ -127,12 +127,18 @@ def main(argv=None):
     ap.add_argument("--buckets", default="",
                     help="comma-separated buckets to run (e.g. 'ref,heldout'); default: all. "
                          "EOS tasks always run first if not done.")
+    ap.add_argument("--extra", default="",
+                    help="generate an extra set instead of the main one (e.g. 'n100'), for the "
+                         "trainer's data.extra_train_files; use its own --out")
     args = ap.parse_args(argv)
 
     out = args.out
     budget = args.budget_minutes * 60.0
     deadline = T_START + budget
-    tasks = tk.order_tasks(tk.build_tasks(args.seed), args.seed)
+    if args.extra:
+        tasks = tk.build_extra_tasks(args.extra)
+    else:
+        tasks = tk.order_tasks(tk.build_tasks(args.seed), args.seed)
     only = {b.strip() for b in args.buckets.split(",") if b.strip()}
 
     if args.list:
