@@ -40,6 +40,11 @@ def read_xyz(path: Path) -> list:
         return read(io.StringIO(fd.read()), index=":", format="extxyz")
 
 
+def write_xz(path: Path, frames: list) -> None:
+    """Frames as xz-compressed extxyz, written atomically."""
+    atomic_write_bytes(str(path), lzma.compress(frames_to_text(frames).encode()))
+
+
 def chunk_path(out: Path, i: int) -> Path:
     return out / f"chunk-{i:04d}.extxyz.xz"
 
@@ -59,7 +64,7 @@ def relabel(frames: list, lab: Labeller, out: Path, chunk: int) -> None:
             info = {k: v for k, v in a.info.items() if k not in ("energy", "free_energy", "stress")}
             info["source"] = lab.name
             new.append(snapshot(a, lab.label(a), **info))
-        atomic_write_bytes(str(chunk_path(out, i)), lzma.compress(frames_to_text(new).encode()))
+        write_xz(chunk_path(out, i), new)
         done += len(new)
         rate = (time.time() - t0) / done
         left = sum(min(chunk, len(frames) - j * chunk) for j in todo[todo.index(i) + 1 :])
@@ -96,7 +101,7 @@ def merge(frames: list, out: Path, chunk: int, target: Path, labeller: str) -> N
             shift[key]["de"].append(de)
             shift[key]["df"].append(df)
     target.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(str(target), lzma.compress(frames_to_text(new).encode()))
+    write_xz(target, new)
     summary = {
         "labeller": labeller,
         "source_file": str(target),

@@ -53,9 +53,11 @@ def train_geomformer(
         tcfg = dataclasses.replace(
             tcfg, energy_weight=weights[0], forces_weight=weights[1], stress_weight=weights[2]
         )
-    if lr:
+    if lr is not None:
         tcfg = dataclasses.replace(tcfg, lr=lr)
-    cfg = dataclasses.replace(cfg, out_dir=str(out), training=tcfg, model={**cfg.model, **(model or {})})
+    cfg = dataclasses.replace(
+        cfg, out_dir=str(out), training=tcfg, model={**cfg.model, **(model or {})}
+    )
     if (out / "checkpoint.pt").exists():
         raise FileExistsError(f"{out} holds a run already; use a new --out")
     trainer = Trainer(cfg, progress=False)
@@ -152,13 +154,14 @@ def main(argv=None) -> int:
         if not sep:
             ap.error(f"--model wants KEY=VALUE, got {item!r}")
         overrides[key.strip()] = yaml.safe_load(value)
-    if overrides:
-        from geomformer_md.model import GeoMFormerConfig
+    if overrides:  # checked by the trainer's own config validation, before any training
+        from geomformer_md.train.config import load_train_config, train_config_from_dict
 
-        valid = {f.name for f in dataclasses.fields(GeoMFormerConfig)}
-        unknown = sorted(set(overrides) - valid)
-        if unknown:
-            ap.error(f"unknown model setting(s) {unknown}; valid: {sorted(valid)}")
+        raw = load_train_config(args.config).to_dict()
+        try:
+            train_config_from_dict({**raw, "model": {**raw["model"], **overrides}})
+        except ValueError as err:
+            ap.error(str(err))
     args.out.mkdir(parents=True, exist_ok=True)
     summary_path = args.out / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
