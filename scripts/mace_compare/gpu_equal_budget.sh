@@ -11,7 +11,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv > "$OUT/gpu.txt" 2>&1
 python3 scripts/mace_compare/equal_budget.py "${CONFIG:-scripts/catalysis-v4.yaml}" --out /tmp/cmp --minutes "${MINUTES:-3.5}" \
-    --device cuda --batch-size "${BATCH:-12}" ${EXTRA:-} 2>&1 | tee "$OUT/log.txt"
+    --device cuda --batch-size "${BATCH:-12}" ${EXTRA:-} 2>&1 | tee -a "$OUT/log.txt"   # -a: several runs in one device call
 # Flat copies: the device returns few files and only shallow folders.
 cp /tmp/cmp/summary.json "$OUT/"
 for run in /tmp/cmp/geomformer*; do
