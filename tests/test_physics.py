@@ -1,7 +1,7 @@
 """Physics of the model: symmetries, derivatives, supercells, cutoff smoothness.
 
 Run for several model configs (plain paper form, edge values, whitening norm,
-Gaussian basis) so every code path is held to the same laws.
+Gaussian basis, radial MLP) so every code path is held to the same laws.
 """
 
 import numpy as np
@@ -27,6 +27,7 @@ CONFIGS = {
     "plain": {"edge_values": False},
     "whiten": {"equ_norm": "whiten"},
     "gaussian": {"rbf": "gaussian", "n_heads": 4},
+    "radial_mlp": {"radial_mlp": 16},
 }
 STRUCTURES = sample_structures()
 
@@ -162,3 +163,38 @@ def test_dropout_keeps_equivariance_and_is_off_in_eval():
     torch.testing.assert_close(run(model, pos, vel, 7)["vector"], run(plain, pos, vel, 9)["vector"])
     with pytest.raises(ValueError, match="dropout"):
         make_model("float64", dropout=1.0)
+
+
+@pytest.mark.parametrize("config", ["edge_values", "radial_mlp"])
+def test_edge_ranges_give_the_same_result_as_one_pass(monkeypatch, config):
+    """On CPU the attention runs over ranges of centres when the per-edge tensors are
+    large (geomformer.EDGE_CHUNK_BYTES); energies and forces must not depend on that."""
+    from geomformer_md.model import geomformer
+
+    model = make_model("float64", **CONFIGS[config])
+    atoms = bulk("Cu", "fcc", a=3.6).repeat((3, 3, 2))
+    atoms.rattle(0.1, seed=3)
+    chunks_of = model._chunks
+    n_ranges = []
+
+    def spy(*args):
+        n_ranges.append(len(chunks := chunks_of(*args)))
+        return chunks
+
+    monkeypatch.setattr(model, "_chunks", spy)
+    results = {}
+    for name, limit in (("one", geomformer.EDGE_CHUNK_BYTES), ("ranges", 64 * 1024)):
+        monkeypatch.setattr(geomformer, "EDGE_CHUNK_BYTES", limit)
+        x = atoms.copy()
+        x.calc = GeoMFormerCalculator(model)
+        results[name] = (x.get_potential_energy(), x.get_forces())
+    assert n_ranges[0] == 1 and n_ranges[-1] > 2
+    assert results["ranges"][0] == pytest.approx(results["one"][0], abs=1e-9)
+    np.testing.assert_allclose(results["ranges"][1], results["one"][1], atol=1e-9)
+
+
+def test_radial_mlp_is_validated():
+    from geomformer_md.model import GeoMFormerConfig
+
+    with pytest.raises(ValueError, match="radial_mlp must be >= 0"):
+        GeoMFormerConfig(species=(29,), radial_mlp=-1)

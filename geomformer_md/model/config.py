@@ -27,6 +27,11 @@ class GeoMFormerConfig:
         n_layers: number of GeoMFormer blocks.
         n_rbf: radial basis functions K.
         rbf: "bessel" or "gaussian".
+        radial_mlp: hidden width of a radial MLP (K -> w -> w, SiLU) that turns the
+            radial basis into the edge features every layer reads (attention biases,
+            value filters, the initial streams), as in NequIP and MACE. 0 (default,
+            and every file written before this key) uses the K basis functions
+            directly, so each filter is a linear combination of them.
         ffn_mult: hidden width of the FFNs as a multiple of d_model.
         equ_norm: "rms" (channel-RMS, default) or "whiten" (3x3 inverse square
             root, the paper's choice; computed by Newton-Schulz so its double
@@ -67,6 +72,7 @@ class GeoMFormerConfig:
     n_layers: int = 3
     n_rbf: int = 16
     rbf: str = "bessel"
+    radial_mlp: int = 0
     ffn_mult: int = 2
     equ_norm: str = "rms"
     equ_norm_eps: float = 1.0
@@ -102,6 +108,8 @@ class GeoMFormerConfig:
             problems.append(f"score_cap must be >= 0, got {self.score_cap}")
         if self.n_layers < 0 or self.n_rbf <= 0 or self.ffn_mult <= 0:
             problems.append("n_layers must be >= 0, n_rbf and ffn_mult > 0")
+        if self.radial_mlp < 0:
+            problems.append(f"radial_mlp must be >= 0 (0 = no radial MLP), got {self.radial_mlp}")
         if self.rbf not in ("bessel", "gaussian"):
             problems.append(f"rbf must be 'bessel' or 'gaussian', got {self.rbf!r}")
         if self.equ_norm not in ("rms", "whiten"):

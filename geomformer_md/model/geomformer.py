@@ -82,7 +82,7 @@ class GeoMFormerBlock(nn.Module):
         n_att = 4 if update_equ else 2
         n_filt = (3 if update_equ else 1) if cfg.edge_values else 0
         # Per-head attention biases of the attentions (+ value filters), one matmul.
-        self.edge_proj = nn.Linear(cfg.n_rbf, n_att * h + n_filt * d)
+        self.edge_proj = nn.Linear(cfg.radial_mlp or cfg.n_rbf, n_att * h + n_filt * d)
         self.ln_att, self.eln_att = nn.LayerNorm(d), _equ_norm(cfg)
         self.inv_self = InvSelfAttention(d, h)
         self.inv_cross = InvCrossAttention(d, h, cfg.edge_values)
@@ -94,7 +94,8 @@ class GeoMFormerBlock(nn.Module):
             self.equ_ffn = EquFFN(d, hidden)
 
     def _edge_terms(self, rbf: torch.Tensor):
-        """Attention biases (n_att x [E, H]) and value filters (3 x [E, d] or None) of rbf [E, K].
+        """Attention biases (n_att x [E, H]) and value filters (3 x [E, d] or None) of the
+        edge features rbf [E, K] (the basis, or the radial MLP's output).
 
         edge_proj's rows are [n_att H biases | n_filt d-wide filters]; each part is its own
         linear map, so outputs are contiguous and backward has no [E, n_att H + n_filt d]
@@ -148,9 +149,13 @@ class GeoMFormer(nn.Module):
 
         self.rbf = RadialBasis(cfg.n_rbf, cfg.cutoff, cfg.rbf)
         self.self_rbf = nn.Parameter(torch.zeros(cfg.n_rbf))  # constant features of the self edge
+        w = cfg.radial_mlp
+        self.radial = None  # the basis itself, or an MLP of it (config.radial_mlp)
+        if w:
+            self.radial = nn.Sequential(nn.Linear(cfg.n_rbf, w), nn.SiLU(), nn.Linear(w, w), nn.SiLU())
         self.embed = nn.Embedding(ns, d)
-        self.inv_init = nn.Linear(cfg.n_rbf, d, bias=False)
-        self.equ_init = nn.Linear(cfg.n_rbf, d, bias=False)
+        self.inv_init = nn.Linear(w or cfg.n_rbf, d, bias=False)
+        self.equ_init = nn.Linear(w or cfg.n_rbf, d, bias=False)
         self.scalar_in = nn.Linear(cfg.n_scalar_inputs, d) if cfg.n_scalar_inputs else None
         self.vector_in = nn.Linear(cfg.n_vector_inputs, d, bias=False) if cfg.n_vector_inputs else None
         self.blocks = nn.ModuleList(
@@ -212,6 +217,10 @@ class GeoMFormer(nn.Module):
         dist = edge_vec.norm(dim=-1)  # no zero-length edges: the self edge is added below
         m = envelope(dist, cfg.cutoff)
         rbf = self.rbf(dist)
+        self_rbf = self.self_rbf
+        if self.radial is not None:  # the self edge's features go through the same MLP
+            feats = self.radial(torch.cat([rbf, self_rbf.unsqueeze(0)]))
+            rbf, self_rbf = feats[:-1], feats[-1]
         unit = edge_vec / dist.unsqueeze(-1)
         i, j = edge_index[0], edge_index[1]
 
@@ -225,7 +234,7 @@ class GeoMFormer(nn.Module):
         if self.vector_in is not None:
             ze = ze + self.vector_in(node_vectors.to(ze.dtype))
 
-        chunks = self._chunks(i, j, m, rbf, unit, n, n_chunks)
+        chunks = self._chunks(i, j, m, rbf, self_rbf, unit, n, n_chunks)
         for block in self.blocks:
             zi, ze = block(zi, ze, chunks)
 
@@ -254,7 +263,7 @@ class GeoMFormer(nn.Module):
         per_edge = 3 * self.config.d_model * torch.finfo(self.config.torch_dtype).bits // 8
         return max(1, -(-n_edges * per_edge // EDGE_CHUNK_BYTES))  # ceil
 
-    def _chunks(self, i, j, m, rbf, unit, n: int, n_chunks: int) -> list[Edges]:
+    def _chunks(self, i, j, m, rbf, self_rbf, unit, n: int, n_chunks: int) -> list[Edges]:
         """Edges (plus one self edge per atom: envelope 1, constant rbf, no direction)
         of consecutive centre ranges; geometric edges must be grouped by centre when
         there is more than one range."""
@@ -276,7 +285,7 @@ class GeoMFormer(nn.Module):
                 centre=centre,
                 neighbour=torch.cat([j[e0:e1], ar[c0:c1]]),
                 weight=torch.cat([m[e0:e1], m.new_ones(c1 - c0)]),
-                rbf=torch.cat([rbf[e0:e1], self.self_rbf.expand(c1 - c0, -1)]),
+                rbf=torch.cat([rbf[e0:e1], self_rbf.expand(c1 - c0, -1)]),
                 unit=torch.cat([unit[e0:e1], unit.new_zeros(c1 - c0, 3)]),
                 n_atoms=c1 - c0,
                 score_cap=self.config.score_cap,
@@ -291,7 +300,8 @@ class GeoMFormer(nn.Module):
 def init_summary(model: GeoMFormer) -> str:
     cfg = model.config
     return (
-        f"GeoMFormer d={cfg.d_model} H={cfg.n_heads} L={cfg.n_layers} K={cfg.n_rbf} "
+        f"GeoMFormer d={cfg.d_model} H={cfg.n_heads} L={cfg.n_layers} K={cfg.n_rbf}"
+        f"{f' radial MLP {cfg.radial_mlp}' if cfg.radial_mlp else ''} "
         f"r_c={cfg.cutoff} Å, {model.n_parameters() / 1e3:.1f}k parameters, {cfg.dtype}"
     )
 

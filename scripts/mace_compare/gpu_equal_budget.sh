@@ -14,8 +14,10 @@ python3 scripts/mace_compare/equal_budget.py "${CONFIG:-scripts/catalysis-v4.yam
     --device cuda --batch-size "${BATCH:-12}" ${EXTRA:-} 2>&1 | tee -a "$OUT/log.txt"   # -a: several runs in one device call
 # Flat copies: the device returns few files and only shallow folders.
 cp /tmp/cmp/summary.json "$OUT/"
-for run in /tmp/cmp/geomformer*; do
-    [ -d "$run" ] && for f in model.pt metrics.csv test_metrics.json; do cp "$run/$f" "$OUT/$(basename "$run")-$f"; done
+# Every GeoMFormer run, whatever its --name (a run folder is one with a test_metrics.json).
+for run in /tmp/cmp/*/; do
+    run=${run%/}
+    [ -f "$run/test_metrics.json" ] && for f in model.pt metrics.csv test_metrics.json; do cp "$run/$f" "$OUT/$(basename "$run")-$f"; done
 done
 cp /tmp/cmp/mace/mace-cpu.model /tmp/cmp/mace/budget.json /tmp/cmp/mace/logs/mace_run-0.log "$OUT/" 2>/dev/null
 ls -l "$OUT"
