@@ -10,8 +10,9 @@ which variants to spend device time on.
     python scripts/arch_sweep.py scripts/catalysis-v4.yaml --out runs/arch-sweep \
         --epochs 4 --batch-size 12 --variant base --variant rmlp32:radial_mlp=32
 
-A variant is NAME or NAME:KEY=VALUE[,KEY=VALUE...] (model settings, values read as
-YAML; `lr=` sets the peak learning rate). A finished variant is skipped; a killed one
+A variant is NAME or NAME:KEY=VALUE[,KEY=VALUE...]: model settings, or training
+settings (lr, seed, energy_weight, ...: any key of the training section); values are
+read as YAML. A finished variant is skipped; a killed one
 resumes from its checkpoint. Results: OUT/summary.json and the printed table.
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import os
 import subprocess
@@ -26,6 +28,10 @@ import sys
 from pathlib import Path
 
 import yaml
+
+from geomformer_md.train.config import TrainingConfig
+
+TRAINING_KEYS = {f.name for f in dataclasses.fields(TrainingConfig)}
 
 
 def parse_variant(text: str) -> tuple[str, dict, dict]:
@@ -37,7 +43,8 @@ def parse_variant(text: str) -> tuple[str, dict, dict]:
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"variant {text!r}: {item!r} is not KEY=VALUE")
-        (training if key.strip() == "lr" else model)[key.strip()] = read_value(value)
+        key = key.strip()
+        (training if key in TRAINING_KEYS else model)[key] = read_value(value)
     return name, model, training
 
 

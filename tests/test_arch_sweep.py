@@ -15,8 +15,10 @@ from test_train import TINY_MODEL, emt_frames  # noqa: E402
 
 def test_variant_parsing_and_validation(tmp_path):
     assert arch_sweep.parse_variant("base") == ("base", {}, {})
-    name, model, training = arch_sweep.parse_variant("r:radial_mlp=32,lr=3e-3,edge_values=false")
-    assert (name, model, training) == ("r", {"radial_mlp": 32, "edge_values": False}, {"lr": 0.003})
+    text = "r:radial_mlp=32,lr=3e-3,edge_values=false,seed=1"
+    name, model, training = arch_sweep.parse_variant(text)
+    assert (name, model) == ("r", {"radial_mlp": 32, "edge_values": False})
+    assert training == {"lr": 0.003, "seed": 1}
     with pytest.raises(ValueError, match="not KEY=VALUE"):
         arch_sweep.parse_variant("r:radial_mlp")
     base = tmp_path / "base.yaml"
