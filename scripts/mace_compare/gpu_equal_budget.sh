@@ -19,5 +19,9 @@ for run in /tmp/cmp/*/; do
     run=${run%/}
     [ -f "$run/test_metrics.json" ] && for f in model.pt metrics.csv test_metrics.json; do cp "$run/$f" "$OUT/$(basename "$run")-$f"; done
 done
-cp /tmp/cmp/mace/mace-cpu.model /tmp/cmp/mace/budget.json /tmp/cmp/mace/logs/mace_run-0.log "$OUT/" 2>/dev/null
+for run in /tmp/cmp/mace*/; do  # mace, mace-seed1, ... (not mace-data)
+    run=${run%/}; name=$(basename "$run")
+    [ -f "$run/budget.json" ] && for f in mace-cpu.model budget.json logs/mace_run-0.log; do
+        cp "$run/$f" "$OUT/$name-$(basename "$f")"; done
+done
 ls -l "$OUT"
