@@ -29,7 +29,12 @@ from pathlib import Path
 
 import yaml
 
-from geomformer_md.train.config import TrainingConfig
+from geomformer_md.train.config import (
+    TrainingConfig,
+    load_train_config,
+    read_setting_value,
+    train_config_from_dict,
+)
 
 TRAINING_KEYS = {f.name for f in dataclasses.fields(TrainingConfig)}
 
@@ -44,25 +49,12 @@ def parse_variant(text: str) -> tuple[str, dict, dict]:
         if not sep:
             raise ValueError(f"variant {text!r}: {item!r} is not KEY=VALUE")
         key = key.strip()
-        (training if key in TRAINING_KEYS else model)[key] = read_value(value)
+        (training if key in TRAINING_KEYS else model)[key] = read_setting_value(value)
     return name, model, training
-
-
-def read_value(text: str):
-    """YAML, except that 3e-3 (a string to YAML 1.1, which wants 3.0e-3) is a number."""
-    value = yaml.safe_load(text)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    return value
 
 
 def variant_config(base: Path, out: Path, epochs: int, batch: int, model: dict, training: dict):
     """The base config with the sweep's schedule and the variant's settings, validated."""
-    from geomformer_md.train.config import load_train_config, train_config_from_dict
-
     raw = load_train_config(base).to_dict()
     raw["out_dir"] = str(out)
     raw["model"] = {**raw["model"], **model}

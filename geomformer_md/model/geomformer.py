@@ -152,7 +152,9 @@ class GeoMFormer(nn.Module):
         w = cfg.radial_mlp
         self.radial = None  # the basis itself, or an MLP of it (config.radial_mlp)
         if w:
-            self.radial = nn.Sequential(nn.Linear(cfg.n_rbf, w), nn.SiLU(), nn.Linear(w, w), nn.SiLU())
+            self.radial = nn.Sequential(
+                nn.Linear(cfg.n_rbf, w), nn.SiLU(), nn.Linear(w, w), nn.SiLU()
+            )
         self.embed = nn.Embedding(ns, d)
         self.inv_init = nn.Linear(w or cfg.n_rbf, d, bias=False)
         self.equ_init = nn.Linear(w or cfg.n_rbf, d, bias=False)
@@ -219,8 +221,7 @@ class GeoMFormer(nn.Module):
         rbf = self.rbf(dist)
         self_rbf = self.self_rbf
         if self.radial is not None:  # the self edge's features go through the same MLP
-            feats = self.radial(torch.cat([rbf, self_rbf.unsqueeze(0)]))
-            rbf, self_rbf = feats[:-1], feats[-1]
+            rbf, self_rbf = self.radial(rbf), self.radial(self_rbf)
         unit = edge_vec / dist.unsqueeze(-1)
         i, j = edge_index[0], edge_index[1]
 

@@ -164,6 +164,20 @@ def train_config_from_dict(raw: dict) -> TrainConfig:
     return cfg
 
 
+def read_setting_value(text: str):
+    """A KEY=VALUE setting's value from the command line: YAML, except that 3e-3 (a string
+    to YAML 1.1, which wants 3.0e-3) is a number, as a user writing it means."""
+    import yaml
+
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
+
+
 def load_train_config(path: str | Path) -> TrainConfig:
     import yaml
 

@@ -146,7 +146,7 @@ def main(argv=None) -> int:
         default=[],
         metavar="KEY=VALUE",
         help="GeoMFormer model setting instead of the config's, e.g. --model d_model=64 "
-        "--model n_rbf=16 (repeatable; values are read as YAML)",
+        "--model n_rbf=16 (repeatable; values are read as YAML, 1e-3 as a number)",
     )
     ap.add_argument("--lr", type=float, default=None, help="GeoMFormer peak learning rate")
     ap.add_argument(
@@ -155,14 +155,14 @@ def main(argv=None) -> int:
         "run-to-run scatter of ~5 %% in force MAE needs more than one seed to compare",
     )
     args = ap.parse_args(argv)
-    import yaml
+    from geomformer_md.train.config import read_setting_value
 
     overrides = {}
     for item in args.model:
         key, sep, value = item.partition("=")
         if not sep:
             ap.error(f"--model wants KEY=VALUE, got {item!r}")
-        overrides[key.strip()] = yaml.safe_load(value)
+        overrides[key.strip()] = read_setting_value(value)
     if overrides:  # checked by the trainer's own config validation, before any training
         from geomformer_md.train.config import load_train_config, train_config_from_dict
 

@@ -21,7 +21,7 @@ for run in /tmp/cmp/*/; do
 done
 for run in /tmp/cmp/mace*/; do  # mace, mace-seed1, ... (not mace-data)
     run=${run%/}; name=$(basename "$run")
-    [ -f "$run/budget.json" ] && for f in mace-cpu.model budget.json "$run"/logs/*.log; do  # the log is mace_run-<seed>.log
-        case $f in /*) src=$f ;; *) src=$run/$f ;; esac; cp "$src" "$OUT/$name-$(basename "$f")"; done
+    [ -f "$run/budget.json" ] && for f in "$run/mace-cpu.model" "$run/budget.json" "$run"/logs/*.log; do
+        cp "$f" "$OUT/$name-$(basename "$f")"; done  # the log is mace_run-<seed>.log
 done
 ls -l "$OUT"
