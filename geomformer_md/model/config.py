@@ -32,6 +32,11 @@ class GeoMFormerConfig:
             value filters, the initial streams), as in NequIP and MACE. 0 (default,
             and every file written before this key) uses the K basis functions
             directly, so each filter is a linear combination of them.
+        angular_lmax: add three-body invariants of each atom's neighbourhood with
+            Legendre degrees 1..angular_lmax (at most 3) to the invariant stream in
+            every block (model/angular.py). 0 (default, and every file written before
+            this key) leaves directions to the l = 1 vectors alone.
+        angular_channels: channels c of those angular moments.
         ffn_mult: hidden width of the FFNs as a multiple of d_model.
         equ_norm: "rms" (channel-RMS, default) or "whiten" (3x3 inverse square
             root, the paper's choice; computed by Newton-Schulz so its double
@@ -73,6 +78,8 @@ class GeoMFormerConfig:
     n_rbf: int = 16
     rbf: str = "bessel"
     radial_mlp: int = 0
+    angular_lmax: int = 0
+    angular_channels: int = 16
     ffn_mult: int = 2
     equ_norm: str = "rms"
     equ_norm_eps: float = 1.0
@@ -110,6 +117,10 @@ class GeoMFormerConfig:
             problems.append("n_layers must be >= 0, n_rbf and ffn_mult > 0")
         if self.radial_mlp < 0:
             problems.append(f"radial_mlp must be >= 0 (0 = no radial MLP), got {self.radial_mlp}")
+        if not 0 <= self.angular_lmax <= 3:
+            problems.append(f"angular_lmax must be 0 (off), 1, 2 or 3, got {self.angular_lmax}")
+        if self.angular_channels <= 0:
+            problems.append(f"angular_channels must be > 0, got {self.angular_channels}")
         if self.rbf not in ("bessel", "gaussian"):
             problems.append(f"rbf must be 'bessel' or 'gaussian', got {self.rbf!r}")
         if self.equ_norm not in ("rms", "whiten"):

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .angular import AngularInvariants, real_harmonics
 from .attention import (
     Edges,
     EquCrossAttention,
@@ -92,6 +93,11 @@ class GeoMFormerBlock(nn.Module):
             self.equ_cross = EquCrossAttention(d, h)
             self.eln_ffn, self.ln_gate = _equ_norm(cfg), nn.LayerNorm(d)
             self.equ_ffn = EquFFN(d, hidden)
+        self.angular = None
+        if cfg.angular_lmax:
+            self.angular = AngularInvariants(
+                d, cfg.radial_mlp or cfg.n_rbf, cfg.angular_channels, cfg.angular_lmax, cfg.avg_neighbors
+            )
 
     def _edge_terms(self, rbf: torch.Tensor):
         """Attention biases (n_att x [E, H]) and value filters (3 x [E, d] or None) of the
@@ -110,8 +116,10 @@ class GeoMFormerBlock(nn.Module):
             filt = tuple(F.linear(rbf, w[r : r + d], wb[r : r + d]) for r in rows)
         return b, filt + (None,) * (3 - len(filt))
 
-    def forward(self, zi, ze, chunks: list[Edges]):
-        """chunks: the edges of consecutive ranges of centres covering all atoms, in order."""
+    def forward(self, zi, ze, chunks: list[Edges], geo=None):
+        """chunks: the edges of consecutive ranges of centres covering all atoms, in order;
+        geo: (i, j, m, edge features, harmonics) of the geometric edges, for the angular
+        invariants (None when the model has none)."""
         terms = [self._edge_terms(edges.rbf) for edges in chunks]
         b = [[t[0][k] for t in terms] for k in range(4 if self.update_equ else 2)]  # per range
         filt_i, filt_e, gate_e = ([t[1][k] for t in terms] for k in range(3))
@@ -119,7 +127,10 @@ class GeoMFormerBlock(nn.Module):
             return channel_dropout(t, self.p, self.training)
 
         x, v = self.ln_att(zi), self.eln_att(ze)
-        zi = zi + drop(self.inv_self(x, chunks, b[0], filt_i) + self.inv_cross(x, v, chunks, b[1]))
+        upd = self.inv_self(x, chunks, b[0], filt_i) + self.inv_cross(x, v, chunks, b[1])
+        if self.angular is not None:
+            upd = upd + self.angular(x, *geo)
+        zi = zi + drop(upd)
         if self.update_equ:
             equ_self = self.equ_self(v, x, chunks, b[2], filt_e, gate_e)
             ze = ze + drop(equ_self + self.equ_cross(v, x, chunks, b[3]))
@@ -236,8 +247,9 @@ class GeoMFormer(nn.Module):
             ze = ze + self.vector_in(node_vectors.to(ze.dtype))
 
         chunks = self._chunks(i, j, m, rbf, self_rbf, unit, n, n_chunks)
+        geo = (i, j, m, rbf, real_harmonics(unit, cfg.angular_lmax)) if cfg.angular_lmax else None
         for block in self.blocks:
-            zi, ze = block(zi, ze, chunks)
+            zi, ze = block(zi, ze, chunks, geo)
 
         out = {}
         if cfg.energy_head:
@@ -302,7 +314,8 @@ def init_summary(model: GeoMFormer) -> str:
     cfg = model.config
     return (
         f"GeoMFormer d={cfg.d_model} H={cfg.n_heads} L={cfg.n_layers} K={cfg.n_rbf}"
-        f"{f' radial MLP {cfg.radial_mlp}' if cfg.radial_mlp else ''} "
+        f"{f' radial MLP {cfg.radial_mlp}' if cfg.radial_mlp else ''}"
+        f"{f' angular l<={cfg.angular_lmax} x{cfg.angular_channels}' if cfg.angular_lmax else ''} "
         f"r_c={cfg.cutoff} Å, {model.n_parameters() / 1e3:.1f}k parameters, {cfg.dtype}"
     )
 

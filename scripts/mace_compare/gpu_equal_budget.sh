@@ -1,7 +1,7 @@
 #!/bin/bash
 # Equal-budget GeoMFormer vs MACE on a lent GPU machine (no internet there). Beforehand, here:
 # put the wheels of mace-torch and the missing packages in .whl/ (see scripts/mace_compare/README.md).
-# There:  MINUTES=3.5 bash scripts/mace_compare/gpu_equal_budget.sh   (results under $OUT/cmp)
+# There:  MINUTES=3.5 bash scripts/mace_compare/gpu_equal_budget.sh   (results: $OUT/log.txt, summary.json, runs.tgz)
 set -u
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/out}
@@ -12,16 +12,19 @@ export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv > "$OUT/gpu.txt" 2>&1
 python3 scripts/mace_compare/equal_budget.py "${CONFIG:-scripts/catalysis-v4.yaml}" --out /tmp/cmp --minutes "${MINUTES:-3.5}" \
     --device cuda --batch-size "${BATCH:-12}" ${EXTRA:-} 2>&1 | tee -a "$OUT/log.txt"   # -a: several runs in one device call
-# Flat copies: the device returns few files and only shallow folders.
+# The device returns at most 8 files from $OUT: every run's files go flat into one archive,
+# runs.tgz (rebuilt by each invocation from all runs so far, so the last one holds them all).
+STAGE=/tmp/stage; rm -rf "$STAGE"; mkdir -p "$STAGE"
 cp /tmp/cmp/summary.json "$OUT/"
 # Every GeoMFormer run, whatever its --name (a run folder is one with a test_metrics.json).
 for run in /tmp/cmp/*/; do
     run=${run%/}
-    [ -f "$run/test_metrics.json" ] && for f in model.pt metrics.csv test_metrics.json; do cp "$run/$f" "$OUT/$(basename "$run")-$f"; done
+    [ -f "$run/test_metrics.json" ] && for f in model.pt metrics.csv test_metrics.json; do cp "$run/$f" "$STAGE/$(basename "$run")-$f"; done
 done
 for run in /tmp/cmp/mace*/; do  # mace, mace-seed1, ... (not mace-data)
     run=${run%/}; name=$(basename "$run")
     [ -f "$run/budget.json" ] && for f in "$run/mace-cpu.model" "$run/budget.json" "$run"/logs/*.log; do
-        cp "$f" "$OUT/$name-$(basename "$f")"; done  # the log is mace_run-<seed>.log
+        cp "$f" "$STAGE/$name-$(basename "$f")"; done  # the log is mace_run-<seed>.log
 done
-ls -l "$OUT"
+tar czf "$OUT/runs.tgz" -C "$STAGE" .
+ls -l "$STAGE" "$OUT"
