@@ -219,10 +219,13 @@ def test_real_harmonics_obey_the_addition_theorem():
     from geomformer_md.model.angular import real_harmonics
 
     g = torch.Generator().manual_seed(0)
-    u, w = (torch.nn.functional.normalize(torch.randn(50, 3, generator=g, dtype=torch.float64), dim=-1)
-            for _ in range(2))
+    u, w = (
+        torch.nn.functional.normalize(torch.randn(50, 3, generator=g, dtype=torch.float64), dim=-1)
+        for _ in range(2)
+    )
     cos = (u * w).sum(-1).numpy()
-    for l, (yu, yw) in enumerate(zip(real_harmonics(u, 3), real_harmonics(w, 3), strict=True), start=1):
+    pairs = zip(real_harmonics(u, 3), real_harmonics(w, 3), strict=True)
+    for l, (yu, yw) in enumerate(pairs, start=1):
         assert yu.shape[1] == 2 * l + 1
         p_l = legendre.legval(cos, [0] * l + [1])
         np.testing.assert_allclose((yu * yw).sum(-1).numpy(), p_l, atol=1e-12)

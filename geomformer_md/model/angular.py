@@ -36,7 +36,8 @@ def real_harmonics(u: torch.Tensor, lmax: int) -> list[torch.Tensor]:
     out = [u]
     if lmax >= 2:
         out.append(torch.stack([
-            _S3 * x * y, _S3 * y * z, 0.5 * (3.0 * z * z - 1.0), _S3 * x * z, 0.5 * _S3 * (x * x - y * y),
+            _S3 * x * y, _S3 * y * z, 0.5 * (3.0 * z * z - 1.0), _S3 * x * z,
+            0.5 * _S3 * (x * x - y * y),
         ], dim=-1))
     if lmax >= 3:
         zz = 5.0 * z * z
@@ -56,7 +57,9 @@ class AngularInvariants(nn.Module):
     Only geometric edges enter (the self edge has no direction).
     """
 
-    def __init__(self, d: int, n_edge_features: int, channels: int, lmax: int, avg_neighbors: float):
+    def __init__(
+        self, d: int, n_edge_features: int, channels: int, lmax: int, avg_neighbors: float
+    ):
         super().__init__()
         # The moments of l >= 1 mostly cancel over a neighbourhood (all of them, up to l = 3,
         # in a perfect fcc crystal), and the invariants are quadratic in them: with default
