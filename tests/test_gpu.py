@@ -16,8 +16,9 @@ pytestmark = [
 ]
 
 
-def test_cuda_calculator_matches_cpu_in_float64():
-    model = make_model("float64")
+@pytest.mark.parametrize("config", [{}, {"angular_lmax": 3, "angular_channels": 8}], ids=["base", "angular"])
+def test_cuda_calculator_matches_cpu_in_float64(config):
+    model = make_model("float64", **config)
     cpu, gpu = GeoMFormerCalculator(model), GeoMFormerCalculator(model, device="cuda")
     assert gpu.neighbor_backend == "torch"
     for atoms in sample_structures().values():
