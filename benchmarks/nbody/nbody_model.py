@@ -12,8 +12,9 @@ because x0 is added back outside.
 
 Variants (benchmarks only, the package is not changed):
 * "full": the model as shipped.
-* "no_cross": ablation; InvCross and EquCross of every block are replaced by
-  modules that return zeros (their parameters are removed, so the count drops).
+* "no_cross": ablation; InvCross and EquCross of every block are removed
+  (``block.cross = False``: their updates are zero and their parameters are gone,
+  so the count drops).
   The self-attentions, FFNs and edge-valued messages are untouched.
 * "edge_qq": prototype of a per-edge invariant input (q_i q_j). The Bessel
   features psi_ij are concatenated with e_ij = [q_i q_j] before every consumer
@@ -31,16 +32,6 @@ from torch import nn
 from geomformer_md.model import GeoMFormer, GeoMFormerConfig
 
 VARIANTS = ("full", "no_cross", "edge_qq")
-
-
-class _ZeroInvCross(nn.Module):
-    def forward(self, x, v, edges, bias):
-        return torch.zeros_like(x)
-
-
-class _ZeroEquCross(nn.Module):
-    def forward(self, v, x, edges, bias):
-        return torch.zeros_like(v)
 
 
 class _RadialWithEdgeScalars(nn.Module):
@@ -116,7 +107,7 @@ class NBodyPredictor(nn.Module):
             self.net = GeoMFormer(cfg)
         if variant == "no_cross":
             for block in self.net.blocks:
-                block.inv_cross, block.equ_cross = _ZeroInvCross(), _ZeroEquCross()
+                block.cross, block.inv_cross, block.equ_cross = False, None, None
         self.vel_coef = nn.Parameter(torch.ones((), dtype=cfg.torch_dtype))
         self._graphs: dict = {}
 

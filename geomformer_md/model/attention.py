@@ -122,10 +122,12 @@ def _scores(q: torch.Tensor, k: torch.Tensor, h: int) -> torch.Tensor:
     return (q * k).view(e, h, w // h).sum(-1) / math.sqrt(w // h)
 
 
-# Each attention is split in two: ``project`` makes the node-level queries, keys and
-# values once per layer; ``attend`` does the per-edge work for one range of centres
-# (see GeoMFormer._chunks) and returns their aggregated values. ``forward`` takes one
-# Edges or a list of ranges (with per-edge arguments as lists, one per range).
+# Each attention is split up: ``project`` makes the node-level queries, keys and values
+# once per layer; for one range of centres (see GeoMFormer._chunks), ``scores`` gives the
+# per-edge, per-head scores and ``aggregate`` the attention-weighted sum of values, and
+# ``attend`` = softmax of scores + bias, then aggregate. ``forward`` takes one Edges or a
+# list of ranges (with per-edge arguments as lists, one per range). GeoMFormerBlock calls
+# scores and aggregate itself, so that one softmax serves all four attentions.
 
 
 class InvSelfAttention(nn.Module):
@@ -140,11 +142,17 @@ class InvSelfAttention(nn.Module):
     def project(self, x):
         return self.qkv(x).chunk(3, dim=-1)  # q, k, val [n, d]
 
-    def attend(self, nodes, edges: Edges, bias, filt=None):
-        (q, k, val), i, j = nodes, edges.centre, edges.neighbour
-        a = edge_softmax(_scores(gather(q, i), gather(k, j), self.h) + bias, edges)
-        val = gather(val, j) if filt is None else gather(val, j) * filt  # distance-filtered values
+    def scores(self, nodes, edges: Edges):
+        return _scores(gather(nodes[0], edges.centre), gather(nodes[1], edges.neighbour), self.h)
+
+    def aggregate(self, nodes, edges: Edges, a, filt=None):
+        val = gather(nodes[2], edges.neighbour)
+        val = val if filt is None else val * filt  # distance-filtered values
         return scatter_sum(weigh(a, val), edges)
+
+    def attend(self, nodes, edges: Edges, bias, filt=None):
+        a = edge_softmax(self.scores(nodes, edges) + bias, edges)
+        return self.aggregate(nodes, edges, a, filt)
 
     def forward(self, x, edges, bias, filt=None):
         nodes = self.project(x)
@@ -175,13 +183,18 @@ class InvCrossAttention(nn.Module):
         vec = p[..., 4 * d :] if p.shape[-1] == 5 * d else None  # [n, 3, d]: v_j W_V3
         return self.q(x), inner(0, 1) / math.sqrt(3.0), inner(2, 3) / math.sqrt(3.0), vec
 
-    def attend(self, nodes, edges: Edges, bias):
-        (q, k, val, vec), i, j = nodes, edges.centre, edges.neighbour
-        a = edge_softmax(_scores(gather(q, i), gather(k, j), self.h) + bias, edges)
+    def scores(self, nodes, edges: Edges):
+        return _scores(gather(nodes[0], edges.centre), gather(nodes[1], edges.neighbour), self.h)
+
+    def aggregate(self, nodes, edges: Edges, a):
+        (_, _, val, vec), j = nodes, edges.neighbour
         val = gather(val, j)
         if vec is not None:  # + u_ij . (v_j W_V3)
             val = val + (edges.unit.unsqueeze(-1) * gather(vec, j)).sum(1)
         return scatter_sum(weigh(a, val), edges)
+
+    def attend(self, nodes, edges: Edges, bias):
+        return self.aggregate(nodes, edges, edge_softmax(self.scores(nodes, edges) + bias, edges))
 
     def forward(self, x, v, edges, bias):
         nodes = self.project(x, v)
@@ -207,9 +220,15 @@ class EquSelfAttention(nn.Module):
         u = self.u(x) if self.u is not None else None
         return head_major(q, self.h), head_major(k, self.h), val, u
 
+    def scores(self, nodes, edges: Edges):
+        return _scores(gather(nodes[0], edges.centre), gather(nodes[1], edges.neighbour), self.h)
+
     def attend(self, nodes, edges: Edges, bias, filt=None, gate=None):
-        (q, k, val, u), i, j = nodes, edges.centre, edges.neighbour
-        a = edge_softmax(_scores(gather(q, i), gather(k, j), self.h) + bias, edges)
+        a = edge_softmax(self.scores(nodes, edges) + bias, edges)
+        return self.aggregate(nodes, edges, a, filt, gate)
+
+    def aggregate(self, nodes, edges: Edges, a, filt=None, gate=None):
+        (_, _, val, u), j = nodes, edges.neighbour
         val = gather(val, j)
         if u is None:
             return scatter_sum(weigh(a, val), edges)
@@ -242,10 +261,14 @@ class EquCrossAttention(nn.Module):
         k, val = k1 * k2.unsqueeze(1), v1 * v2.unsqueeze(1)
         return head_major(q, self.h), head_major(k, self.h), val
 
+    def scores(self, nodes, edges: Edges):
+        return _scores(gather(nodes[0], edges.centre), gather(nodes[1], edges.neighbour), self.h)
+
+    def aggregate(self, nodes, edges: Edges, a):
+        return scatter_sum(weigh(a, gather(nodes[2], edges.neighbour)), edges)
+
     def attend(self, nodes, edges: Edges, bias):
-        (q, k, val), i, j = nodes, edges.centre, edges.neighbour
-        a = edge_softmax(_scores(gather(q, i), gather(k, j), self.h) + bias, edges)
-        return scatter_sum(weigh(a, gather(val, j)), edges)
+        return self.aggregate(nodes, edges, edge_softmax(self.scores(nodes, edges) + bias, edges))
 
     def forward(self, v, x, edges, bias):
         nodes = self.project(v, x)

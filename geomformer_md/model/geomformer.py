@@ -20,6 +20,7 @@ from .attention import (
     EquSelfAttention,
     InvCrossAttention,
     InvSelfAttention,
+    edge_softmax,
 )
 from .config import GeoMFormerConfig
 from .radial import EquRMSNorm, EquWhitenNorm, RadialBasis, envelope
@@ -80,6 +81,7 @@ class GeoMFormerBlock(nn.Module):
         d, h, hidden = cfg.d_model, cfg.n_heads, cfg.ffn_mult * cfg.d_model
         self.h, self.d, self.p = h, d, cfg.dropout
         self.edge_values, self.update_equ = cfg.edge_values, update_equ
+        self.cross = True  # False: an ablation without the two cross attentions (benchmarks/nbody)
         n_att = 4 if update_equ else 2
         n_filt = (3 if update_equ else 1) if cfg.edge_values else 0
         # Per-head attention biases of the attentions (+ value filters), one matmul.
@@ -95,13 +97,15 @@ class GeoMFormerBlock(nn.Module):
             self.equ_ffn = EquFFN(d, hidden)
         self.angular = None
         if cfg.angular_lmax:
+            n_feat, lmax = cfg.radial_mlp or cfg.n_rbf, cfg.angular_lmax
             self.angular = AngularInvariants(
-                d, cfg.radial_mlp or cfg.n_rbf, cfg.angular_channels, cfg.angular_lmax, cfg.avg_neighbors
+                d, n_feat, cfg.angular_channels, lmax, cfg.avg_neighbors
             )
 
     def _edge_terms(self, rbf: torch.Tensor):
-        """Attention biases (n_att x [E, H]) and value filters (3 x [E, d] or None) of the
-        edge features rbf [E, K] (the basis, or the radial MLP's output).
+        """Attention biases ([E, n_att H], per attention in the order inv_self, inv_cross,
+        equ_self, equ_cross) and value filters (3 x [E, d] or None) of the edge features
+        rbf [E, K] (the basis, or the radial MLP's output).
 
         edge_proj's rows are [n_att H biases | n_filt d-wide filters]; each part is its own
         linear map, so outputs are contiguous and backward has no [E, n_att H + n_filt d]
@@ -109,31 +113,61 @@ class GeoMFormerBlock(nn.Module):
         """
         h, d, w, wb = self.h, self.d, self.edge_proj.weight, self.edge_proj.bias
         n_att = 4 if self.update_equ else 2
-        b = F.linear(rbf, w[: n_att * h], wb[: n_att * h]).split(h, dim=-1)
+        b = F.linear(rbf, w[: n_att * h], wb[: n_att * h])
         filt = (None, None, None)
         if self.edge_values:
             rows = range(n_att * h, w.shape[0], d)
             filt = tuple(F.linear(rbf, w[r : r + d], wb[r : r + d]) for r in rows)
         return b, filt + (None,) * (3 - len(filt))
 
+    def _attentions(self, x, v, chunks: list[Edges]):
+        """The four attention updates (two without update_equ; the self ones alone without
+        cross): one edge softmax over the concatenated [E, n H] scores serves all of them.
+        Per-head columns are independent, so this equals four separate softmaxes; it saves
+        three softmaxes' worth of small kernels, which bound a GPU training step."""
+        equ = self.update_equ
+        atts = [(self.inv_self, self.inv_self.project(x))]
+        atts.append((self.inv_cross, self.inv_cross.project(x, v)) if self.cross else None)
+        if equ:
+            atts.append((self.equ_self, self.equ_self.project(v, x)))
+            atts.append((self.equ_cross, self.equ_cross.project(v, x)) if self.cross else None)
+        live = [k for k, att in enumerate(atts) if att is not None]
+        outs = [[] for _ in atts]
+        for edges in chunks:
+            bias, (filt_i, filt_e, gate_e) = self._edge_terms(edges.rbf)
+            if len(live) < len(atts):  # the bias columns of the attentions that run
+                e = bias.shape[0]
+                bias = bias.view(e, len(atts), self.h)[:, live].reshape(e, -1)
+            s = torch.cat([atts[k][0].scores(atts[k][1], edges) for k in live], dim=1) + bias
+            a = dict(zip(live, edge_softmax(s, edges).split(self.h, dim=1), strict=True))
+            extra = {0: (filt_i,), 2: (filt_e, gate_e)}
+            for k in live:
+                att, nodes = atts[k]
+                outs[k].append(att.aggregate(nodes, edges, a[k], *extra.get(k, ())))
+
+        def update(k, like):
+            if atts[k] is None:
+                return torch.zeros_like(like)
+            parts = outs[k]
+            return atts[k][0].out(parts[0] if len(parts) == 1 else torch.cat(parts))
+
+        inv = update(0, x) + update(1, x)
+        return inv, (update(2, v) + update(3, v)) if equ else None
+
     def forward(self, zi, ze, chunks: list[Edges], geo=None):
         """chunks: the edges of consecutive ranges of centres covering all atoms, in order;
         geo: (i, j, m, edge features, harmonics) of the geometric edges, for the angular
         invariants (None when the model has none)."""
-        terms = [self._edge_terms(edges.rbf) for edges in chunks]
-        b = [[t[0][k] for t in terms] for k in range(4 if self.update_equ else 2)]  # per range
-        filt_i, filt_e, gate_e = ([t[1][k] for t in terms] for k in range(3))
         def drop(t):
             return channel_dropout(t, self.p, self.training)
 
         x, v = self.ln_att(zi), self.eln_att(ze)
-        upd = self.inv_self(x, chunks, b[0], filt_i) + self.inv_cross(x, v, chunks, b[1])
+        inv, equ = self._attentions(x, v, chunks)
         if self.angular is not None:
-            upd = upd + self.angular(x, *geo)
-        zi = zi + drop(upd)
+            inv = inv + self.angular(x, *geo)
+        zi = zi + drop(inv)
         if self.update_equ:
-            equ_self = self.equ_self(v, x, chunks, b[2], filt_e, gate_e)
-            ze = ze + drop(equ_self + self.equ_cross(v, x, chunks, b[3]))
+            ze = ze + drop(equ)
         zi = zi + drop(self.inv_ffn(self.ln_ffn(zi)))
         if self.update_equ:
             ze = ze + drop(self.equ_ffn(self.eln_ffn(ze), self.ln_gate(zi)))
@@ -247,7 +281,9 @@ class GeoMFormer(nn.Module):
             ze = ze + self.vector_in(node_vectors.to(ze.dtype))
 
         chunks = self._chunks(i, j, m, rbf, self_rbf, unit, n, n_chunks)
-        geo = (i, j, m, rbf, real_harmonics(unit, cfg.angular_lmax)) if cfg.angular_lmax else None
+        geo = None
+        if cfg.angular_lmax:
+            geo = (i, j, m, rbf, torch.cat(real_harmonics(unit, cfg.angular_lmax), dim=-1))
         for block in self.blocks:
             zi, ze = block(zi, ze, chunks, geo)
 
