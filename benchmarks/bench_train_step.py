@@ -7,7 +7,7 @@ per step. On a GPU at our training batch sizes the step time is set by kernel la
 step's cost: a variant with 20 % more operators will do ~20 % fewer steps in a GPU budget.
 
     python benchmarks/bench_train_step.py --variant base --variant ang3:angular_lmax=3
-    python benchmarks/bench_train_step.py --frames 32 --rounds 5 --variant base --variant L2:n_layers=2
+    python benchmarks/bench_train_step.py --frames 32 --variant base --variant L2:n_layers=2
 
 Variants are NAME[:KEY=VALUE,...] of GeoMFormerConfig over the catalysis-v4 model
 (d 48, 4 heads, 3 layers, 12 Bessel functions, r_c 4.5 Å); the batch is the first
@@ -48,7 +48,8 @@ def parse(text: str) -> tuple[str, dict]:
 
 def step(potential: Potential, batch) -> None:
     out = potential(batch.graph, forces=True, stress=False, create_graph=True)
-    loss = ((out["energy"] - batch.energy) ** 2).mean() + ((out["forces"] - batch.forces) ** 2).mean()
+    de, df = out["energy"] - batch.energy, out["forces"] - batch.forces
+    loss = (de**2).mean() + (df**2).mean()
     potential.zero_grad(set_to_none=True)
     loss.backward()
 
@@ -60,14 +61,15 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=12, help="frames per batch")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--top", type=int, default=0, help="list the N most frequent aten ops per variant")
+    ap.add_argument("--top", type=int, default=0, help="list each variant's N most frequent ops")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     # One edge range, as on a GPU (on the CPU large graphs are split into ranges of centres,
     # which multiplies the operator count; geomformer.GeoMFormer._n_chunks).
     geomformer.EDGE_CHUNK_BYTES = 2**62
     frames = [f for f in ase.io.read(a.data, index=f":{4 * a.frames}") if len(f) > 1][: a.frames]
-    species = sorted({int(z) for f in frames for z in f.numbers} | {1, 6, 7, 8, 28, 29, 46, 47, 78, 79})
+    species = {int(z) for f in frames for z in f.numbers} | {1, 6, 7, 8, 28, 29, 46, 47, 78, 79}
+    species = sorted(species)
     variants = dict(parse(v) for v in a.variant)
     pots, ops = {}, {}
     for name, over in variants.items():
@@ -78,8 +80,8 @@ def main(argv=None) -> int:
         step(*pots[name])  # warm-up
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             step(*pots[name])
-        counts = sorted(((e.count, e.key) for e in prof.key_averages() if e.key.startswith("aten::")),
-                        reverse=True)
+        aten = [e for e in prof.key_averages() if e.key.startswith("aten::")]
+        counts = sorted(((e.count, e.key) for e in aten), reverse=True)
         ops[name] = sum(c for c, _ in counts)
         if a.top:
             print(name, ", ".join(f"{k[6:]} {c}" for c, k in counts[: a.top]))
