@@ -1,9 +1,9 @@
 """Cost of one force-training step (forward, forces by autograd with create_graph, loss
-backward) for model variants side by side, on the CPU.
+backward) for model variants side by side.
 
-Prints, per variant: the median CPU time per step and the number of aten operator calls
-per step. On a GPU at our training batch sizes the step time is set by kernel launches
-(scripts/mace_compare/README.md), so the operator count is the CPU-side proxy of a GPU
+Prints, per variant: the median time per step (CPU, or --device cuda) and the number of
+aten operator calls per step. On a GPU at our training batch sizes the step time is set by
+kernel launches (scripts/mace_compare/README.md), so the operator count is the CPU-side proxy of a GPU
 step's cost: a variant with 20 % more operators will do ~20 % fewer steps in a GPU budget.
 
     python benchmarks/bench_train_step.py --variant base --variant ang3:angular_lmax=3
@@ -61,6 +61,7 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=12, help="frames per batch")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="where steps are timed (ops: on the CPU)")
     ap.add_argument("--top", type=int, default=0, help="list each variant's N most frequent ops")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -76,9 +77,12 @@ def main(argv=None) -> int:
         torch.manual_seed(0)
         model = GeoMFormer(GeoMFormerConfig(species=tuple(species), **{**BASE, **over}))
         samples, _ = make_samples(frames, model.cutoff, model.config.species, "bench", 1e9)
-        pots[name] = (Potential(model).train(), collate_samples(samples))
-        step(*pots[name])  # warm-up
+        pot, batch = Potential(model).train(), collate_samples(samples)
+        step(pot, batch)  # warm-up
         with profile(activities=[ProfilerActivity.CPU]) as prof:
+            step(pot, batch)
+        pots[name] = (pot.to(a.device), batch.to(a.device))
+        for _ in range(3):  # warm-up on the device (allocator, kernels)
             step(*pots[name])
         aten = [e for e in prof.key_averages() if e.key.startswith("aten::")]
         counts = sorted(((e.count, e.key) for e in aten), reverse=True)
@@ -86,14 +90,18 @@ def main(argv=None) -> int:
         if a.top:
             print(name, ", ".join(f"{k[6:]} {c}" for c, k in counts[: a.top]))
     times = {name: [] for name in pots}
+    sync = torch.cuda.synchronize if a.device.startswith("cuda") else (lambda: None)
     for r in range(a.rounds):
         for name in list(pots)[r % len(pots):] + list(pots)[: r % len(pots)]:
+            sync()
             t0 = time.perf_counter()
             step(*pots[name])
+            sync()
             times[name].append(time.perf_counter() - t0)
     n_atoms = sum(len(f) for f in frames)
     first = next(iter(pots))
-    print(f"{len(frames)} frames, {n_atoms} atoms, {a.threads} threads, {a.rounds} rounds")
+    print(f"{len(frames)} frames, {n_atoms} atoms, {a.device}, {a.threads} threads, "
+          f"{a.rounds} rounds")
     print(f"{'variant':14s} {'params':>8s} {'ms/step':>8s} {'x':>5s} {'aten ops':>9s} {'x':>5s}")
     t_ref = statistics.median(times[first])
     for name, (pot, _) in pots.items():
