@@ -2,9 +2,10 @@
 backward) for model variants side by side.
 
 Prints, per variant: the median time per step (CPU, or --device cuda) and the number of
-aten operator calls per step. On a GPU at our training batch sizes the step time is set by
-kernel launches (scripts/mace_compare/README.md), so the operator count is the CPU-side proxy of a GPU
-step's cost: a variant with 20 % more operators will do ~20 % fewer steps in a GPU budget.
+aten operator calls per step. On a GPU at our training batch sizes the step time is set
+by kernel launches (scripts/mace_compare/README.md), so the operator count is the CPU-side
+proxy of a GPU step's cost: a variant with 20 % more operators does ~20 % fewer steps in a
+GPU budget.
 
     python benchmarks/bench_train_step.py --variant base --variant ang3:angular_lmax=3
     python benchmarks/bench_train_step.py --frames 32 --variant base --variant L2:n_layers=2
