@@ -16,7 +16,9 @@ pytestmark = [
 ]
 
 
-@pytest.mark.parametrize("config", [{}, {"angular_lmax": 3, "angular_channels": 8}], ids=["base", "angular"])
+@pytest.mark.parametrize(
+    "config", [{}, {"angular_lmax": 3, "angular_channels": 8}], ids=["base", "angular"]
+)
 def test_cuda_calculator_matches_cpu_in_float64(config):
     model = make_model("float64", **config)
     cpu, gpu = GeoMFormerCalculator(model), GeoMFormerCalculator(model, device="cuda")
