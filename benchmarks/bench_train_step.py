@@ -29,22 +29,11 @@ from torch.profiler import ProfilerActivity, profile
 
 from geomformer_md.model import GeoMFormer, GeoMFormerConfig, geomformer
 from geomformer_md.potential import Potential
-from geomformer_md.train.config import read_setting_value
+from geomformer_md.train.config import read_variant
 from geomformer_md.train.data import collate_samples, make_samples
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = dict(d_model=48, n_heads=4, n_layers=3, n_rbf=12, cutoff=4.5, edge_values=True)
-
-
-def parse(text: str) -> tuple[str, dict]:
-    name, _, rest = text.partition(":")
-    over = {}
-    for item in filter(None, rest.split(",")):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"variant {text!r}: {item!r} is not KEY=VALUE")
-        over[key.strip()] = read_setting_value(value)
-    return name, over
 
 
 def step(potential: Potential, batch) -> None:
@@ -72,7 +61,10 @@ def main(argv=None) -> int:
     frames = [f for f in ase.io.read(a.data, index=f":{4 * a.frames}") if len(f) > 1][: a.frames]
     species = {int(z) for f in frames for z in f.numbers} | {1, 6, 7, 8, 28, 29, 46, 47, 78, 79}
     species = sorted(species)
-    variants = dict(parse(v) for v in a.variant)
+    try:
+        variants = dict(read_variant(v) for v in a.variant)
+    except ValueError as err:
+        ap.error(str(err))
     pots, ops = {}, {}
     for name, over in variants.items():
         torch.manual_seed(0)

@@ -32,7 +32,7 @@ import yaml
 from geomformer_md.train.config import (
     TrainingConfig,
     load_train_config,
-    read_setting_value,
+    read_variant,
     train_config_from_dict,
 )
 
@@ -40,16 +40,11 @@ TRAINING_KEYS = {f.name for f in dataclasses.fields(TrainingConfig)}
 
 
 def parse_variant(text: str) -> tuple[str, dict, dict]:
-    name, _, rest = text.partition(":")
+    name, settings = read_variant(text)
     if not name or "/" in name:
         raise ValueError(f"variant {text!r}: NAME must be a plain, non-empty name")
-    model, training = {}, {}
-    for item in filter(None, rest.split(",")):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"variant {text!r}: {item!r} is not KEY=VALUE")
-        key = key.strip()
-        (training if key in TRAINING_KEYS else model)[key] = read_setting_value(value)
+    model = {k: v for k, v in settings.items() if k not in TRAINING_KEYS}
+    training = {k: v for k, v in settings.items() if k in TRAINING_KEYS}
     return name, model, training
 
 

@@ -13,8 +13,8 @@ because x0 is added back outside.
 Variants (benchmarks only, the package is not changed):
 * "full": the model as shipped.
 * "no_cross": ablation; InvCross and EquCross of every block are removed
-  (``block.cross = False``: their updates are zero and their parameters are gone,
-  so the count drops).
+  (set to None: their updates are zero and their parameters are gone, so the
+  count drops).
   The self-attentions, FFNs and edge-valued messages are untouched.
 * "edge_qq": prototype of a per-edge invariant input (q_i q_j). The Bessel
   features psi_ij are concatenated with e_ij = [q_i q_j] before every consumer
@@ -107,7 +107,7 @@ class NBodyPredictor(nn.Module):
             self.net = GeoMFormer(cfg)
         if variant == "no_cross":
             for block in self.net.blocks:
-                block.cross, block.inv_cross, block.equ_cross = False, None, None
+                block.inv_cross, block.equ_cross = None, None
         self.vel_coef = nn.Parameter(torch.ones((), dtype=cfg.torch_dtype))
         self._graphs: dict = {}
 

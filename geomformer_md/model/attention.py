@@ -90,17 +90,6 @@ def scatter_sum(msg: torch.Tensor, edges: Edges) -> torch.Tensor:
     return out.index_add_(0, edges.rows, msg)
 
 
-def per_range(attend, edges, *per_edge):
-    """attend(edges, *per_edge) -> [n_atoms, ...], for one Edges or for a list of Edges of
-    consecutive centre ranges (per-edge arguments then given as lists, one per range; a
-    non-list argument such as None is passed to every range), rows concatenated."""
-    if isinstance(edges, Edges):
-        return attend(edges, *per_edge)
-    pick = lambda a, k: a[k] if isinstance(a, (list, tuple)) else a  # noqa: E731
-    parts = [attend(e, *(pick(a, k) for a in per_edge)) for k, e in enumerate(edges)]
-    return parts[0] if len(parts) == 1 else torch.cat(parts)
-
-
 def head_major(v: torch.Tensor, h: int) -> torch.Tensor:
     """[n, 3, d] -> [n, H * 3 dh], each head's (xyz, channel) block contiguous.
 
@@ -112,22 +101,25 @@ def head_major(v: torch.Tensor, h: int) -> torch.Tensor:
     return v.view(n, 3, h, d // h).transpose(1, 2).reshape(n, 3 * d)
 
 
-def _scores(q: torch.Tensor, k: torch.Tensor, h: int) -> torch.Tensor:
-    """Per-head dot products of q, k [E, h * c] (heads contiguous) -> [E, H], / sqrt(c).
+def edge_scores(nodes, edges: Edges, h: int) -> torch.Tensor:
+    """Per-head scores [E, H] of one attention on one range of edges: q_i . k_j / sqrt(c),
+    with (q, k, ...) = nodes from the attention's ``project``, q, k [n, h * c] (heads
+    contiguous).
 
     For invariant features c = dh; for head-major equivariant ones c = 3 dh, which is
     sum_{xyz, head channels} Q_i K_j / sqrt(3 dh).
     """
+    q, k = gather(nodes[0], edges.centre), gather(nodes[1], edges.neighbour)
     e, w = q.shape
     return (q * k).view(e, h, w // h).sum(-1) / math.sqrt(w // h)
 
 
 # Each attention is split up: ``project`` makes the node-level queries, keys and values
-# once per layer; for one range of centres (see GeoMFormer._chunks), ``scores`` gives the
-# per-edge, per-head scores and ``aggregate`` the attention-weighted sum of values, and
-# ``attend`` = softmax of scores + bias, then aggregate. ``forward`` takes one Edges or a
-# list of ranges (with per-edge arguments as lists, one per range). GeoMFormerBlock calls
-# scores and aggregate itself, so that one softmax serves all four attentions.
+# once per layer (queries and keys first); for one range of centres (see
+# GeoMFormer._chunks), ``edge_scores`` gives the per-edge, per-head scores and
+# ``aggregate`` the attention-weighted sum of values, to which ``out`` is applied after
+# the ranges are joined. GeoMFormerBlock._attentions runs
+# them, with one edge softmax (+ bias) over the scores of all four attentions.
 
 
 class InvSelfAttention(nn.Module):
@@ -142,21 +134,10 @@ class InvSelfAttention(nn.Module):
     def project(self, x):
         return self.qkv(x).chunk(3, dim=-1)  # q, k, val [n, d]
 
-    def scores(self, nodes, edges: Edges):
-        return _scores(gather(nodes[0], edges.centre), gather(nodes[1], edges.neighbour), self.h)
-
     def aggregate(self, nodes, edges: Edges, a, filt=None):
         val = gather(nodes[2], edges.neighbour)
         val = val if filt is None else val * filt  # distance-filtered values
         return scatter_sum(weigh(a, val), edges)
-
-    def attend(self, nodes, edges: Edges, bias, filt=None):
-        a = edge_softmax(self.scores(nodes, edges) + bias, edges)
-        return self.aggregate(nodes, edges, a, filt)
-
-    def forward(self, x, edges, bias, filt=None):
-        nodes = self.project(x)
-        return self.out(per_range(lambda *a: self.attend(nodes, *a), edges, bias, filt))
 
 
 class InvCrossAttention(nn.Module):
@@ -183,22 +164,12 @@ class InvCrossAttention(nn.Module):
         vec = p[..., 4 * d :] if p.shape[-1] == 5 * d else None  # [n, 3, d]: v_j W_V3
         return self.q(x), inner(0, 1) / math.sqrt(3.0), inner(2, 3) / math.sqrt(3.0), vec
 
-    def scores(self, nodes, edges: Edges):
-        return _scores(gather(nodes[0], edges.centre), gather(nodes[1], edges.neighbour), self.h)
-
     def aggregate(self, nodes, edges: Edges, a):
         (_, _, val, vec), j = nodes, edges.neighbour
         val = gather(val, j)
         if vec is not None:  # + u_ij . (v_j W_V3)
             val = val + (edges.unit.unsqueeze(-1) * gather(vec, j)).sum(1)
         return scatter_sum(weigh(a, val), edges)
-
-    def attend(self, nodes, edges: Edges, bias):
-        return self.aggregate(nodes, edges, edge_softmax(self.scores(nodes, edges) + bias, edges))
-
-    def forward(self, x, v, edges, bias):
-        nodes = self.project(x, v)
-        return self.out(per_range(lambda *a: self.attend(nodes, *a), edges, bias))
 
 
 class EquSelfAttention(nn.Module):
@@ -220,13 +191,6 @@ class EquSelfAttention(nn.Module):
         u = self.u(x) if self.u is not None else None
         return head_major(q, self.h), head_major(k, self.h), val, u
 
-    def scores(self, nodes, edges: Edges):
-        return _scores(gather(nodes[0], edges.centre), gather(nodes[1], edges.neighbour), self.h)
-
-    def attend(self, nodes, edges: Edges, bias, filt=None, gate=None):
-        a = edge_softmax(self.scores(nodes, edges) + bias, edges)
-        return self.aggregate(nodes, edges, a, filt, gate)
-
     def aggregate(self, nodes, edges: Edges, a, filt=None, gate=None):
         (_, _, val, u), j = nodes, edges.neighbour
         val = gather(val, j)
@@ -236,10 +200,6 @@ class EquSelfAttention(nn.Module):
         # into [E, d] factors first, so only two [E, 3, d] products are formed.
         along = edges.unit.unsqueeze(-1) * weigh(a, gate * gather(u, j)).unsqueeze(1)
         return scatter_sum(torch.addcmul(along, weigh(a, filt).unsqueeze(1), val), edges)
-
-    def forward(self, v, x, edges, bias, filt=None, gate=None):
-        nodes = self.project(v, x)
-        return self.out(per_range(lambda *a: self.attend(nodes, *a), edges, bias, filt, gate))
 
 
 class EquCrossAttention(nn.Module):
@@ -261,15 +221,5 @@ class EquCrossAttention(nn.Module):
         k, val = k1 * k2.unsqueeze(1), v1 * v2.unsqueeze(1)
         return head_major(q, self.h), head_major(k, self.h), val
 
-    def scores(self, nodes, edges: Edges):
-        return _scores(gather(nodes[0], edges.centre), gather(nodes[1], edges.neighbour), self.h)
-
     def aggregate(self, nodes, edges: Edges, a):
         return scatter_sum(weigh(a, gather(nodes[2], edges.neighbour)), edges)
-
-    def attend(self, nodes, edges: Edges, bias):
-        return self.aggregate(nodes, edges, edge_softmax(self.scores(nodes, edges) + bias, edges))
-
-    def forward(self, v, x, edges, bias):
-        nodes = self.project(v, x)
-        return self.out(per_range(lambda *a: self.attend(nodes, *a), edges, bias))

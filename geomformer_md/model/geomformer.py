@@ -20,6 +20,7 @@ from .attention import (
     EquSelfAttention,
     InvCrossAttention,
     InvSelfAttention,
+    edge_scores,
     edge_softmax,
 )
 from .config import GeoMFormerConfig
@@ -81,7 +82,6 @@ class GeoMFormerBlock(nn.Module):
         d, h, hidden = cfg.d_model, cfg.n_heads, cfg.ffn_mult * cfg.d_model
         self.h, self.d, self.p = h, d, cfg.dropout
         self.edge_values, self.update_equ = cfg.edge_values, update_equ
-        self.cross = True  # False: an ablation without the two cross attentions (benchmarks/nbody)
         n_att = 4 if update_equ else 2
         n_filt = (3 if update_equ else 1) if cfg.edge_values else 0
         # Per-head attention biases of the attentions (+ value filters), one matmul.
@@ -121,16 +121,18 @@ class GeoMFormerBlock(nn.Module):
         return b, filt + (None,) * (3 - len(filt))
 
     def _attentions(self, x, v, chunks: list[Edges]):
-        """The four attention updates (two without update_equ; the self ones alone without
-        cross): one edge softmax over the concatenated [E, n H] scores serves all of them.
-        Per-head columns are independent, so this equals four separate softmaxes; it saves
-        three softmaxes' worth of small kernels, which bound a GPU training step."""
+        """The four attention updates (two without update_equ; the self ones alone where the
+        cross attentions were removed, inv_cross = equ_cross = None, an ablation in
+        benchmarks/nbody): one edge softmax over the concatenated [E, n H] scores serves all
+        of them. Per-head columns are independent, so this equals four separate softmaxes;
+        it saves three softmaxes' worth of small kernels, which bound a GPU training step."""
         equ = self.update_equ
         atts = [(self.inv_self, self.inv_self.project(x))]
-        atts.append((self.inv_cross, self.inv_cross.project(x, v)) if self.cross else None)
+        cross = self.inv_cross is not None
+        atts.append((self.inv_cross, self.inv_cross.project(x, v)) if cross else None)
         if equ:
             atts.append((self.equ_self, self.equ_self.project(v, x)))
-            atts.append((self.equ_cross, self.equ_cross.project(v, x)) if self.cross else None)
+            atts.append((self.equ_cross, self.equ_cross.project(v, x)) if cross else None)
         live = [k for k, att in enumerate(atts) if att is not None]
         outs = [[] for _ in atts]
         for edges in chunks:
@@ -138,7 +140,7 @@ class GeoMFormerBlock(nn.Module):
             if len(live) < len(atts):  # the bias columns of the attentions that run
                 e = bias.shape[0]
                 bias = bias.view(e, len(atts), self.h)[:, live].reshape(e, -1)
-            s = torch.cat([atts[k][0].scores(atts[k][1], edges) for k in live], dim=1) + bias
+            s = torch.cat([edge_scores(atts[k][1], edges, self.h) for k in live], dim=1) + bias
             a = dict(zip(live, edge_softmax(s, edges).split(self.h, dim=1), strict=True))
             extra = {0: (filt_i,), 2: (filt_e, gate_e)}
             for k in live:

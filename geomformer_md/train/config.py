@@ -178,6 +178,28 @@ def read_setting_value(text: str):
     return value
 
 
+def read_settings(items) -> dict:
+    """Command-line KEY=VALUE settings -> {KEY: value}, values by read_setting_value.
+    Raises ValueError naming an item that is not KEY=VALUE."""
+    settings = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"{item!r} is not KEY=VALUE")
+        settings[key.strip()] = read_setting_value(value)
+    return settings
+
+
+def read_variant(text: str) -> tuple[str, dict]:
+    """NAME or NAME:KEY=VALUE[,KEY=VALUE...] (a variant of a sweep or benchmark) ->
+    (NAME, settings); a ValueError names the variant and the bad item."""
+    name, _, rest = text.partition(":")
+    try:
+        return name, read_settings(filter(None, rest.split(",")))
+    except ValueError as err:
+        raise ValueError(f"variant {text!r}: {err}") from None
+
+
 def load_train_config(path: str | Path) -> TrainConfig:
     import yaml
 

@@ -155,14 +155,12 @@ def main(argv=None) -> int:
         "run-to-run scatter of ~5 %% in force MAE needs more than one seed to compare",
     )
     args = ap.parse_args(argv)
-    from geomformer_md.train.config import read_setting_value
+    from geomformer_md.train.config import read_settings
 
-    overrides = {}
-    for item in args.model:
-        key, sep, value = item.partition("=")
-        if not sep:
-            ap.error(f"--model wants KEY=VALUE, got {item!r}")
-        overrides[key.strip()] = read_setting_value(value)
+    try:
+        overrides = read_settings(args.model)
+    except ValueError as err:
+        ap.error(f"--model wants KEY=VALUE: {err}")
     if overrides:  # checked by the trainer's own config validation, before any training
         from geomformer_md.train.config import load_train_config, train_config_from_dict
 
