@@ -22,6 +22,7 @@ from .attention import (
     InvSelfAttention,
     edge_scores,
     edge_softmax,
+    scatter_sum,
 )
 from .config import GeoMFormerConfig
 from .radial import EquRMSNorm, EquWhitenNorm, RadialBasis, envelope
@@ -105,27 +106,26 @@ class GeoMFormerBlock(nn.Module):
     def _edge_terms(self, rbf: torch.Tensor):
         """Attention biases ([E, n_att H], per attention in the order inv_self, inv_cross,
         equ_self, equ_cross) and value filters (3 x [E, d] or None) of the edge features
-        rbf [E, K] (the basis, or the radial MLP's output).
-
-        edge_proj's rows are [n_att H biases | n_filt d-wide filters]; each part is its own
-        linear map, so outputs are contiguous and backward has no [E, n_att H + n_filt d]
-        zero-fill and copy (slicing one [E, .] output costs that per slice).
-        """
-        h, d, w, wb = self.h, self.d, self.edge_proj.weight, self.edge_proj.bias
+        rbf [E, K] (the basis, or the radial MLP's output): one linear map, split (whose
+        backward is one cat, where slicing would zero-fill and copy per slice)."""
         n_att = 4 if self.update_equ else 2
-        b = F.linear(rbf, w[: n_att * h], wb[: n_att * h])
-        filt = (None, None, None)
-        if self.edge_values:
-            rows = range(n_att * h, w.shape[0], d)
-            filt = tuple(F.linear(rbf, w[r : r + d], wb[r : r + d]) for r in rows)
-        return b, filt + (None,) * (3 - len(filt))
+        n_filt = (self.edge_proj.out_features - n_att * self.h) // self.d
+        b, *filt = self.edge_proj(rbf).split([n_att * self.h] + [self.d] * n_filt, dim=-1)
+        return b, tuple(filt) + (None,) * (3 - n_filt)
+
+    @staticmethod
+    def _message(att, edges: Edges, a: torch.Tensor, extra: tuple):
+        module, nodes = att
+        return module.message(nodes, edges, a, *extra)
 
     def _attentions(self, x, v, chunks: list[Edges]):
         """The four attention updates (two without update_equ; the self ones alone where the
         cross attentions were removed, inv_cross = equ_cross = None, an ablation in
         benchmarks/nbody): one edge softmax over the concatenated [E, n H] scores serves all
         of them. Per-head columns are independent, so this equals four separate softmaxes;
-        it saves three softmaxes' worth of small kernels, which bound a GPU training step."""
+        it saves three softmaxes' worth of small kernels, which bound a GPU training step.
+        Likewise one scatter_sum per stream joins the messages of its attentions ([E, 2d] and
+        [E, 3, 2d]; their [n, 3, d] halves are still plain strided matrices for ``out``)."""
         equ = self.update_equ
         atts = [(self.inv_self, self.inv_self.project(x))]
         cross = self.inv_cross is not None
@@ -134,24 +134,29 @@ class GeoMFormerBlock(nn.Module):
             atts.append((self.equ_self, self.equ_self.project(v, x)))
             atts.append((self.equ_cross, self.equ_cross.project(v, x)) if cross else None)
         live = [k for k, att in enumerate(atts) if att is not None]
-        outs = [[] for _ in atts]
+        groups = [[k for k in live if k < 2], [k for k in live if k >= 2]]  # [E, d]; [E, 3, d]
+        sums = [[], []]  # per group, per range: the joined sums over edges of its messages
         for edges in chunks:
             bias, (filt_i, filt_e, gate_e) = self._edge_terms(edges.rbf)
             if len(live) < len(atts):  # the bias columns of the attentions that run
                 e = bias.shape[0]
                 bias = bias.view(e, len(atts), self.h)[:, live].reshape(e, -1)
-            s = torch.cat([edge_scores(atts[k][1], edges, self.h) for k in live], dim=1) + bias
+            s = edge_scores([atts[k][1][:2] for k in live], edges, self.h) + bias
             a = dict(zip(live, edge_softmax(s, edges).split(self.h, dim=1), strict=True))
             extra = {0: (filt_i,), 2: (filt_e, gate_e)}
-            for k in live:
-                att, nodes = atts[k]
-                outs[k].append(att.aggregate(nodes, edges, a[k], *extra.get(k, ())))
+            for g, group in enumerate(groups):
+                msg = [self._message(atts[k], edges, a[k], extra.get(k, ())) for k in group]
+                if msg:
+                    joined = torch.cat(msg, dim=-1) if len(msg) > 1 else msg[0]
+                    sums[g].append(scatter_sum(joined, edges))
+        out = {}
+        for group, parts in zip(groups, sums, strict=True):
+            if group:
+                joined = parts[0] if len(parts) == 1 else torch.cat(parts)
+                out.update(zip(group, joined.split(self.d, dim=-1), strict=True))
 
         def update(k, like):
-            if atts[k] is None:
-                return torch.zeros_like(like)
-            parts = outs[k]
-            return atts[k][0].out(parts[0] if len(parts) == 1 else torch.cat(parts))
+            return atts[k][0].out(out[k]) if k in out else torch.zeros_like(like)
 
         inv = update(0, x) + update(1, x)
         return inv, (update(2, v) + update(3, v)) if equ else None

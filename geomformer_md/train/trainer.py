@@ -69,8 +69,10 @@ class EMA:
     def update(self) -> None:
         self.updates += 1
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        for s, p in zip(self.shadow, self.params):
-            s.mul_(d).add_(p.detach(), alpha=1 - d)
+        # Two multi-tensor kernels on a GPU instead of two per parameter (~200 launches a
+        # step, which bound a GPU training step); the same arithmetic as s * d + p (1 - d).
+        torch._foreach_mul_(self.shadow, d)
+        torch._foreach_add_(self.shadow, [p.detach() for p in self.params], alpha=1 - d)
 
     @torch.no_grad()
     def swap(self) -> None:
