@@ -88,8 +88,14 @@ def test_interrupted_and_resumed_equals_uninterrupted(data_file, tmp_path):
     straight = train(config(data_file, tmp_path / "a"), **quiet)
     part = train(config(data_file, tmp_path / "b", max_steps=5), **quiet)  # stops mid-epoch 2
     assert not part["complete"]
+    stopped_at = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["elapsed_s"]
     resumed = train(config(data_file, tmp_path / "b"), resume=True, **quiet)
     assert resumed["test"] == pytest.approx(straight["test"], rel=1e-9)
+    # metrics.csv's training time keeps counting across the resume
+    lines = (tmp_path / "b" / "metrics.csv").read_text().strip().splitlines()
+    col = lines[0].split(",").index("elapsed_s")
+    elapsed = [float(line.split(",")[col]) for line in lines[1:]]
+    assert elapsed == sorted(elapsed) and elapsed[1] > stopped_at >= elapsed[0] > 0
     a, b = final_weights(tmp_path / "a"), final_weights(tmp_path / "b")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-10, atol=1e-12)

@@ -122,6 +122,7 @@ class Trainer:
         torch.set_num_threads(self.tcfg.num_threads)
         torch.manual_seed(self.tcfg.seed)
         self.device = torch.device(self.tcfg.device)
+        self._start_time, self._elapsed_before = None, 0.0  # see _elapsed
         self._setup()
 
     # ------------------------------------------------------------------ setup
@@ -229,7 +230,15 @@ class Trainer:
             "epoch": epoch,
             "step_in_epoch": step_in_epoch,
             "history": self.history,
+            # training time up to this state, so that metrics.csv's elapsed_s keeps counting
+            # across --resume (time after the last checkpoint of a killed run is not counted)
+            "elapsed_s": self._elapsed(),
         }
+
+    def _elapsed(self) -> float:
+        """Seconds of training in this run and in the runs it resumed."""
+        run = time.time() - self._start_time if self._start_time is not None else 0.0
+        return self._elapsed_before + run
 
     def save_checkpoint(self, epoch: int, step_in_epoch: int) -> None:
         if self.rank == 0:
@@ -247,6 +256,7 @@ class Trainer:
         self.ema.load_state_dict(state["ema"])
         self.step = int(state["step"])
         self.history = list(state["history"])
+        self._elapsed_before = float(state.get("elapsed_s", 0.0))  # absent in older checkpoints
         self.log(f"resumed from {path} at epoch {state['epoch']}, step {self.step}")
         return int(state["epoch"]), int(state["step_in_epoch"])
 
@@ -348,6 +358,7 @@ class Trainer:
     def run(self, resume: bool = False) -> dict:
         """Train to the end (or to max_steps / max_minutes); returns final metrics."""
         t, start_time = self.tcfg, time.time()
+        self._start_time = start_time
         self.out.mkdir(parents=True, exist_ok=True)
         ckpt = self.out / CHECKPOINT
         if ckpt.exists() and not resume:
@@ -385,7 +396,7 @@ class Trainer:
             if stopped:
                 break
             epoch, skip = epoch + 1, 0
-            self._end_of_epoch(epoch, losses, time.time() - start_time)
+            self._end_of_epoch(epoch, losses, self._elapsed())
             if out_of_budget:
                 stopped = epoch < t.epochs
         if stopped:
