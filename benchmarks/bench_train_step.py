@@ -5,7 +5,8 @@ Prints, per variant: the median time per step (CPU, or --device cuda) and the nu
 aten operator calls per step. On a GPU at our training batch sizes the step time is set
 by kernel launches (scripts/mace_compare/README.md), so the operator count is the CPU-side
 proxy of a GPU step's cost: a variant with 20 % more operators does ~20 % fewer steps in a
-GPU budget.
+GPU budget. Operators are counted with the fused attention kernels a GPU runs
+(geomformer.FUSE_KERNELS); CPU timings use the CPU's unfused default.
 
     python benchmarks/bench_train_step.py --variant base --variant ang3:angular_lmax=3
     python benchmarks/bench_train_step.py --frames 32 --variant base --variant L2:n_layers=2
@@ -72,8 +73,12 @@ def main(argv=None) -> int:
         samples, _ = make_samples(frames, model.cutoff, model.config.species, "bench", 1e9)
         pot, batch = Potential(model).train(), collate_samples(samples)
         step(pot, batch)  # warm-up
+        # Count the kernels a GPU runs (fused attention kernels, geomformer.FUSE_KERNELS);
+        # the timed steps below use the device's own default.
+        geomformer.FUSE_KERNELS = True
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             step(pot, batch)
+        geomformer.FUSE_KERNELS = None
         pots[name] = (pot.to(a.device), batch.to(a.device))
         for _ in range(3):  # warm-up on the device (allocator, kernels)
             step(*pots[name])

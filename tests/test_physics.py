@@ -194,6 +194,41 @@ def test_edge_ranges_give_the_same_result_as_one_pass(monkeypatch, config):
     np.testing.assert_allclose(results["ranges"][1], results["one"][1], atol=1e-9)
 
 
+@pytest.mark.parametrize("config", [*CONFIGS, "no_cross", "vector_head"])
+def test_fused_kernels_give_the_same_result(monkeypatch, config):
+    """The attention's fused kernels (GPU default) and per-attention kernels (CPU default)
+    are two orderings of the same sums: equal energies, forces and vector outputs."""
+    import torch
+
+    from geomformer_md.model import geomformer
+
+    over = {"no_cross": {}, "vector_head": {"vector_head": True}}.get(config, CONFIGS.get(config))
+    model = make_model("float64", **over)
+    if config == "no_cross":  # the ablation of benchmarks/nbody: no cross attentions
+        for block in model.blocks:
+            block.inv_cross, block.equ_cross = None, None
+    atoms = STRUCTURES["slab"].copy()
+    atoms.rattle(0.05, seed=4)
+    out = {}
+    for fuse in (True, False):
+        monkeypatch.setattr(geomformer, "FUSE_KERNELS", fuse)
+        x = atoms.copy()
+        x.calc = GeoMFormerCalculator(model)
+        out[fuse] = (x.get_potential_energy(), x.get_forces())
+    assert out[True][0] == pytest.approx(out[False][0], abs=1e-10)
+    np.testing.assert_allclose(out[True][1], out[False][1], atol=1e-10)
+    if config == "vector_head":
+        pos = torch.as_tensor(atoms.positions)
+        numbers = torch.as_tensor(atoms.numbers)
+        n = len(atoms)
+        ei = torch.tensor([(i, j) for i in range(n) for j in range(n) if i != j]).T
+        vec = {}
+        for fuse in (True, False):
+            monkeypatch.setattr(geomformer, "FUSE_KERNELS", fuse)
+            vec[fuse] = model(numbers, ei, pos[ei[1]] - pos[ei[0]])["vector"]
+        torch.testing.assert_close(vec[True], vec[False], atol=1e-10, rtol=0)
+
+
 def test_radial_mlp_is_validated():
     from geomformer_md.model import GeoMFormerConfig
 

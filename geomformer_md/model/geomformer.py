@@ -29,6 +29,9 @@ from .radial import EquRMSNorm, EquWhitenNorm, RadialBasis, envelope
 
 # Largest [E, 3, d] per-edge tensor the attention makes on CPU (see GeoMFormer._n_chunks).
 EDGE_CHUNK_BYTES = 8 * 2**20
+# Fused attention kernels (GeoMFormerBlock._attentions): None = on for GPU tensors, off on
+# the CPU; True / False force them (tests, benchmarks/bench_train_step.py).
+FUSE_KERNELS: bool | None = None
 
 
 def _equ_norm(cfg: GeoMFormerConfig) -> nn.Module:
@@ -103,14 +106,26 @@ class GeoMFormerBlock(nn.Module):
                 d, n_feat, cfg.angular_channels, lmax, cfg.avg_neighbors
             )
 
-    def _edge_terms(self, rbf: torch.Tensor):
+    def _edge_terms(self, rbf: torch.Tensor, fuse: bool):
         """Attention biases ([E, n_att H], per attention in the order inv_self, inv_cross,
         equ_self, equ_cross) and value filters (3 x [E, d] or None) of the edge features
-        rbf [E, K] (the basis, or the radial MLP's output): one linear map, split (whose
-        backward is one cat, where slicing would zero-fill and copy per slice)."""
+        rbf [E, K] (the basis, or the radial MLP's output).
+
+        fuse: one linear map and a split (whose backward is one cat): fewest kernels, for a
+        GPU. Otherwise each part is its own linear map, so the filters are contiguous, which
+        the CPU's elementwise products need to be fast (strided ones cost the float64
+        calculator ~8 %); slicing one output instead would zero-fill and copy per slice in
+        backward.
+        """
+        h, d, w, wb = self.h, self.d, self.edge_proj.weight, self.edge_proj.bias
         n_att = 4 if self.update_equ else 2
-        n_filt = (self.edge_proj.out_features - n_att * self.h) // self.d
-        b, *filt = self.edge_proj(rbf).split([n_att * self.h] + [self.d] * n_filt, dim=-1)
+        n_filt = (w.shape[0] - n_att * h) // d
+        if fuse:
+            b, *filt = self.edge_proj(rbf).split([n_att * h] + [d] * n_filt, dim=-1)
+        else:
+            b = F.linear(rbf, w[: n_att * h], wb[: n_att * h])
+            rows = range(n_att * h, w.shape[0], d)
+            filt = [F.linear(rbf, w[r : r + d], wb[r : r + d]) for r in rows]
         return b, tuple(filt) + (None,) * (3 - n_filt)
 
     @staticmethod
@@ -124,8 +139,9 @@ class GeoMFormerBlock(nn.Module):
         benchmarks/nbody): one edge softmax over the concatenated [E, n H] scores serves all
         of them. Per-head columns are independent, so this equals four separate softmaxes;
         it saves three softmaxes' worth of small kernels, which bound a GPU training step.
-        Likewise one scatter_sum per stream joins the messages of its attentions ([E, 2d] and
-        [E, 3, 2d]; their [n, 3, d] halves are still plain strided matrices for ``out``)."""
+        With fused kernels (FUSE_KERNELS; a GPU by default) one scatter_sum per stream joins
+        the messages of its attentions ([E, 2d] and [E, 3, 2d]; their [n, 3, d] halves are
+        still plain strided matrices for ``out``)."""
         equ = self.update_equ
         atts = [(self.inv_self, self.inv_self.project(x))]
         cross = self.inv_cross is not None
@@ -134,14 +150,19 @@ class GeoMFormerBlock(nn.Module):
             atts.append((self.equ_self, self.equ_self.project(v, x)))
             atts.append((self.equ_cross, self.equ_cross.project(v, x)) if cross else None)
         live = [k for k, att in enumerate(atts) if att is not None]
+        # Kernel fusion where launches bound the step (a GPU), not where memory traffic does
+        # (the CPU): see edge_scores and _edge_terms. Both give the same results to round-off.
+        fuse = FUSE_KERNELS if FUSE_KERNELS is not None else x.device.type != "cpu"
         groups = [[k for k in live if k < 2], [k for k in live if k >= 2]]  # [E, d]; [E, 3, d]
-        sums = [[], []]  # per group, per range: the joined sums over edges of its messages
+        if not fuse:  # one scatter_sum per attention
+            groups = [[k] for k in live]
+        sums = [[] for _ in groups]  # per group, per range: the joined sums of its messages
         for edges in chunks:
-            bias, (filt_i, filt_e, gate_e) = self._edge_terms(edges.rbf)
+            bias, (filt_i, filt_e, gate_e) = self._edge_terms(edges.rbf, fuse)
             if len(live) < len(atts):  # the bias columns of the attentions that run
                 e = bias.shape[0]
                 bias = bias.view(e, len(atts), self.h)[:, live].reshape(e, -1)
-            s = edge_scores([atts[k][1][:2] for k in live], edges, self.h) + bias
+            s = edge_scores([atts[k][1][:2] for k in live], edges, self.h, fuse) + bias
             a = dict(zip(live, edge_softmax(s, edges).split(self.h, dim=1), strict=True))
             extra = {0: (filt_i,), 2: (filt_e, gate_e)}
             for g, group in enumerate(groups):
