@@ -770,7 +770,34 @@ def _extra_n100() -> list[Task]:
     return T
 
 
-EXTRA_SETS = {"n100": _extra_n100}
+def _extra_sites() -> list[Task]:
+    """One relaxation (2x2x4; 3x2x4 on (211)) of every (metal, facet, adsorbate, site)
+    that catalysis-v1 (seed 0) and the n100 set never relax: the main set places each
+    adsorbate/site of a facet on only 4 of the 6 metals (3 of 6 on (211)), so e.g. N sits
+    at no bridge or hollow of Pd(111). The held-out combinations are never placed, and frames
+    whose adsorbate drifts onto a held-out site are dropped as in the main set.
+    """
+    done = set()
+    for t in build_tasks(0) + _extra_n100():
+        p = t.params
+        if t.runner == "run_relax" and len(p.get("ads_list", ())) == 1 and p.get("sites"):
+            done.add((t.metal, p["facet"], p["ads_list"][0], p["sites"][0]))
+    T = []
+    for F in FACETS:
+        for ads in ADS_MAIN:
+            for site in SITES[F]:
+                if is_heldout(F, ads, site):
+                    continue
+                for M in METALS:
+                    if (M, F, ads, site) not in done:
+                        name = f"extra_sites_{M}_{F}_{size_str(SMALL[F])}_{ads}_{site}"
+                        T.append(Task(name, "extra", "run_relax",
+                                      {"facet": F, "size": SMALL[F], "ads_list": [ads],
+                                       "sites": [site]}, M))
+    return T
+
+
+EXTRA_SETS = {"n100": _extra_n100, "sites": _extra_sites}
 
 
 def build_extra_tasks(name: str) -> list[Task]:
