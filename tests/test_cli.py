@@ -76,6 +76,62 @@ def test_eval(frames_file, model_file, capsys):
     a = read(frames_file, 1)
     a.calc = GeoMFormerCalculator(model_file)
     assert frames[1].get_potential_energy() == pytest.approx(a.get_potential_energy(), abs=1e-6)
+    assert "MAE against" not in out  # the file has no labels
+
+
+def test_eval_reports_errors_against_the_files_labels(frames_file, model_file, capsys):
+    """Labelled frames (extxyz with energy/forces/stress): the MAEs of the model against them."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from geomformer_md import GeoMFormerCalculator
+
+    calc = GeoMFormerCalculator(model_file)
+    labelled = []
+    for k, atoms in enumerate(read(frames_file, ":")):
+        atoms.calc = calc
+        e, f = atoms.get_potential_energy(), atoms.get_forces()
+        res = {"energy": e + 0.01 * len(atoms), "forces": f + 0.02}  # 10 meV/atom, 20 meV/Å off
+        if atoms.pbc.all():
+            res["stress"] = atoms.get_stress() + 0.003
+        labelled.append(atoms.copy())
+        labelled[-1].calc = SinglePointCalculator(labelled[-1], **res)
+    path = frames_file.with_name("labelled.extxyz")
+    write(path, labelled)
+    assert main(["eval", str(path), "--model", model_file, "--device", "cpu", "-q"]) == 0
+    line = [x for x in capsys.readouterr().out.splitlines() if x.startswith("MAE against")]
+    assert line == [
+        "MAE against the file's labels: energy 10.00 meV/atom (n=2), "
+        "forces 20.00 meV/Å (n=2), stress 3.00 meV/Å³ (n=1)"
+    ]
+
+
+
+def test_eval_separates_per_element_energy_offsets(tmp_path, model_file, capsys):
+    """Labels from another DFT set-up differ by per-element constants: the energy MAE after
+    fitting them is ~0 when that is all there is, and is reported beside the raw MAE."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from geomformer_md import GeoMFormerCalculator
+
+    calc = GeoMFormerCalculator(model_file)
+    frames = []
+    for k in range(8):
+        atoms = fcc111("Cu", (2, 2, 2), vacuum=5.0)
+        atoms += Atoms("O" * (k % 3 + 1), positions=atoms.positions[-(k % 3 + 1):] + [0, 0, 1.8])
+        atoms.rattle(0.03, seed=k)
+        atoms.info.clear()
+        atoms.calc = calc
+        shift = -1.5 * np.sum(atoms.numbers == 29) + 0.7 * np.sum(atoms.numbers == 8)
+        labelled = atoms.copy()
+        labelled.calc = SinglePointCalculator(labelled, energy=atoms.get_potential_energy() + shift)
+        frames.append(labelled)
+    path = tmp_path / "shifted.extxyz"
+    write(path, frames)
+    assert main(["eval", str(path), "--model", model_file, "--device", "cpu", "-q"]) == 0
+    out = capsys.readouterr().out
+    raw = float(out.split("energy ")[1].split(" meV/atom")[0])
+    assert raw > 500  # the offsets dominate the raw error
+    assert "energy MAE after fitting per-element offsets: 0.00 meV/atom" in out
 
 
 @pytest.mark.parametrize(
