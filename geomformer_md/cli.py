@@ -299,10 +299,11 @@ def cmd_eval(args) -> int:
     if len(offsets) >= 2 * len(elements) + 2:
         # Another DFT code or setting shifts every energy by per-element constants, which
         # fine-tuning refits (init_from); the error left after fitting them is what remains.
-        counts = np.array([[np.sum(n == z) for z in elements] for n, _ in offsets], float)
+        from .train.data import composition_matrix, offsets_from_counts
+
+        counts = composition_matrix([n for n, _ in offsets], elements)
         diff = np.array([d for _, d in offsets])
-        shift, *_ = np.linalg.lstsq(counts, diff, rcond=None)
-        left = np.abs(diff - counts @ shift) / counts.sum(axis=1)
+        left = np.abs(diff - counts @ offsets_from_counts(counts, diff)) / counts.sum(axis=1)
         print(f"energy MAE after fitting per-element offsets: {1e3 * left.mean():.2f} meV/atom")
     print(f"wrote {out}")
     return 0

@@ -40,8 +40,10 @@ def main(argv=None) -> int:
             ap.error(f"non-float entry {key} differs between the files")
     out = models[0]
     out.load_state_dict(avg)
-    save_model(out, a.out, {"averaged_from": list(a.models), **{
-        k: v for k, v in out.metadata.items() if k in ("training_config",)}})
+    meta = {"averaged_from": list(a.models)}
+    if "training_config" in out.metadata:
+        meta["training_config"] = out.metadata["training_config"]
+    save_model(out, a.out, meta)
     print(f"wrote {a.out}: the mean of {len(models)} models")
     return 0
 

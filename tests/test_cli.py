@@ -105,7 +105,6 @@ def test_eval_reports_errors_against_the_files_labels(frames_file, model_file, c
     ]
 
 
-
 def test_eval_separates_per_element_energy_offsets(tmp_path, model_file, capsys):
     """Labels from another DFT set-up differ by per-element constants: the energy MAE after
     fitting them is ~0 when that is all there is, and is reported beside the raw MAE."""

@@ -215,27 +215,32 @@ def split_indices(frames, data) -> tuple[list[int], list[int], list[int]]:
     return sorted(train + forced), sorted(val), sorted(test + held)
 
 
-def composition_matrix(samples: list[Sample], species) -> np.ndarray:
+def composition_matrix(numbers, species) -> np.ndarray:
+    """Counts [n_structures, n_species] of each species in each structure, from a list of
+    atomic-number arrays."""
     index = {z: k for k, z in enumerate(species)}
-    a = np.zeros((len(samples), len(species)))
-    for r, s in enumerate(samples):
-        for z, c in zip(*np.unique(s.graph.numbers.numpy(), return_counts=True)):
+    a = np.zeros((len(numbers), len(species)))
+    for r, nums in enumerate(numbers):
+        for z, c in zip(*np.unique(np.asarray(nums), return_counts=True)):
             a[r, index[int(z)]] = c
     return a
 
 
-def fit_e0(samples: list[Sample], species, residual: np.ndarray | None = None) -> np.ndarray:
-    """Per-element reference energies by least squares on (residual) total energies.
-
-    Elements absent from the data get 0. rcond keeps the fit stable when the
-    compositions are nearly collinear (e.g. only bulk of one metal).
-    """
-    a = composition_matrix(samples, species)
-    y = np.array([s.energy for s in samples]) if residual is None else residual
+def offsets_from_counts(a: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per-element constants e0 that best explain y ~ a @ e0 (least squares), with a the
+    composition matrix. Elements absent from the data get 0. rcond keeps the fit stable
+    when the compositions are nearly collinear (e.g. only bulk of one metal)."""
     present = a.sum(0) > 0
-    e0 = np.zeros(len(species))
+    e0 = np.zeros(a.shape[1])
     e0[present] = np.linalg.lstsq(a[:, present], y, rcond=None)[0]
     return e0
+
+
+def fit_e0(samples: list[Sample], species, residual: np.ndarray | None = None) -> np.ndarray:
+    """Per-element reference energies by least squares on (residual) total energies."""
+    a = composition_matrix([s.graph.numbers.numpy() for s in samples], species)
+    y = np.array([s.energy for s in samples]) if residual is None else residual
+    return offsets_from_counts(a, y)
 
 
 def describe(samples: list[Sample]) -> str:

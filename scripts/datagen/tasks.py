@@ -770,6 +770,16 @@ def _extra_n100() -> list[Task]:
     return T
 
 
+def relaxed_combinations(tasks: list[Task]) -> set[tuple[str, str, str, str]]:
+    """(metal, facet, adsorbate, site) of the single-adsorbate relaxations among tasks."""
+    out = set()
+    for t in tasks:
+        p = t.params
+        if t.runner == "run_relax" and len(p.get("ads_list", ())) == 1 and p.get("sites"):
+            out.add((t.metal, p["facet"], p["ads_list"][0], p["sites"][0]))
+    return out
+
+
 def _extra_sites() -> list[Task]:
     """One relaxation (2x2x4; 3x2x4 on (211)) of every (metal, facet, adsorbate, site)
     that catalysis-v1 (seed 0) and the n100 set never relax: the main set places each
@@ -777,11 +787,7 @@ def _extra_sites() -> list[Task]:
     at no bridge or hollow of Pd(111). The held-out combinations are never placed, and frames
     whose adsorbate drifts onto a held-out site are dropped as in the main set.
     """
-    done = set()
-    for t in build_tasks(0) + _extra_n100():
-        p = t.params
-        if t.runner == "run_relax" and len(p.get("ads_list", ())) == 1 and p.get("sites"):
-            done.add((t.metal, p["facet"], p["ads_list"][0], p["sites"][0]))
+    done = relaxed_combinations(build_tasks(0) + _extra_n100())
     T = []
     for F in FACETS:
         for ads in ADS_MAIN:
