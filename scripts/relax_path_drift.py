@@ -17,7 +17,6 @@ import collections
 import json
 
 import numpy as np
-from ase.io import read
 
 
 def path_drifts(rows: list[dict], min_frames: int = 3) -> dict[str, np.ndarray]:
@@ -40,14 +39,15 @@ def path_drifts(rows: list[dict], min_frames: int = 3) -> dict[str, np.ndarray]:
 
 def frame_errors(model: str, files: list[str], dtype: str = "float64") -> list[dict]:
     from geomformer_md import GeoMFormerCalculator
+    from geomformer_md.train.data import labels_of, read_frames  # .xz read once, not per seek
 
     calc = GeoMFormerCalculator(model, dtype=dtype)
     rows = []
     for f in files:
-        for a in read(f, index=":"):
+        for k, a in enumerate(read_frames(f)):
             if a.info.get("kind") != "relax":
                 continue
-            e_ref = a.get_potential_energy()
+            e_ref = labels_of(a, f"{f} frame {k}")[0]
             b = a.copy()
             b.calc = calc
             rows.append({"file": f, "config_id": a.info.get("config_id"), "kind": "relax",
