@@ -144,6 +144,52 @@ def test_extra_train_files_add_training_frames_without_moving_the_split(data_fil
         train_config_from_dict(raw)
 
 
+def test_path_end_weight_weights_the_last_frame_of_each_relaxation_in_the_loss(tmp_path):
+    from geomformer_md.train.data import collate_samples
+    from geomformer_md.train.trainer import Trainer, batch_errors
+
+    frames = emt_frames()  # config ids c0..c7, three frames each (frames k, k + 8, k + 16)
+    for k, a in enumerate(frames):
+        a.info["step"] = 10 * (k // 8)  # along the path: 0, 10, 20
+        a.info["kind"] = "relax" if k % 8 < 4 else "md"
+    write(tmp_path / "paths.extxyz", frames)
+    quiet = {"progress": False, "log": lambda *a: None}
+    raw = config(tmp_path / "paths.extxyz", tmp_path / "w", epochs=1)
+    raw["data"].update(path_key="config_id", path_kinds=["relax"], path_end_weight=5.0)
+    weighted = Trainer(train_config_from_dict(raw), **quiet)
+    heavy = [s for s in weighted.train_set if s.energy_weight != 1.0]
+    relax_paths = {s.info["config_id"] for s in weighted.train_set if s.info["kind"] == "relax"}
+    # One frame per relaxation path in training, its last step; no MD frame.
+    assert sorted(s.info["config_id"] for s in heavy) == sorted(relax_paths) and heavy
+    assert all(s.energy_weight == 5.0 and s.info["step"] == 20 for s in heavy)
+
+    # The loss's squared energy error carries the weights; the metrics' absolute error does not.
+    batch = collate_samples(weighted.train_set)
+    out = {"energy": batch.energy + 0.1 * batch.n_atoms, "forces": batch.forces.clone()}
+    err = batch_errors(out, batch)
+    n_heavy, n = len(heavy), len(weighted.train_set)
+    assert float(err["e_sq"]) == pytest.approx(0.01 * (n - n_heavy + 5.0 * n_heavy))
+    assert float(err["e_abs"]) == pytest.approx(0.1 * n)
+    # Weighting off: the same run as without the keys; on: a different one.
+    plain = train(config(tmp_path / "paths.extxyz", tmp_path / "p", epochs=1), **quiet)
+    assert weighted.run()["test"] != plain["test"]
+
+    for bad, message in [({"path_end_weight": 5.0}, "needs data.path_key"),
+                         ({"path_key": "config_id", "path_end_weight": -1.0}, "positive number"),
+                         ({"path_key": "config_id", "path_kinds": "relax"}, "list of kinds")]:
+        raw = config(tmp_path / "paths.extxyz", tmp_path / "x")
+        raw["data"].update(bad)
+        with pytest.raises(ValueError, match=message):
+            train_config_from_dict(raw)
+    for a in frames:
+        del a.info["step"]
+    write(tmp_path / "nostep.extxyz", frames)
+    raw = config(tmp_path / "nostep.extxyz", tmp_path / "y")
+    raw["data"].update(path_key="config_id", path_end_weight=2.0)
+    with pytest.raises(ValueError, match="no info\\['step'\\]"):
+        Trainer(train_config_from_dict(raw), **quiet)
+
+
 @pytest.mark.parametrize("training, message", [
     ({"stage_two_epoch": 2}, "needs training.stage_two_lr"),
     ({"stage_two_lr": 1e-4}, "stage_two_lr is set but training.stage_two_epoch is not"),

@@ -14,6 +14,7 @@ Unknown keys are an error that lists the valid ones (a typo must not be ignored)
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +44,12 @@ class DataConfig:
             each stratum keeps at least one group in training, so no combination that
             is not held out on purpose ends up only in val/test. None = one stratum.
         max_force: frames with any |F| above this (eV/Å) are dropped as unphysical.
+        path_key / path_step_key / path_kinds / path_end_weight: the training frames sharing
+            ``info[path_key]`` (e.g. ``config_id``) form a path ordered by
+            ``info[path_step_key]``; the last frame of each path whose ``info["kind"]`` is
+            in ``path_kinds`` (empty: every path) has its energy term in the loss
+            multiplied by ``path_end_weight``. For relaxation paths this weights the
+            minima, which adsorption energies are differences of. 1.0 = off.
     """
 
     train_file: str = ""
@@ -58,6 +65,10 @@ class DataConfig:
     train_value: str | None = None
     stratify_keys: tuple[str, ...] | None = None
     max_force: float = 20.0
+    path_key: str | None = None
+    path_step_key: str = "step"
+    path_kinds: tuple[str, ...] = ()
+    path_end_weight: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -147,6 +158,18 @@ def train_config_from_dict(raw: dict) -> TrainConfig:
     if isinstance(extra, str) or not all(isinstance(p, str) for p in extra or ()):
         raise ValueError(f"data.extra_train_files must be a list of file paths, got {extra!r}")
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, extra_train_files=tuple(extra or ())))
+    d = cfg.data
+    if isinstance(d.path_kinds, str) or not isinstance(d.path_kinds, (list, tuple)):
+        raise ValueError(f"data.path_kinds must be a list of kinds, got {d.path_kinds!r}")
+    if not (isinstance(d.path_end_weight, (int, float)) and math.isfinite(d.path_end_weight)
+            and d.path_end_weight > 0):
+        raise ValueError(
+            f"data.path_end_weight must be a positive number, got {d.path_end_weight!r}")
+    if d.path_end_weight != 1.0 and d.path_key is None:
+        raise ValueError(
+            "data.path_end_weight needs data.path_key (the info key naming each path)")
+    kinds = tuple(str(k) for k in d.path_kinds)
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(d, path_kinds=kinds))
     t = cfg.training
     if t.dtype not in ("float32", "float64"):
         raise ValueError(f"training.dtype must be float32 or float64, got {t.dtype!r}")

@@ -25,6 +25,7 @@ class Sample:
     forces: torch.Tensor  # [n, 3] eV/Å
     stress: torch.Tensor | None  # [3, 3] eV/Å^3 (ASE sign), only for 3-D periodic frames
     info: dict
+    energy_weight: float = 1.0  # multiplier of this structure's energy term in the training loss
 
     @property
     def n_atoms(self) -> int:
@@ -39,12 +40,11 @@ class Batch:
     forces: torch.Tensor  # [n, 3]
     stress: torch.Tensor  # [S, 3, 3] (zeros where absent)
     has_stress: torch.Tensor  # [S] bool
+    energy_weight: torch.Tensor | None = None  # [S] energy-loss multipliers (None: all 1)
 
     def to(self, device) -> Batch:
-        return Batch(
-            self.graph.to(device),
-            *(t.to(device) for t in (self.energy, self.n_atoms, self.forces, self.stress, self.has_stress)),
-        )
+        fields = (self.energy, self.n_atoms, self.forces, self.stress, self.has_stress, self.energy_weight)
+        return Batch(self.graph.to(device), *(None if t is None else t.to(device) for t in fields))
 
 
 _OPENERS = {".xz": lzma.open, ".gz": gzip.open, ".bz2": bz2.open}
@@ -151,7 +151,38 @@ def collate_samples(samples: list[Sample]) -> Batch:
         forces=torch.cat([s.forces for s in samples]),
         stress=torch.stack([s.stress if s.stress is not None else torch.zeros(3, 3, dtype=torch.float64) for s in samples]),
         has_stress=torch.tensor([s.stress is not None for s in samples]),
+        energy_weight=torch.tensor([s.energy_weight for s in samples], dtype=torch.float64),
     )
+
+
+def weight_path_ends(samples: list[Sample], data) -> int:
+    """Set ``energy_weight = data.path_end_weight`` on the last frame of each path.
+
+    A path is the frames sharing ``info[data.path_key]`` (e.g. ``config_id``: one
+    relaxation), in the order of ``info[data.path_step_key]``; with ``data.path_kinds``
+    only paths whose ``info["kind"]`` is one of them count (relaxations, not MD runs).
+    The end of a relaxation is the minimum that adsorption and surface energies are
+    differences of; a model fitted to whole paths can be right on average and still
+    too shallow there. Returns how many frames were weighted.
+    """
+    if data.path_key is None or data.path_end_weight == 1.0:
+        return 0
+    kinds = {str(k) for k in data.path_kinds}
+    ends: dict[str, Sample] = {}
+    for s in samples:
+        name = s.info.get(data.path_key)
+        if name is None or (kinds and str(s.info.get("kind")) not in kinds):
+            continue
+        step = s.info.get(data.path_step_key)
+        if step is None:
+            raise ValueError(f"a frame of path {name!r} has no info[{data.path_step_key!r}] "
+                             "to order the path by (data.path_step_key)")
+        best = ends.get(str(name))
+        if best is None or float(step) > float(best.info[data.path_step_key]):
+            ends[str(name)] = s
+    for s in ends.values():
+        s.energy_weight = float(data.path_end_weight)
+    return len(ends)
 
 
 def split_indices(frames, data) -> tuple[list[int], list[int], list[int]]:

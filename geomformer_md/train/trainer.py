@@ -25,7 +25,16 @@ from ..io.checkpoint import atomic_save, save_model
 from ..model import GeoMFormer, GeoMFormerConfig, init_summary
 from ..potential import Potential, model_with_dtype
 from .config import TrainConfig
-from .data import Batch, collate_samples, describe, fit_e0, make_samples, read_frames, split_indices
+from .data import (
+    Batch,
+    collate_samples,
+    describe,
+    fit_e0,
+    make_samples,
+    read_frames,
+    split_indices,
+    weight_path_ends,
+)
 
 CHECKPOINT = "checkpoint.pt"
 METRIC_FIELDS = [
@@ -92,11 +101,16 @@ class EMA:
 
 
 def batch_errors(out: dict, batch: Batch) -> dict[str, torch.Tensor]:
-    """Per-quantity sums of squared and absolute errors, and their counts."""
+    """Per-quantity sums of squared and absolute errors, and their counts.
+
+    The squared energy errors carry the batch's per-structure energy weights (the loss);
+    the absolute ones do not (the metrics).
+    """
     de = (out["energy"] - batch.energy) / batch.n_atoms
     df = out["forces"] - batch.forces
+    w = 1.0 if batch.energy_weight is None else batch.energy_weight.to(de.dtype)
     res = {
-        "e_sq": (de**2).sum(), "e_abs": de.abs().sum(), "e_n": torch.tensor(float(de.numel())),
+        "e_sq": (w * de**2).sum(), "e_abs": de.abs().sum(), "e_n": torch.tensor(float(de.numel())),
         "f_sq": (df**2).sum(), "f_abs": df.abs().sum(), "f_n": torch.tensor(float(df.numel())),
     }
     if "stress" in out and bool(batch.has_stress.any()):
@@ -158,8 +172,13 @@ class Trainer:
             return out
 
         self.train_set = samples(tr, frames, data.train_file)
+        n_ends = weight_path_ends(self.train_set, data)
         for path, more in extra.items():  # train-only: never part of the split
-            self.train_set += samples(range(len(more)), more, path)
+            more_samples = samples(range(len(more)), more, path)
+            n_ends += weight_path_ends(more_samples, data)
+            self.train_set += more_samples
+        if n_ends:
+            self.log(f"energy weight x{data.path_end_weight:g} on the last frame of {n_ends} paths")
         self.val_set = samples(va, frames, data.train_file)
         if data.test_file:
             test_frames = read_frames(data.test_file)
