@@ -37,3 +37,30 @@ def test_sites_set_fills_every_gap_of_the_main_set():
     }
     assert extra <= wanted and wanted <= main | extra
     assert len(extra) == len(tasks.build_extra_tasks("sites")) - len(tasks.METALS)  # + EOS
+
+
+def test_low_set_adds_low_coverage_relaxations_but_no_reference_system():
+    """'low' relaxes at 3x3x4 only what no other set relaxes at 3x3x4, never a held-out or
+    reference combination, and with the others covers every (111)/(100) combination at 3x3x4."""
+    low = [t for t in tasks.build_extra_tasks("low") if t.runner == "run_relax"]
+    assert low and all(tuple(t.params["size"]) == tasks.LARGE[t.params["facet"]] for t in low)
+    got = tasks.relaxed_combinations(low)
+    assert len(got) == len(low)
+    refs = {(m, f, a, s) for m, f, a, s, _ in tasks.REF_CASES}
+    assert not got & refs
+    before = set()
+    for t in tasks.build_tasks(0) + tasks._extra_n100() + tasks._extra_sites():
+        if tuple(t.params.get("size", ())) == tasks.LARGE.get(t.params.get("facet")):
+            before |= tasks.relaxed_combinations([t])
+    assert not got & before
+    wanted = {(m, f, a, s) for f in ("111", "100") for a in tasks.ADS_MAIN
+              for s in structures.SITES[f] if not structures.is_heldout(f, a, s)
+              for m in tasks.METALS}
+    assert wanted <= got | before | refs
+
+
+def test_slabs_set_relaxes_every_clean_3x3x4_slab():
+    slabs = [t for t in tasks.build_extra_tasks("slabs") if t.runner == "run_slab_relax"]
+    assert {(t.metal, t.params["facet"]) for t in slabs} == {
+        (m, f) for m in tasks.METALS for f in tasks.FACETS}
+    assert all(tuple(t.params["size"]) == tasks.LARGE[t.params["facet"]] for t in slabs)
