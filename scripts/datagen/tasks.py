@@ -788,17 +788,23 @@ def _extra_sites() -> list[Task]:
     whose adsorbate drifts onto a held-out site are dropped as in the main set.
     """
     done = relaxed_combinations(build_tasks(0) + _extra_n100())
+    return _relax_missing("extra_sites", FACETS, SMALL, done)
+
+
+def _relax_missing(prefix: str, facets, sizes: dict, done: set) -> list[Task]:
+    """One single-adsorbate relaxation task (on slab size sizes[facet]) for each (metal,
+    facet, adsorbate, site) outside ``done`` and outside the held-out combinations."""
     T = []
-    for F in FACETS:
+    for F in facets:
         for ads in ADS_MAIN:
             for site in SITES[F]:
                 if is_heldout(F, ads, site):
                     continue
                 for M in METALS:
                     if (M, F, ads, site) not in done:
-                        name = f"extra_sites_{M}_{F}_{size_str(SMALL[F])}_{ads}_{site}"
+                        name = f"{prefix}_{M}_{F}_{size_str(sizes[F])}_{ads}_{site}"
                         T.append(Task(name, "extra", "run_relax",
-                                      {"facet": F, "size": SMALL[F], "ads_list": [ads],
+                                      {"facet": F, "size": sizes[F], "ads_list": [ads],
                                        "sites": [site]}, M))
     return T
 
@@ -816,19 +822,7 @@ def _extra_low_coverage() -> list[Task]:
         if tuple(p.get("size", ())) == LARGE.get(p.get("facet")):
             done |= relaxed_combinations([t])
     done |= {(M, F, ads, site) for M, F, ads, site, _ in REF_CASES}
-    T = []
-    for F in ("111", "100"):
-        for ads in ADS_MAIN:
-            for site in SITES[F]:
-                if is_heldout(F, ads, site):
-                    continue
-                for M in METALS:
-                    if (M, F, ads, site) not in done:
-                        name = f"extra_low_{M}_{F}_{size_str(LARGE[F])}_{ads}_{site}"
-                        T.append(Task(name, "extra", "run_relax",
-                                      {"facet": F, "size": LARGE[F], "ads_list": [ads],
-                                       "sites": [site]}, M))
-    return T
+    return _relax_missing("extra_low", ("111", "100"), LARGE, done)
 
 
 def _extra_slabs() -> list[Task]:
