@@ -64,3 +64,10 @@ def test_slabs_set_relaxes_every_clean_3x3x4_slab():
     assert {(t.metal, t.params["facet"]) for t in slabs} == {
         (m, f) for m in tasks.METALS for f in tasks.FACETS}
     assert all(tuple(t.params["size"]) == tasks.LARGE[t.params["facet"]] for t in slabs)
+
+
+def test_ohmd_set_runs_md_of_oh_on_every_metal_and_flat_facet():
+    md = [t for t in tasks.build_extra_tasks("ohmd") if t.runner == "run_md"]
+    assert {(t.metal, t.params["facet"], t.params["T"]) for t in md} == {
+        (m, f, T) for m in tasks.METALS for f in ("111", "100") for T in (300, 600)}
+    assert all(t.params["ads_list"] == ["OH"] for t in md)
