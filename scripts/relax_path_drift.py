@@ -83,12 +83,11 @@ def print_table(rows: list[dict]) -> None:
     print(f"{'adsorbate':10s} {'paths':>5s} {'drift eV':>9s} {'|drift|':>8s} {'frac>0':>6s} "
           f"{'dE_lab':>7s} {'err_last':>8s}")
     drifts = path_drifts(rows)
-    for ads, v in sorted(drifts.items()):
-        print(f"{ads:10s} {len(v):5d} {v[:, 0].mean():+9.3f} {abs(v[:, 0]).mean():8.3f} "
-              f"{np.mean(v[:, 0] > 0):6.2f} {v[:, 1].mean():+7.3f} {v[:, 2].mean():+8.3f}")
+    lines = sorted(drifts.items())
     if drifts:
-        v = np.concatenate(list(drifts.values()))
-        print(f"{'all':10s} {len(v):5d} {v[:, 0].mean():+9.3f} {abs(v[:, 0]).mean():8.3f} "
+        lines.append(("all", np.concatenate(list(drifts.values()))))
+    for name, v in lines:
+        print(f"{name:10s} {len(v):5d} {v[:, 0].mean():+9.3f} {abs(v[:, 0]).mean():8.3f} "
               f"{np.mean(v[:, 0] > 0):6.2f} {v[:, 1].mean():+7.3f} {v[:, 2].mean():+8.3f}")
 
 

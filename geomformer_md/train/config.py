@@ -159,7 +159,7 @@ def train_config_from_dict(raw: dict) -> TrainConfig:
         raise ValueError(f"data.extra_train_files must be a list of file paths, got {extra!r}")
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, extra_train_files=tuple(extra or ())))
     d = cfg.data
-    if isinstance(d.path_kinds, str) or not isinstance(d.path_kinds, (list, tuple)):
+    if not isinstance(d.path_kinds, (list, tuple)):
         raise ValueError(f"data.path_kinds must be a list of kinds, got {d.path_kinds!r}")
     if not (isinstance(d.path_end_weight, (int, float)) and math.isfinite(d.path_end_weight)
             and d.path_end_weight > 0):

@@ -40,11 +40,11 @@ class Batch:
     forces: torch.Tensor  # [n, 3]
     stress: torch.Tensor  # [S, 3, 3] (zeros where absent)
     has_stress: torch.Tensor  # [S] bool
-    energy_weight: torch.Tensor | None = None  # [S] energy-loss multipliers (None: all 1)
+    energy_weight: torch.Tensor  # [S] multipliers of the energy terms in the training loss
 
     def to(self, device) -> Batch:
         fields = (self.energy, self.n_atoms, self.forces, self.stress, self.has_stress, self.energy_weight)
-        return Batch(self.graph.to(device), *(None if t is None else t.to(device) for t in fields))
+        return Batch(self.graph.to(device), *(t.to(device) for t in fields))
 
 
 _OPENERS = {".xz": lzma.open, ".gz": gzip.open, ".bz2": bz2.open}

@@ -816,11 +816,9 @@ def _extra_low_coverage() -> list[Task]:
     combinations are never placed, and neither are the 9 reference cases' own combinations,
     so no reference system gets a near-copy in training.
     """
-    done = set()
-    for t in build_tasks(0) + _extra_n100() + _extra_sites():
-        p = t.params
-        if tuple(p.get("size", ())) == LARGE.get(p.get("facet")):
-            done |= relaxed_combinations([t])
+    done = relaxed_combinations([
+        t for t in build_tasks(0) + _extra_n100() + _extra_sites()
+        if tuple(t.params.get("size", ())) == LARGE.get(t.params.get("facet"))])
     done |= {(M, F, ads, site) for M, F, ads, site, _ in REF_CASES}
     return _relax_missing("extra_low", ("111", "100"), LARGE, done)
 
