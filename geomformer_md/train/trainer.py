@@ -109,7 +109,8 @@ def batch_errors(out: dict, batch: Batch) -> dict[str, torch.Tensor]:
     de = (out["energy"] - batch.energy) / batch.n_atoms
     df = out["forces"] - batch.forces
     res = {
-        "e_sq": (batch.energy_weight.to(de.dtype) * de**2).sum(), "e_abs": de.abs().sum(), "e_n": torch.tensor(float(de.numel())),
+        "e_sq": (batch.energy_weight.to(de.dtype) * de**2).sum(),
+        "e_abs": de.abs().sum(), "e_n": torch.tensor(float(de.numel())),
         "f_sq": (df**2).sum(), "f_abs": df.abs().sum(), "f_n": torch.tensor(float(df.numel())),
     }
     if "stress" in out and bool(batch.has_stress.any()):
