@@ -190,6 +190,43 @@ def test_path_end_weight_weights_the_last_frame_of_each_relaxation_in_the_loss(t
         Trainer(train_config_from_dict(raw), **quiet)
 
 
+def test_energy_size_exponent_turns_the_per_atom_energy_loss_into_a_total_energy_loss(tmp_path):
+    from geomformer_md.train.data import collate_samples
+    from geomformer_md.train.trainer import Trainer, batch_errors
+
+    frames = []
+    for k, a in enumerate(emt_frames()):  # 4-atom cells; every third one made a 12-atom cell
+        if k % 3 == 0:
+            big = a.repeat((3, 1, 1))
+            big.calc = EMT()
+            res = {"energy": big.get_potential_energy(), "forces": big.get_forces()}
+            if big.pbc.all():
+                res["stress"] = big.get_stress()
+            big.calc = SinglePointCalculator(big, **res)
+            big.info.update(a.info)
+            a = big
+        frames.append(a)
+    write(tmp_path / "sizes.extxyz", frames)
+    quiet = {"progress": False, "log": lambda *a: None}
+    raw = config(tmp_path / "sizes.extxyz", tmp_path / "s", epochs=1)
+    raw["data"]["energy_size_exponent"] = 2.0
+    trainer = Trainer(train_config_from_dict(raw), **quiet)
+    n = np.array([s.n_atoms for s in trainer.train_set], dtype=float)
+    w = np.array([s.energy_weight for s in trainer.train_set])
+    assert set(n) == {4.0, 12.0}
+    assert w.mean() == pytest.approx(1.0) and w == pytest.approx(n**2 / np.mean(n**2))
+    # With exponent 2 the loss's energy term is the mean squared error of the total energy,
+    # scaled by 1 / mean(N^2): a 0.1 eV error per cell costs the same in every cell.
+    batch = collate_samples(trainer.train_set)
+    out = {"energy": batch.energy + 0.1, "forces": batch.forces.clone()}
+    err = batch_errors(out, batch)
+    assert float(err["e_sq"]) == pytest.approx(len(n) * 0.01 / np.mean(n**2))
+    for bad in (-1.0, 3.0, float("nan"), "2"):
+        raw["data"]["energy_size_exponent"] = bad
+        with pytest.raises(ValueError, match="energy_size_exponent must be a number from 0 to 2"):
+            train_config_from_dict(raw)
+
+
 @pytest.mark.parametrize("training, message", [
     ({"stage_two_epoch": 2}, "needs training.stage_two_lr"),
     ({"stage_two_lr": 1e-4}, "stage_two_lr is set but training.stage_two_epoch is not"),

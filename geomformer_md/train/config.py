@@ -50,6 +50,12 @@ class DataConfig:
             in ``path_kinds`` (empty: every path) has its energy term in the loss
             multiplied by ``path_end_weight``. For relaxation paths this weights the
             minima, which adsorption energies are differences of. 1.0 = off.
+        energy_size_exponent: p in [0, 2]. The energy term of each training frame (the
+            squared error of the energy per atom) is multiplied by N**p / mean(N**p), N its
+            atom count, the mean over the training frames (so the mean weight stays 1).
+            0 = the per-atom energy loss (default); 2 = a loss on total energies, which is
+            what adsorption and surface energies are differences of; 1 = in between (the
+            right weight if per-atom errors add up independently).
     """
 
     train_file: str = ""
@@ -69,6 +75,7 @@ class DataConfig:
     path_step_key: str = "step"
     path_kinds: tuple[str, ...] = ()
     path_end_weight: float = 1.0
+    energy_size_exponent: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -165,6 +172,10 @@ def train_config_from_dict(raw: dict) -> TrainConfig:
             and d.path_end_weight > 0):
         raise ValueError(
             f"data.path_end_weight must be a positive number, got {d.path_end_weight!r}")
+    p = d.energy_size_exponent
+    number = isinstance(p, (int, float)) and not isinstance(p, bool)
+    if not (number and math.isfinite(p) and 0 <= p <= 2):
+        raise ValueError(f"data.energy_size_exponent must be a number from 0 to 2, got {p!r}")
     if d.path_end_weight != 1.0 and d.path_key is None:
         raise ValueError(
             "data.path_end_weight needs data.path_key (the info key naming each path)")

@@ -185,6 +185,22 @@ def weight_path_ends(samples: list[Sample], data) -> int:
     return len(ends)
 
 
+def weight_by_size(samples: list[Sample], exponent: float) -> None:
+    """Multiply each sample's energy weight by ``N**exponent / mean(N**exponent)``.
+
+    The loss's energy term is the squared error of the energy per atom; with exponent 2
+    it becomes the squared error of the total energy (normalised so the mean weight is 1),
+    which weights the large cells that adsorption energies are computed in as much as
+    their total-energy error matters there.
+    """
+    if exponent == 0 or not samples:
+        return
+    w = [float(s.n_atoms) ** exponent for s in samples]
+    mean = sum(w) / len(w)
+    for s, x in zip(samples, w, strict=True):
+        s.energy_weight *= x / mean
+
+
 def split_indices(frames, data) -> tuple[list[int], list[int], list[int]]:
     """Reproducible train/val/test indices from a :class:`DataConfig`.
 

@@ -33,6 +33,7 @@ from .data import (
     make_samples,
     read_frames,
     split_indices,
+    weight_by_size,
     weight_path_ends,
 )
 
@@ -179,6 +180,11 @@ class Trainer:
             self.train_set += more_samples
         if n_ends:
             self.log(f"energy weight x{data.path_end_weight:g} on the last frame of {n_ends} paths")
+        if data.energy_size_exponent:
+            weight_by_size(self.train_set, data.energy_size_exponent)
+            w = [s.energy_weight for s in self.train_set]
+            self.log(f"energy weights by size (N^{data.energy_size_exponent:g}, mean 1): "
+                     f"{min(w):.3g} to {max(w):.3g}")
         self.val_set = samples(va, frames, data.train_file)
         if data.test_file:
             test_frames = read_frames(data.test_file)
