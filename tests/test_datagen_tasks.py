@@ -76,10 +76,10 @@ def test_ohmd_set_runs_md_of_oh_on_every_metal_and_flat_facet():
 def test_ohfcc_set_relaxes_two_oh_at_fcc_hollows_at_2_9_ml_not_a_reference_case():
     relax = [t for t in tasks.build_extra_tasks("ohfcc") if t.runner == "run_relax"]
     assert {t.metal for t in relax} == set(tasks.METALS)
+    assert not tasks.is_heldout("111", "OH", "fcc")
     for t in relax:
         p = t.params
         assert (p["facet"], tuple(p["size"]), p["coverage"]) == ("111", tasks.LARGE["111"], "2/9")
         assert p["ads_list"] == ["OH", "OH"] and p["sites"] == ["fcc", "fcc"]
-        assert not tasks.is_heldout("111", "OH", "fcc")
     # the reference cases are one adsorbate at 1/9 ML; this set never places a single one
     assert all(len(t.params["ads_list"]) == 2 for t in relax)

@@ -35,14 +35,20 @@ def emt_frames(n=24, seed=0):
             a = fcc111("Cu", (1, 1, 3), vacuum=4.0)
             a += Atoms("O", positions=[a.positions[-1] + [0, 0, 1.8]])
         a.positions += rng.normal(0, 0.1, a.positions.shape)
-        a.calc = EMT()
-        res = {"energy": a.get_potential_energy(), "forces": a.get_forces()}
-        if a.pbc.all():
-            res["stress"] = a.get_stress()
-        a.calc = SinglePointCalculator(a, **res)
+        a = emt_labelled(a)
         a.info["config_id"] = f"c{k % 8}"
         frames.append(a)
     return frames
+
+
+def emt_labelled(a):
+    """``a`` with EMT's energy, forces and (3-D periodic cells) stress stored as labels."""
+    a.calc = EMT()
+    res = {"energy": a.get_potential_energy(), "forces": a.get_forces()}
+    if a.pbc.all():
+        res["stress"] = a.get_stress()
+    a.calc = SinglePointCalculator(a, **res)
+    return a
 
 
 @pytest.fixture(scope="module")
@@ -197,14 +203,7 @@ def test_energy_size_exponent_turns_the_per_atom_energy_loss_into_a_total_energy
     frames = []
     for k, a in enumerate(emt_frames()):  # 4-atom cells; every third one made a 12-atom cell
         if k % 3 == 0:
-            big = a.repeat((3, 1, 1))
-            big.calc = EMT()
-            res = {"energy": big.get_potential_energy(), "forces": big.get_forces()}
-            if big.pbc.all():
-                res["stress"] = big.get_stress()
-            big.calc = SinglePointCalculator(big, **res)
-            big.info.update(a.info)
-            a = big
+            a = emt_labelled(a.repeat((3, 1, 1)))  # repeat() keeps info
         frames.append(a)
     write(tmp_path / "sizes.extxyz", frames)
     quiet = {"progress": False, "log": lambda *a: None}
