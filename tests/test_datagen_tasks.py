@@ -3,6 +3,7 @@
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "datagen"))
@@ -14,7 +15,7 @@ def test_extra_sets_never_place_a_heldout_combination():
     for name in tasks.EXTRA_SETS:
         extra = tasks.build_extra_tasks(name)
         assert not any(t.params.get("heldout") for t in extra), name
-        for metal, facet, ads, site in tasks.relaxed_combinations(extra):
+        for _metal, facet, ads, site in tasks.relaxed_combinations(extra):
             assert not structures.is_heldout(facet, ads, site), (name, facet, ads)
 
 
@@ -83,3 +84,31 @@ def test_ohfcc_set_relaxes_two_oh_at_fcc_hollows_at_2_9_ml_not_a_reference_case(
         assert p["ads_list"] == ["OH", "OH"] and p["sites"] == ["fcc", "fcc"]
     # the reference cases are one adsorbate at 1/9 ML; this set never places a single one
     assert all(len(t.params["ads_list"]) == 2 for t in relax)
+
+
+def test_ohfar_set_places_two_oh_at_the_farthest_fcc_hollows_by_relaxation_and_md():
+    extra = [t for t in tasks.build_extra_tasks("ohfar") if t.runner != "run_eos"]
+    assert {t.metal for t in extra} == set(tasks.METALS)
+    assert sorted(t.params.get("T", 0) for t in extra if t.metal == "Pt") == [0, 300, 600]
+    size = tasks.LARGE["111"]
+    placed = []
+    for t in extra:
+        p = t.params
+        assert (p["facet"], tuple(p["size"]), p["coverage"]) == ("111", size, "2/9")
+        assert [(x["ads"], x["site"]) for x in p["placements"]] == [("OH", "fcc")] * 2
+        assert not any(structures.is_heldout("111", x["ads"], x["site"]) for x in p["placements"])
+        placed.append(tuple(map(tuple, (x["offset"] for x in p["placements"]))))
+    assert len(set(placed)) == 1
+    # no other offset puts the second OH farther from the first (minimum image)
+    rng = np.random.default_rng(0)
+    pls = tasks._task_placements(rng, extra[0].params, "Pt", 3.98)
+    assert all(1.2 <= x["height"] <= 1.5 for x in pls)
+    atoms, inst, _ = tasks.build_ads_system("Pt", "111", size, 3.98, pls, rng=None, rattle_start=False)
+    d_far = tasks._min_ads_distance(atoms, inst)
+    for ox in range(size[0]):
+        for oy in range(size[1]):
+            other = [dict(pls[0]), dict(pls[1], offset=(ox, oy))]
+            at, ins, _ = tasks.build_ads_system("Pt", "111", size, 3.98, other, rng=None,
+                                                rattle_start=False)
+            assert tasks._min_ads_distance(at, ins) <= d_far + 1e-9
+    assert d_far > 4.5   # beyond an O-O hydrogen bond, and beyond the model's cutoff

@@ -422,18 +422,41 @@ def _ads_tag(pls):
     return "+".join(names)
 
 
+def far_pair_offset(F, size, ads, site) -> list[int]:
+    """The in-plane cell offset that puts a second ``ads`` at ``site`` farthest (minimum
+    image) from one at offset (0, 0) on the (F, size) slab; the first such offset wins ties.
+    The geometry is the same for every metal up to scale, so any lattice constant does."""
+    best, best_d = None, -1.0
+    for ox in range(size[0]):
+        for oy in range(size[1]):
+            pls = [{"ads": ads, "site": site, "height": 1.4, "offset": (0, 0), "site211": 0},
+                   {"ads": ads, "site": site, "height": 1.4, "offset": (ox, oy), "site211": 0}]
+            atoms, inst, _ = build_ads_system("Pt", F, size, 4.0, pls, rng=None, rattle_start=False)
+            d = _min_ads_distance(atoms, inst)
+            if d > best_d + 1e-6:
+                best, best_d = [ox, oy], d
+    return best
+
+
+def _task_placements(rng, p, M, a0):
+    """A task's adsorbate placements: the fixed ``placements`` of its parameters (heights and
+    (211) site indices drawn where missing), else random ones for its ``ads_list``."""
+    F, size = p["facet"], tuple(p["size"])
+    if "placements" not in p:
+        return choose_placements(rng, F, size, p["ads_list"], sites=p.get("sites"), a0=a0, M=M)
+    pls = [dict(x) for x in p["placements"]]
+    for x in pls:
+        x.setdefault("height", _height(rng, x["site"]))
+        x.setdefault("site211", int(rng.integers(0, 8)))
+    return pls
+
+
 def run_relax(ctx: Ctx, task: Task):
     p = task.params
     M, F, size = task.metal, p["facet"], tuple(p["size"])
     rng = task_rng(ctx.seed, task.name)
     a0 = ctx.a0(M)
-    if "placements" in p:
-        pls = [dict(x) for x in p["placements"]]
-        for x in pls:
-            x.setdefault("height", _height(rng, x["site"]))
-            x.setdefault("site211", int(rng.integers(0, 8)))
-    else:
-        pls = choose_placements(rng, F, size, p["ads_list"], sites=p.get("sites"), a0=a0, M=M)
+    pls = _task_placements(rng, p, M, a0)
     atoms, inst, clf = build_ads_system(M, F, size, a0, pls, rng=rng)
     heldout = bool(p.get("heldout", False))
     flt = FrameFilter(F, inst, heldout, clf)
@@ -474,13 +497,13 @@ def run_md(ctx: Ctx, task: Task):
     rng = task_rng(ctx.seed, task.name)
     a0 = ctx.a0(M)
     T = float(p["T"])
-    pls = choose_placements(rng, F, size, p["ads_list"], a0=a0, M=M)
+    pls = _task_placements(rng, p, M, a0)
     atoms, inst, clf = build_ads_system(M, F, size, a0, pls, rng=rng)
     flt = FrameFilter(F, inst, False, clf)
     sz = size_str(size)
     tags = dict(metal=M, facet=F, adsorbate=_ads_tag(pls), site=_site_tag(pls), config_id=task.name,
-                split_hint="pool", task=task.name, size=sz, coverage=COVERAGE.get(sz, "none"),
-                temperature_K=T)
+                split_hint="pool", task=task.name, size=sz,
+                coverage=p.get("coverage", COVERAGE.get(sz, "none")), temperature_K=T)
     ctx.lab.attach(atoms)
     # short pre-relaxation (not stored) so that MD starts near a minimum
     opt = BFGS(atoms, logfile=None, maxstep=0.2)
@@ -491,7 +514,7 @@ def run_md(ctx: Ctx, task: Task):
     dyn = Langevin(atoms, dt * units.fs, temperature_K=T, friction=0.01 / units.fs,
                    fixcm=False, rng=rng)
     frames = []
-    nblocks = MD_STEPS // MD_EVERY
+    nblocks = p.get("steps", MD_STEPS) // MD_EVERY
     for k in range(nblocks + 1):
         if k > 0:
             dyn.run(MD_EVERY)
@@ -863,8 +886,34 @@ def _extra_oh_fcc_pairs() -> list[Task]:
             for M in METALS]
 
 
+def _extra_oh_far_pairs() -> list[Task]:
+    """Two OH at fcc hollows of the 3x3x4 (111) slab of every metal as far apart as the cell
+    allows (2/9 ML, O-O ~1.7 nearest-neighbour distances): a relaxation with four rattled
+    copies of its end, and 150 steps of Langevin MD at 300 and 600 K (a frame every 10).
+
+    The ``ohfcc`` set's pairs came out at neighbouring hollows (O-O 2.5-3.0 A), hydrogen
+    bonded, which is not the isolated hollow OH of the 1/9 ML references. Frames whose OH
+    moves onto an hcp hollow (the held-out site) are dropped; hcp is never placed.
+    """
+    F, size = "111", LARGE["111"]
+    off = far_pair_offset(F, size, "OH", "fcc")
+    pls = [{"ads": "OH", "site": "fcc", "offset": [0, 0]}, {"ads": "OH", "site": "fcc", "offset": off}]
+    stem = f"{F}_{size_str(size)}_OH+OH_fcc_far"
+    T = []
+    for M in METALS:
+        T.append(Task(f"extra_ohfar_{M}_{stem}", "extra", "run_relax",
+                      {"facet": F, "size": size, "placements": pls, "coverage": "2/9",
+                       "n_rattle": 4}, M))
+        for t in (300, 600):
+            T.append(Task(f"extra_ohfar_{M}_{stem}_{t}K", "extra", "run_md",
+                          {"facet": F, "size": size, "placements": pls, "coverage": "2/9",
+                           "T": t, "steps": 150}, M))
+    return T
+
+
 EXTRA_SETS = {"n100": _extra_n100, "sites": _extra_sites, "slabs": _extra_slabs,
-              "low": _extra_low_coverage, "ohmd": _extra_oh_md, "ohfcc": _extra_oh_fcc_pairs}
+              "low": _extra_low_coverage, "ohmd": _extra_oh_md, "ohfcc": _extra_oh_fcc_pairs,
+              "ohfar": _extra_oh_far_pairs}
 
 
 def build_extra_tasks(name: str) -> list[Task]:
