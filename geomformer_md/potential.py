@@ -115,7 +115,8 @@ class Potential(torch.nn.Module):
             grads = torch.autograd.grad(
                 energy.sum(), inputs, create_graph=create_graph, allow_unused=True
             )
-            grads = [torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs)]
+            grads = [torch.zeros_like(x) if g is None else g
+                     for g, x in zip(grads, inputs, strict=True)]
             if forces and not self.direct_forces:
                 res["forces"] = -grads[0]
             if stress:

@@ -12,4 +12,4 @@ def test_unknown_attribute_is_an_attribute_error():
     import pytest
 
     with pytest.raises(AttributeError, match="no attribute"):
-        geomformer_md.does_not_exist
+        _ = geomformer_md.does_not_exist

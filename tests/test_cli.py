@@ -87,7 +87,7 @@ def test_eval_reports_errors_against_the_files_labels(frames_file, model_file, c
 
     calc = GeoMFormerCalculator(model_file)
     labelled = []
-    for k, atoms in enumerate(read(frames_file, ":")):
+    for atoms in read(frames_file, ":"):
         atoms.calc = calc
         e, f = atoms.get_potential_energy(), atoms.get_forces()
         res = {"energy": e + 0.01 * len(atoms), "forces": f + 0.02}  # 10 meV/atom, 20 meV/Å off

@@ -3,12 +3,11 @@
 import numpy as np
 import pytest
 import torch
+from conftest import make_model
 
 from geomformer_md import GeoMFormerCalculator
 from geomformer_md.data.neighbors import neighbor_list
 from geomformer_md.testing import sample_structures
-
-from conftest import make_model
 
 pytestmark = [
     pytest.mark.gpu,

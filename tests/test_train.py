@@ -15,11 +15,10 @@ from ase.build import bulk, fcc111
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
+from conftest import make_model
 
 from geomformer_md import load_potential, save_model
 from geomformer_md.train import train, train_config_from_dict
-
-from conftest import make_model
 
 TINY_MODEL = {"d_model": 8, "n_heads": 2, "n_layers": 1, "n_rbf": 6, "cutoff": 3.5}
 

@@ -208,8 +208,10 @@ def collate(graphs: Sequence[AtomGraph]) -> AtomGraph:
         numbers=cat("numbers"),
         cell=cat("cell"),
         pbc=cat("pbc"),
-        system_idx=torch.cat([g.system_idx + int(o) for g, o in zip(graphs, sys_offsets)]),
-        edge_index=torch.cat([g.edge_index + int(o) for g, o in zip(graphs, atom_offsets)], dim=1),
+        system_idx=torch.cat(
+            [g.system_idx + int(o) for g, o in zip(graphs, sys_offsets, strict=True)]),
+        edge_index=torch.cat(
+            [g.edge_index + int(o) for g, o in zip(graphs, atom_offsets, strict=True)], dim=1),
         shifts=cat("shifts"),
         node_scalars=cat("node_scalars"),
         node_vectors=cat("node_vectors"),

@@ -1,6 +1,12 @@
 """Training: config, data, loop. Imports the model; the model never imports this."""
 
-from .config import DataConfig, TrainConfig, TrainingConfig, load_train_config, train_config_from_dict
+from .config import (
+    DataConfig,
+    TrainConfig,
+    TrainingConfig,
+    load_train_config,
+    train_config_from_dict,
+)
 from .trainer import Trainer, export_checkpoint, train
 
 __all__ = [

@@ -268,7 +268,7 @@ def composition_matrix(numbers, species) -> np.ndarray:
     index = {z: k for k, z in enumerate(species)}
     a = np.zeros((len(numbers), len(species)))
     for r, nums in enumerate(numbers):
-        for z, c in zip(*np.unique(np.asarray(nums), return_counts=True)):
+        for z, c in zip(*np.unique(np.asarray(nums), return_counts=True), strict=True):
             a[r, index[int(z)]] = c
     return a
 

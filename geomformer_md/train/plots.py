@@ -20,7 +20,7 @@ def parity_plots(pairs: dict, path: str | Path, metrics: dict | None = None) -> 
         ("energy", "energy (eV/atom)", metrics.get("energy_mae_meV_atom"), "meV/atom"),
         ("forces", "force component (eV/Å)", metrics.get("forces_mae_meV_A"), "meV/Å"),
     ]
-    for ax, (key, label, mae, unit) in zip(axes, panels):
+    for ax, (key, label, mae, unit) in zip(axes, panels, strict=True):
         ref, pred = np.asarray(pairs[key])[:, 0], np.asarray(pairs[key])[:, 1]
         lo, hi = float(min(ref.min(), pred.min())), float(max(ref.max(), pred.max()))
         ax.plot([lo, hi], [lo, hi], color="0.6", lw=1)

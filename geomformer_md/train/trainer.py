@@ -87,7 +87,7 @@ class EMA:
     @torch.no_grad()
     def swap(self) -> None:
         """Exchange live and averaged weights (call twice to undo)."""
-        for s, p in zip(self.shadow, self.params):
+        for s, p in zip(self.shadow, self.params, strict=True):
             tmp = p.detach().clone()
             p.copy_(s)
             s.copy_(tmp)
@@ -96,7 +96,7 @@ class EMA:
         return {"shadow": [s.clone() for s in self.shadow], "updates": self.updates}
 
     def load_state_dict(self, state: dict) -> None:
-        for s, v in zip(self.shadow, state["shadow"]):
+        for s, v in zip(self.shadow, state["shadow"], strict=True):
             s.copy_(v)
         self.updates = int(state["updates"])
 
@@ -154,7 +154,7 @@ class Trainer:
         return GeoMFormer(GeoMFormerConfig(**mcfg))
 
     def _setup(self) -> None:
-        cfg, data = self.cfg, self.cfg.data
+        data = self.cfg.data
         frames = read_frames(data.train_file)
         extra = {path: read_frames(path) for path in data.extra_train_files}
         every = frames + [a for more in extra.values() for a in more]
@@ -240,7 +240,8 @@ class Trainer:
         model.e0.copy_(torch.as_tensor(e0))
         from ase.data import chemical_symbols
 
-        self.log("E0 (eV): " + ", ".join(f"{chemical_symbols[z]} {e:.4f}" for z, e in zip(species, e0)))
+        self.log("E0 (eV): " + ", ".join(
+            f"{chemical_symbols[z]} {e:.4f}" for z, e in zip(species, e0, strict=True)))
 
     # ------------------------------------------------------------------ checkpoints
     def _checkpoint_state(self, epoch: int, step_in_epoch: int) -> dict:
@@ -516,7 +517,7 @@ def export_checkpoint(checkpoint: str | Path, model_path: str | Path, use_ema: b
     model.load_state_dict(state["model"])
     if use_ema:
         with torch.no_grad():
-            for p, s in zip(model.parameters(), state["ema"]["shadow"]):
+            for p, s in zip(model.parameters(), state["ema"]["shadow"], strict=True):
                 p.copy_(s)
     meta = {"training_config": state["config"], "exported_from": str(checkpoint), "step": state["step"],
             "epoch": state["epoch"], "history": state["history"], "ema": use_ema}
