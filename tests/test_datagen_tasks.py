@@ -103,7 +103,8 @@ def test_ohfar_set_places_two_oh_at_the_farthest_fcc_hollows_by_relaxation_and_m
     rng = np.random.default_rng(0)
     pls = tasks._task_placements(rng, extra[0].params, "Pt", 3.98)
     assert all(1.2 <= x["height"] <= 1.5 for x in pls)
-    atoms, inst, _ = tasks.build_ads_system("Pt", "111", size, 3.98, pls, rng=None, rattle_start=False)
+    atoms, inst, _ = tasks.build_ads_system("Pt", "111", size, 3.98, pls, rng=None,
+                                            rattle_start=False)
     d_far = tasks._min_ads_distance(atoms, inst)
     for ox in range(size[0]):
         for oy in range(size[1]):

@@ -897,7 +897,8 @@ def _extra_oh_far_pairs() -> list[Task]:
     """
     F, size = "111", LARGE["111"]
     off = far_pair_offset(F, size, "OH", "fcc")
-    pls = [{"ads": "OH", "site": "fcc", "offset": [0, 0]}, {"ads": "OH", "site": "fcc", "offset": off}]
+    pls = [{"ads": "OH", "site": "fcc", "offset": [0, 0]},
+           {"ads": "OH", "site": "fcc", "offset": off}]
     stem = f"{F}_{size_str(size)}_OH+OH_fcc_far"
     T = []
     for M in METALS:
