@@ -113,3 +113,16 @@ def test_ohfar_set_places_two_oh_at_the_farthest_fcc_hollows_by_relaxation_and_m
                                                 rattle_start=False)
             assert tasks._min_ads_distance(at, ins) <= d_far + 1e-9
     assert d_far > 4.5   # beyond an O-O hydrogen bond, and beyond the model's cutoff
+
+
+def test_ohfartb_set_places_the_far_pairs_at_top_and_bridge_never_a_hollow():
+    extra = [t for t in tasks.build_extra_tasks("ohfartb") if t.runner != "run_eos"]
+    sites = {x["site"] for t in extra for x in t.params["placements"]}
+    assert sites == {"top", "bridge"}
+    assert len(extra) == 2 * 3 * len(tasks.METALS)
+    names = {t.name for t in extra} | {t.name for t in tasks.build_extra_tasks("ohfar")}
+    assert len(names) == len(extra) + len(tasks.build_extra_tasks("ohfar")), "task names collide"
+    for t in extra:
+        offs = [tuple(x["offset"]) for x in t.params["placements"]]
+        site = t.params["placements"][0]["site"]
+        assert offs == [(0, 0), tuple(tasks.far_pair_offset("111", tasks.LARGE["111"], "OH", site))]
