@@ -3,8 +3,10 @@
 For each model: model minus labeller (eV) on the last, relaxed frame of the trained-on 1/9 ML
 (3x3x4) top and bridge relaxations of `extra-low`, on the two 1/9 ML reference structures
 (fcc, hcp) at the labeller's relaxed geometry, and the same-composition differences
-E(hollow) - E(top or bridge), whose element references cancel. With --groups, also the mean
-signed error (meV/atom) over every OH / Pt(111) frame of each (set, site, coverage, kind).
+E(hollow) - E(top or bridge), whose element references cancel; first, the labeller's own
+energies of the four structures relative to the fcc one (the site order a model should give).
+With --groups, also the mean signed error (meV/atom) over every OH / Pt(111) frame of each
+(set, site, coverage, kind).
 
     python scripts/oh_pt111_errors.py potentials/geomformer-catalysis-v9.pt MODEL.pt --threads 2
 
@@ -68,8 +70,12 @@ def main() -> None:
         x = ase.io.read(a.data / "catalysis-v1" / "reference" / f"{name}.extxyz", index=1)
         x.calc = SinglePointCalculator(x, energy=cases[name]["E_slab_ads"])
         refs[site] = x
-    print(f"{'model':44s} {'top':>7s} {'bridge':>7s} {'fcc ref':>7s} {'hcp ref':>7s} "
-          f"{'fcc-top':>7s} {'fcc-br':>7s} {'hcp-top':>7s} {'hcp-br':>7s}   (eV)")
+    lab = {"top": low["top"], "bridge": low["bridge"], **refs}
+    e_fcc = refs["fcc"].get_potential_energy()
+    print("labeller, E - E(fcc ref) (eV): " + ", ".join(
+        f"{k} {x.get_potential_energy() - e_fcc:+.3f}" for k, x in lab.items()))
+    print(f"{'model minus labeller':44s} {'top':>7s} {'bridge':>7s} {'fcc ref':>7s} "
+          f"{'hcp ref':>7s} {'fcc-top':>7s} {'fcc-br':>7s} {'hcp-top':>7s} {'hcp-br':>7s}   (eV)")
     for m in a.models:
         calc = GeoMFormerCalculator(m, dtype="float64")
 
