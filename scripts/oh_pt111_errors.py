@@ -84,8 +84,7 @@ def main() -> None:
             x.calc = calc
             return x.get_potential_energy() - atoms.get_potential_energy()
 
-        e = {"top": err(low["top"]), "bridge": err(low["bridge"])}
-        e.update({s: err(x) for s, x in refs.items()})
+        e = {k: err(x) for k, x in lab.items()}
         diffs = [e[h] - e[s] for h in ("fcc", "hcp") for s in ("top", "bridge")]
         print(f"{m[-44:]:44s} " + " ".join(f"{v:+7.3f}" for v in
                                             [e["top"], e["bridge"], e["fcc"], e["hcp"], *diffs]))
