@@ -34,6 +34,7 @@ examples:
   geomformer-md adsorb Pt111 CO                    CO on every site of Pt(111)
   geomformer-md adsorb Cu211 O --sites step_fcc,step_bridge
   geomformer-md train config.yaml --resume
+  geomformer-md distill examples/07_distill/emt_cuag.yaml   committee from an EMT teacher
 
 Every command accepts --model NAME_OR_FILE (default: the shipped default
 potential), --device cpu|cuda|auto and --dtype float32|float64.
@@ -561,6 +562,17 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_distill(args) -> int:
+    from .distill import distill
+
+    result = distill(args.config, progress=not getattr(args, "quiet", False))
+    last = result["rows"][-1] if result["rows"] else {}
+    summary = ", ".join(f"{k} {last[k]:.4g}" for k in ("E_all", "F_all", "spearman", "caught")
+                        if isinstance(last.get(k), float))
+    print(f"committee: {result['committee']}" + (f" (validation: {summary})" if summary else ""))
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -754,6 +766,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("train", "train a potential from a YAML config", cmd_train, (debug,))
     sp.add_argument("config", help="training config (YAML)")
     sp.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+
+    sp = add("distill", "active-learning distillation of a committee potential from a teacher "
+             "(any ASE calculator) over a configuration space; re-running the same config "
+             "continues the run", cmd_distill, (debug,))
+    sp.add_argument("config", help="distillation config (YAML; see docs/distill.md)")
     return p
 
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 import numpy as np
 from ase import Atoms, units
 from ase.md.langevin import Langevin
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from ase.optimize import FIRE
+
+from ..simulate.md import thermalize_momenta
 
 MIN_DISTANCE = 0.5  # Å: closer than this, a trajectory stops
 MAX_FORCE = 50.0  # eV/Å
@@ -74,7 +75,7 @@ def explore_structure(atoms: Atoms, calc, mode: str, cfg, rng: np.random.Generat
             opt.run(fmax=0.0, steps=1)
         return out
     temperature = float(rng.choice(cfg.temperatures))
-    MaxwellBoltzmannDistribution(work, temperature_K=temperature, rng=rng)
+    thermalize_momenta(work, temperature_K=temperature, rng=rng)
     dyn = Langevin(work, cfg.timestep_fs * units.fs, temperature_K=temperature,
                    friction=0.02 / units.fs, fixcm=False, rng=rng)
     for step in range(0, cfg.md_steps + 1, cfg.snapshot_every):

@@ -197,7 +197,9 @@ class DistillRun:
         bar.close()
         path.parent.mkdir(parents=True, exist_ok=True)
         _atomic_write_frames(path, candidates)
-        return candidates
+        # what was stored (positions rounded by extxyz), so that a resumed run, which reads
+        # the file, labels exactly the same structures
+        return _read_frames(path)
 
     def train_members(self, it: int, data_files: list[Path]) -> list[Path]:
         """Train (iteration 0) or continue (later) every member; returns model files."""

@@ -10,9 +10,11 @@ gas-phase molecules themselves. ``sample`` draws starting structures, each tagge
 
     category   bulk | alloy | surface | surface+ads | cluster | cluster+ads | gas
     elements   metal elements, sorted and joined ("Cu", "Ag-Cu")
-    facet      Miller index of a surface ("111", "211"), "" otherwise
-    adsorbate  adsorbate names joined by "+", "" for none
-    shape      cluster shape and size ("icosahedron13"), "" otherwise
+    facet      Miller index of a surface ("111", "211"), "none" otherwise
+    adsorbate  adsorbate name, "none" for none
+    shape      cluster shape and metal atom count ("icosahedron13"), "none" otherwise
+
+(never an empty string: extxyz cannot read an empty value back)
 
 Lattice constants (fcc) come from the teacher (distill.teacher.lattice_constants) and mix
 by Vegard's law in alloys. Structures are built with ASE (ase.build, ase.cluster).
@@ -357,7 +359,7 @@ class Space:
 
     def build(self, kind: str, args: tuple, rng: np.random.Generator) -> Atoms:
         c = self.cfg
-        ads_names = ""
+        ads_names = "none"
         if kind == "bulk":
             (el,) = args
             atoms = _strain(_fcc(el, self.a0[el], c.bulk_size), rng, c.strain)
@@ -413,10 +415,11 @@ class Space:
             atoms.center(vacuum=c.vacuum)
             atoms.pbc = False
             ads_names = ads.formula
-            tags = {"category": "gas", "elements": ""}
+            tags = {"category": "gas", "elements": "none"}
         else:  # pragma: no cover - kinds come from _kinds
             raise AssertionError(kind)
-        info = {"category": "", "elements": "", "facet": "", "adsorbate": ads_names, "shape": ""}
+        info = {"category": "none", "elements": "none", "facet": "none", "adsorbate": ads_names,
+                "shape": "none"}
         info.update(tags)
         atoms.info.update(info)
         return atoms
