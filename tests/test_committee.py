@@ -137,3 +137,19 @@ def test_molecule_without_cell(members):
     mol.calc = GeoMFormerCalculator(members, uncertainty_threshold=None)
     assert np.isfinite(mol.get_potential_energy())
     assert mol.calc.results["forces_std"].shape == (2,)
+
+
+def test_batched_predict_gives_the_calculators_mean_and_spread(members):
+    from geomformer_md.simulate.batch import predict
+
+    structures = [_slab(), bulk("Cu", "fcc", a=3.6) * (2, 1, 1)]
+    structures[1].rattle(0.05, seed=3)
+    batched = predict(structures, model=members)
+    for atoms, res in zip(structures, batched, strict=True):
+        atoms.calc = GeoMFormerCalculator(members, uncertainty_threshold=None)
+        atoms.get_forces()
+        one = atoms.calc.results
+        assert res["energy"] == pytest.approx(one["energy"], abs=1e-9)
+        assert res["energy_std"] == pytest.approx(one["energy_std"], abs=1e-9)
+        np.testing.assert_allclose(res["forces_std"], one["forces_std"], atol=1e-9)
+        np.testing.assert_allclose(res["energies_std"], one["energies_std"], atol=1e-9)

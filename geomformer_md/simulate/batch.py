@@ -38,6 +38,7 @@ from ase.filters import FrechetCellFilter
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from ..calculator import private_model
+from ..committee import Committee, make_potential
 from ..data.graph import AtomGraph, build_edges, validate_atoms
 from ..data.neighbors import get_neighbor_backend
 from ..potential import Potential
@@ -251,8 +252,11 @@ class BatchEvaluator:
         if dtype is None and self.device.type == "cuda":
             dtype = "float32"
         gm = private_model(model, dtype, self.device)
-        self.potential = Potential(gm)
+        self.potential = make_potential(gm)
+        self.is_committee = isinstance(gm, Committee)
         self.compiled = bool(compile)
+        if compile and self.is_committee:
+            raise ValueError("compile=True is not available for a committee; use one member")
         if compile:
             self.potential.model = torch.compile(gm, dynamic=True)
         self.cutoff = gm.config.cutoff
@@ -277,7 +281,10 @@ class BatchEvaluator:
         """Peak bytes of a forward+backward pass per attention edge (measured once)."""
         key = (repr(sorted(self.potential.model.config.to_dict().items())), str(self.device))
         if key not in _BYTES_PER_EDGE:  # measured eager: an upper bound for a compiled model
-            eager = Potential(getattr(self.potential.model, "_orig_mod", self.potential.model))
+            model = getattr(self.potential.model, "_orig_mod", self.potential.model)
+            if isinstance(model, Committee):  # members run one after the other
+                model = model.members[0]
+            eager = Potential(model)
             _BYTES_PER_EDGE[key] = _measure_bytes_per_edge(eager, self.device)
         return _BYTES_PER_EDGE[key]
 
@@ -574,6 +581,10 @@ class BatchEvaluator:
             }
             if has_stress[s]:
                 res["stress"] = full_3x3_to_voigt_6_stress(sigma[s])
+            if "forces_std" in out:  # a committee: the members' spread
+                res["energy_std"] = float(out["energy_std"][s])
+                res["energies_std"] = out["energies_std"][a:b].to("cpu", torch.float64).numpy()
+                res["forces_std"] = out["forces_std"][a:b].to("cpu", torch.float64).numpy()
             results[k] = res
         self.timings["unpack"] += time.perf_counter() - t0
 
