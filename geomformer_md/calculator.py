@@ -17,6 +17,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from .data.graph import atoms_to_graph, check_overlaps, trim_edges
 from .data.neighbors import VerletNeighborList
 from .io.registry import load_potential
+from .memory import check_call_memory
 from .model import GeoMFormer
 from .potential import Potential, model_with_dtype
 
@@ -121,6 +122,7 @@ class GeoMFormerCalculator(Calculator):
                 f"has pbc={self.atoms.pbc.tolist()}"
             )
         graph = self._graph(self.atoms)
+        check_call_memory(self.potential, graph)  # one line, before torch's allocator fails
         with torch.enable_grad():
             out = self.potential(graph, forces=True, stress=periodic)
         e = float(out["energy"].detach()[0])

@@ -178,6 +178,20 @@ def _margin(pos: Tensor, cutoff: float) -> float:
     return 1e-6 * cutoff + 64.0 * torch.finfo(pos.dtype).eps * scale
 
 
+# Above this many bins (and 8 per atom), a structure is mostly empty space and
+# matscipy_neighbor_list hands it to the sparse torch cell list; matscipy keeps ~4 bytes
+# per bin of its dense grid (measured), so this bounds its grid to ~16 MB.
+SPARSE_BINS = 1 << 22
+
+
+def _dense_bins(cell: np.ndarray, rc: float) -> float:
+    """Bins of edge >= rc of a dense grid over ``cell`` (heights between opposite faces)."""
+    vol = abs(np.linalg.det(cell))
+    heights = [vol / np.linalg.norm(np.cross(cell[(d + 1) % 3], cell[(d + 2) % 3]))
+               for d in range(3)]
+    return float(np.prod([max(1.0, np.floor(h / rc)) for h in heights]))
+
+
 # --------------------------------------------------------------------------- backends
 def matscipy_neighbor_list(positions: Tensor, cell: Tensor | None, pbc: Tensor | None,
                            cutoff: float, system_idx: Tensor | None = None) -> EdgeList:
@@ -204,7 +218,13 @@ def matscipy_neighbor_list(positions: Tensor, cell: Tensor | None, pbc: Tensor |
             proj = p @ u
             c[d] = u * (proj.max() - proj.min() + 2 * rc + 1.0)
             p -= (proj.min() - rc) * u
-        i, j, shift = _ms_nl("ijS", positions=p, cell=c, pbc=pbc_np[s], cutoff=rc)
+        if _dense_bins(c, rc) > max(SPARSE_BINS, 8 * len(atoms)):
+            # Mostly empty space: matscipy's bins would fill it (a CO molecule in a periodic
+            # 3000 Å box took 0.8 GB); the torch cell list only stores occupied bins.
+            ei, shift = torch_cell_list(pos[atoms], cell[s], pbc[s], cutoff)
+            i, j, shift = ei[0].cpu().numpy(), ei[1].cpu().numpy(), shift.cpu().numpy()
+        else:
+            i, j, shift = _ms_nl("ijS", positions=p, cell=c, pbc=pbc_np[s], cutoff=rc)
         out_i.append(atoms[i]), out_j.append(atoms[j]), out_s.append(shift)
     if not out_i:
         return _empty(positions.device)
@@ -264,13 +284,17 @@ def torch_cell_list(positions: Tensor, cell: Tensor | None, pbc: Tensor | None, 
     lo = lo.scatter_reduce(0, sys_g[:, None].expand(-1, 3), gpos, "amin")
     hi = hi.scatter_reduce(0, sys_g[:, None].expand(-1, 3), gpos, "amax")
     lo, hi = torch.nan_to_num(lo, posinf=0.0), torch.nan_to_num(hi, neginf=0.0)
-    nb = (torch.floor((hi - lo) / rc).long() + 1).clamp(min=1)
+    # Bins of edge rc, wider where a system spans more than 2^16 of them (a molecule in a
+    # periodic box of 10^6 Å) so the packed keys below (2^48 per system at most) cannot
+    # overflow int64 in a batch; wider bins are still exact, only less selective.
+    width = torch.clamp((hi - lo) / 2**16, min=rc)
+    nb = (torch.floor((hi - lo) / width).long() + 1).clamp(min=1)
     sys_off = torch.cumsum(nb.prod(1), 0) - nb.prod(1)
 
     def bin_key(b: Tensor, s: Tensor) -> Tensor:
         return sys_off[s] + (b[:, 0] * nb[s, 1] + b[:, 1]) * nb[s, 2] + b[:, 2]
 
-    gbin = torch.floor((gpos - lo[sys_g]) / rc).long().clamp(min=0)
+    gbin = torch.floor((gpos - lo[sys_g]) / width[sys_g]).long().clamp(min=0)
     gbin = torch.minimum(gbin, nb[sys_g] - 1)
     gkey = bin_key(gbin, sys_g)
     order = torch.argsort(gkey)
@@ -280,7 +304,7 @@ def torch_cell_list(positions: Tensor, cell: Tensor | None, pbc: Tensor | None, 
     starts = torch.cumsum(counts, 0) - counts
 
     # Query the 27 neighbouring bins of every real atom.
-    cbin = torch.floor((pos_w - lo[sys_idx]) / rc).long().clamp(min=0)
+    cbin = torch.floor((pos_w - lo[sys_idx]) / width[sys_idx]).long().clamp(min=0)
     cbin = torch.minimum(cbin, nb[sys_idx] - 1)
     offs = torch.tensor(list(itertools.product((-1, 0, 1), repeat=3)), device=dev)
     qbin = (cbin[:, None, :] + offs[None]).reshape(-1, 3)
