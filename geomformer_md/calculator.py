@@ -16,6 +16,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from .data.graph import atoms_to_graph, check_overlaps, trim_edges
 from .data.neighbors import VerletNeighborList
+from .dispersion import add_results, make_dispersion
 from .io.registry import load_potential
 from .memory import check_call_memory
 from .model import GeoMFormer
@@ -30,7 +31,9 @@ def resolve_model(model) -> GeoMFormer:
         return model.model
     if isinstance(model, GeoMFormer):
         return model
-    raise TypeError(f"model must be a potential name, a path or a GeoMFormer, not {type(model).__name__}")
+    raise TypeError(
+        f"model must be a potential name, a path or a GeoMFormer, not {type(model).__name__}"
+    )
 
 
 def private_model(model, dtype, device) -> GeoMFormer:
@@ -64,6 +67,12 @@ class GeoMFormerCalculator(Calculator):
             worth it in MD. 0 rebuilds at every call.
         direct_forces: use the direct (non-conservative) force head; only for
             models trained with one, never for NVE.
+        dispersion: None, or "d3bj" to add two-body DFT-D3(BJ) dispersion (needs
+            tad-dftd3: ``pip install 'geomformer-md[d3]'``); see
+            :class:`~geomformer_md.dispersion.D3Dispersion`.
+        dispersion_xc: the functional of the D3(BJ) parameters ("pbe": the shipped
+            potentials' labeller, SevenNet-0, learned PBE data).
+        dispersion_cutoff: Å, D3 two-body cutoff (default 60 bohr = 31.75 Å).
 
     Results: energy and free_energy (eV), energies (eV per atom), forces (eV/Å),
     and stress (eV/Å^3, Voigt, ASE sign) for cells periodic in all three directions.
@@ -79,9 +88,13 @@ class GeoMFormerCalculator(Calculator):
         neighbor_backend: str = "auto",
         skin: float = 0.0,
         direct_forces: bool = False,
+        dispersion: str | None = None,
+        dispersion_xc: str = "pbe",
+        dispersion_cutoff: float | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        self.dispersion = make_dispersion(dispersion, dispersion_xc, dispersion_cutoff)
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
@@ -125,6 +138,8 @@ class GeoMFormerCalculator(Calculator):
         check_call_memory(self.potential, graph)  # one line, before torch's allocator fails
         with torch.enable_grad():
             out = self.potential(graph, forces=True, stress=periodic)
+        if self.dispersion is not None:
+            out = add_results(out, self.dispersion(graph, forces=True, stress=periodic))
         e = float(out["energy"].detach()[0])
         self.results = {
             "energy": e,
