@@ -8,7 +8,9 @@ supercells (the matscipy neighbour list, rebuilt at the call):
   of its resident set during the call (VmHWM after resetting it, minus VmRSS before),
   divided by the atoms: MB/atom, "before" (plain autograd graph) and "after" side by side;
 * time: both modes in one process, calls interleaved round-robin (so load drift hits them
-  alike), median per mode; the ratio after/before is printed.
+  alike), median per mode of the wall time and of the process's CPU time (with one torch
+  thread the latter is what the call used, less disturbed by other jobs on shared cores);
+  the ratios after/before are printed.
 
 Also prints :func:`geomformer_md.memory.estimate_call_bytes` next to the measured peak,
 so the estimate that guards calls is checked against what a call really takes.
@@ -89,21 +91,27 @@ def measure_memory(mode: str, n: int, dtype: str, threads: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def time_modes(n: int, dtype: str, rounds: int) -> dict[str, float]:
+def time_modes(n: int, dtype: str, rounds: int) -> dict[str, dict[str, float]]:
+    """Median wall and process-CPU seconds per call of each mode. With one torch thread
+    the CPU time is what the call itself used, much less disturbed than the wall time
+    when other jobs share the cores."""
     from geomformer_md import GeoMFormerCalculator
 
     calc, atoms = GeoMFormerCalculator(dtype=dtype), cu_supercell(n)
-    samples: dict[str, list[float]] = {m: [] for m in MODES}
+    wall: dict[str, list[float]] = {m: [] for m in MODES}
+    cpu: dict[str, list[float]] = {m: [] for m in MODES}
     for mode in MODES:  # warm-up
         set_mode(mode)
         call(calc, atoms)
     for r in range(rounds):
         for mode in MODES if r % 2 == 0 else MODES[::-1]:
             set_mode(mode)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             call(calc, atoms)
-            samples[mode].append(time.perf_counter() - t0)
-    return {m: statistics.median(v) for m, v in samples.items()}
+            wall[mode].append(time.perf_counter() - t0)
+            cpu[mode].append(time.process_time() - c0)
+    return {"wall": {m: statistics.median(v) for m, v in wall.items()},
+            "cpu": {m: statistics.median(v) for m, v in cpu.items()}}
 
 
 def main() -> None:
@@ -113,6 +121,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5, help="timed calls per mode (median)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-time", action="store_true", help="memory only")
+    p.add_argument("--no-memory", action="store_true", help="time only")
     p.add_argument("--memory-worker", nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.memory_worker:
@@ -121,18 +130,23 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s), load {os.getloadavg()[0]:.1f}")
     head = (f"{'dtype':<8}{'atoms':>6}{'MB/atom before':>16}{'after':>8}{'ratio':>7}"
-            f"{'estimate MB/atom':>18}{'s/call before':>15}{'after':>8}{'ratio':>7}")
+            f"{'estimate MB/atom':>18}{'wall s before':>15}{'after':>8}{'ratio':>7}"
+            f"{'CPU s before':>15}{'after':>8}{'ratio':>7}")
     print(head)
     for dtype in args.dtypes:
         for n in args.sizes:
-            mem = {m: measure_memory(m, n, dtype, args.threads) for m in MODES}
-            mb = {m: mem[m]["call_mb"] / n for m in MODES}
-            est = mem["after"]["estimate_mb"] / n
-            line = (f"{dtype:<8}{n:>6}{mb['before']:>16.3f}{mb['after']:>8.3f}"
-                    f"{mb['after'] / mb['before']:>7.2f}{est:>18.3f}")
+            line = f"{dtype:<8}{n:>6}" + " " * 49
+            if not args.no_memory:
+                mem = {m: measure_memory(m, n, dtype, args.threads) for m in MODES}
+                mb = {m: mem[m]["call_mb"] / n for m in MODES}
+                est = mem["after"]["estimate_mb"] / n
+                line = (f"{dtype:<8}{n:>6}{mb['before']:>16.3f}{mb['after']:>8.3f}"
+                        f"{mb['after'] / mb['before']:>7.2f}{est:>18.3f}")
             if not args.no_time:
                 t = time_modes(n, dtype, args.rounds)
-                line += f"{t['before']:>15.3f}{t['after']:>8.3f}{t['after'] / t['before']:>7.2f}"
+                for kind in ("wall", "cpu"):
+                    b, a = t[kind]["before"], t[kind]["after"]
+                    line += f"{b:>15.3f}{a:>8.3f}{a / b:>7.2f}"
             print(line, flush=True)
     print(f"load after {os.getloadavg()[0]:.1f}")
 

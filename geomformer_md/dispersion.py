@@ -26,6 +26,7 @@ DISPERSION_METHODS = ("d3bj",)
 # s-dftd3's (and tad-dftd3's) default real-space cutoffs, bohr
 DISP2_CUTOFF_BOHR = 60.0
 CN_CUTOFF_BOHR = 40.0
+EDGE_CHUNK = 1 << 17  # pairs per chunk: ~50 MB of autograd state at a time
 
 
 def _tad():
@@ -108,75 +109,139 @@ class D3Dispersion:
         (eV/Å), ``stress`` [n_systems, 3, 3] (eV/Å³, ASE sign) and ``has_stress``
         (3-D periodic cells only; 0 elsewhere), all float64 and detached.
         """
-        dev = graph.device
-        ref, rcov_z, r4r2_z, param = self._data(dev)
+        ref = self._data(graph.device)[0]
         numbers = graph.numbers
         if int(numbers.max()) >= ref.c6.shape[0]:
             raise ValueError(f"D3 has no parameters for atomic numbers >= {ref.c6.shape[0]}")
         pos = graph.positions.detach().to(torch.float64)
-        cell = graph.cell.to(torch.float64)
-        s = graph.system_idx
-        backend = self.neighbor_backend
-        if backend == "auto":
-            backend = "torch" if dev.type == "cuda" else "matscipy"
-        ei, shifts = neighbor_list(pos, cell, graph.pbc, max(self.cutoff, self.cn_cutoff), s,
-                                   backend=backend)
-        ei, shifts = ei.to(dev), shifts.to(dev)
-
-        with torch.enable_grad():
-            strain = torch.zeros(graph.n_systems, 3, 3, dtype=pos.dtype, device=dev)
-            pos = pos.requires_grad_(forces)
-            strain.requires_grad_(stress)
-            sym = 0.5 * (strain + strain.transpose(1, 2))
-            pos_s = pos + torch.einsum("ni,nij->nj", pos, sym[s])
-            cell_s = cell + cell @ sym
-            i, j = ei
-            offset = torch.einsum("ek,ekl->el", shifts.to(pos.dtype), cell_s[s[i]])
-            r = (pos_s[j] - pos_s[i] + offset).norm(dim=-1) / units.Bohr  # [E] bohr
-            energies = self._pair_energies(numbers, i, j, r, ref, rcov_z, r4r2_z, param)
-            energies = energies * units.Hartree  # [n] eV
-            energy = torch.zeros(graph.n_systems, dtype=pos.dtype, device=dev)
-            energy = energy.index_add(0, s, energies)
-            inputs = ([pos] if forces else []) + ([strain] if stress else [])
-            grads = torch.autograd.grad(energy.sum(), inputs, allow_unused=True) if inputs else []
-        grads = [torch.zeros_like(x) if g is None else g
-                 for g, x in zip(grads, inputs, strict=True)]
-        out = {"energy": energy.detach(), "energies": energies.detach()}
+        cell = graph.cell.detach().to(torch.float64)
+        bounds = [0, *torch.cumsum(graph.atoms_per_system(), 0).tolist()]
+        parts = [  # one structure at a time: its own pair list, 3x3 strain algebra
+            self._system(numbers[a:b], pos[a:b], cell[k], graph.pbc[k], forces, stress)
+            for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True))
+        ]
+        energies = torch.cat([p[0] for p in parts])
+        out = {"energy": torch.stack([p[0].sum() for p in parts]), "energies": energies}
         if forces:
-            out["forces"] = -grads[0]
+            out["forces"] = -torch.cat([p[1] for p in parts])
         if stress:
             vol = torch.linalg.det(cell).abs()
             periodic = graph.pbc.all(dim=1) & (vol > 1e-8)
             safe = torch.where(periodic, vol, torch.ones_like(vol)).view(-1, 1, 1)
-            out["stress"] = torch.where(periodic.view(-1, 1, 1), grads[-1] / safe, 0.0)
+            virial = torch.stack([p[2] for p in parts])
+            out["stress"] = torch.where(periodic.view(-1, 1, 1), virial / safe, 0.0)
             out["has_stress"] = periodic
         return out
 
-    def _pair_energies(self, numbers, i, j, r, ref, rcov_z, r4r2_z, param) -> torch.Tensor:
-        """Per-atom two-body D3(BJ) energies (Hartree) from directed pairs i -> j at
-        distances r (bohr); each pair is in the list both ways, hence the 1/2."""
-        d3 = self._d3
-        n = numbers.shape[0]
-        bohr = units.Bohr
-        # Coordination numbers (tad-mctc's counting function, D3 covalent radii).
-        near = r <= self.cn_cutoff / bohr
-        count = self._mctc.ncoord.count.exp_count(r[near], rcov_z[numbers[i[near]]]
-                                                  + rcov_z[numbers[j[near]]])
-        cn = torch.zeros(n, dtype=r.dtype, device=r.device).index_add(0, i[near], count)
-        weights = d3.model.weight_references(numbers, cn, ref)  # [n, 7]
-        # C6_ij = sum_ab w_ia w_jb C6ref[Z_i, Z_j, a, b], factored over the elements present
-        # as in tad-dftd3's atomic_c6 (no [n, n] table: pairs can be many more than atoms).
-        pair = r <= self.cutoff / bohr
-        i, j, r = i[pair], j[pair], r[pair]
+    def _system(self, numbers, pos, cell, pbc, forces: bool, stress: bool):
+        """One structure: per-atom energies [n] (eV), dE/dpos [n, 3] (eV/Å) and
+        dE/dstrain [3, 3] (eV), zeros where not asked."""
+        dev = pos.device
+        ref, rcov_z, r4r2_z, param = self._data(dev)
+        backend = self.neighbor_backend
+        if backend == "auto":
+            backend = "torch" if dev.type == "cuda" else "matscipy"
+        (i, j), shifts = neighbor_list(pos, cell, pbc, max(self.cutoff, self.cn_cutoff),
+                                       backend=backend)
+        # Each pair once (the list has i -> j and j -> i; an atom's own images +S and -S):
+        # half the work, and each pair's energy goes half to i and half to j.
+        shifts = shifts.to(dev)
+        sx, sy, sz = shifts.sign().unbind(1)
+        sign = torch.where(sx != 0, sx, torch.where(sy != 0, sy, sz))  # first non-zero of S
+        once = torch.nonzero((i < j) | ((i == j) & (sign > 0)))[:, 0]
+        i, j = i.to(dev)[once], j.to(dev)[once]
+        offset = shifts[once].to(pos.dtype) @ cell  # [E, 3] Å, image offsets (unstrained)
+        del shifts, sign, once, sx, sy, sz
+        d3, n = self._d3, numbers.shape[0]
+        to_bohr = 1.0 / units.Bohr
+        strain = torch.zeros(3, 3, dtype=pos.dtype, device=dev)
+        pos = pos.clone().requires_grad_(forces)
+        strain.requires_grad_(stress)
+        leaves = ([pos] if forces else []) + ([strain] if stress else [])
+        acc = [torch.zeros_like(x) for x in leaves]  # dE/d(pos, strain), summed over chunks
+
+        def distances(k: slice) -> torch.Tensor:
+            """|r_ij| (bohr) of edges k under the symmetric strain (differentiable):
+            positions and cell scale alike, so r_ij -> r_ij (1 + eps)."""
+            ik, jk = i[k], j[k]
+            rel = pos.index_select(0, jk) - pos.index_select(0, ik) + offset[k]
+            rel = rel + rel @ (0.5 * (strain + strain.T))
+            return rel.norm(dim=-1) * to_bohr
+
+        def backward(value: torch.Tensor, extra=(), grad_outputs=None) -> list:
+            """Gradients of value with respect to the leaves (added to acc) and extra."""
+            wrt = leaves + list(extra)
+            if not wrt:
+                return []
+            g = torch.autograd.grad(value, wrt, grad_outputs=grad_outputs, allow_unused=True)
+            for a, x in zip(acc, g, strict=False):
+                if x is not None:
+                    a += x
+            return [torch.zeros_like(x) if gx is None else gx
+                    for gx, x in zip(g[len(leaves):], extra, strict=True)]
+
+        # Chunks of pairs bound the memory: the 31.75 Å default cutoff gives ~10^4 pairs
+        # per atom in a metal, and autograd keeps a few hundred bytes for each.
+        chunks = [slice(a, a + EDGE_CHUNK) for a in range(0, i.shape[0], EDGE_CHUNK)]
+        rcov = rcov_z[numbers]
+        cn_cut, cut = self.cn_cutoff * to_bohr, self.cutoff * to_bohr
+        count = self._mctc.ncoord.count.exp_count
+
+        def cn_terms(k: slice, r: torch.Tensor) -> torch.Tensor:
+            rc = rcov.index_select(0, i[k]) + rcov.index_select(0, j[k])
+            return torch.where(r <= cn_cut, count(r, rc), 0.0)
+
+        # 1. Coordination numbers (tad-mctc's counting function, D3 covalent radii).
+        with torch.no_grad():
+            cn = torch.zeros(n, dtype=pos.dtype, device=dev)
+            for k in chunks:
+                terms = cn_terms(k, distances(k))
+                cn.index_add_(0, i[k], terms).index_add_(0, j[k], terms)  # both ends
+        # 2. Reference weights and the per-atom half of C6 (tad-dftd3), as leaves:
+        # C6_ij = sum_a w_ia g[Z_i, j, a], g[u, j, a] = sum_b C6ref[u, Z_j, a, b] w_jb,
+        # factored over the elements present as tad-dftd3's atomic_c6 (no [n, n] table).
+        grad = forces or stress
         elements, slot = torch.unique(numbers, return_inverse=True)
-        rc6 = ref.c6[elements.unsqueeze(-1), numbers]  # [U, n, 7, 7]: C6ref[u, Z_j]
-        g = torch.einsum("ujab,jb->uja", rc6, weights)  # [U, n, 7]
-        c6 = (weights[i] * g[slot[i], j]).sum(-1)  # [E]
-        qq = 3.0 * r4r2_z[numbers[i]] * r4r2_z[numbers[j]]
+        with torch.enable_grad():
+            cn_leaf = cn.requires_grad_(grad)
+            weights = d3.model.weight_references(numbers, cn_leaf, ref)  # [n, 7]
+            rc6 = ref.c6[elements.unsqueeze(-1), numbers]  # [U, n, 7, 7]
+            g = torch.einsum("ujab,jb->uja", rc6, weights)  # [U, n, 7]
+        w_leaf = weights.detach().requires_grad_(grad)
+        g_leaf = g.detach().requires_grad_(grad)
+        gw, gg = torch.zeros_like(w_leaf), torch.zeros_like(g_leaf)
+        # 3. Pair energies with BJ damping, chunk by chunk, each with its backward.
+        qq_z = 3.0 * r4r2_z[numbers]
+        r4r2 = r4r2_z[numbers]
         damp = d3.damping.rational_damping
-        pair_e = -(param["s6"] * c6 * damp(6, r, qq, param)
-                   + param["s8"] * c6 * qq * damp(8, r, qq, param))
-        return 0.5 * torch.zeros(n, dtype=r.dtype, device=r.device).index_add(0, i, pair_e)
+        energies = torch.zeros(n, dtype=pos.dtype, device=dev)
+        for k in chunks:
+            ik, jk = i[k], j[k]
+            with torch.enable_grad():
+                r = distances(k)
+                c6 = (w_leaf.index_select(0, ik) * g_leaf[slot[ik], jk]).sum(-1)
+                qq = qq_z.index_select(0, ik) * r4r2.index_select(0, jk)
+                e = -(param["s6"] * c6 * damp(6, r, qq, param)
+                      + param["s8"] * c6 * qq * damp(8, r, qq, param))
+                e = torch.where(r <= cut, e, 0.0) * units.Hartree  # eV
+            half = 0.5 * e.detach()
+            energies.index_add_(0, ik, half).index_add_(0, jk, half)
+            if grad:
+                dw, dg = backward(e.sum(), (w_leaf, g_leaf))
+                gw += dw
+                gg += dg
+        # 4. Through the weights to the coordination numbers, and on to the geometry.
+        if grad:
+            (gcn,) = torch.autograd.grad([weights, g], [cn_leaf], [gw, gg], allow_unused=True)
+            if gcn is not None:
+                for k in chunks:
+                    with torch.enable_grad():
+                        terms = cn_terms(k, distances(k))
+                    backward(terms, grad_outputs=gcn.index_select(0, i[k])
+                             + gcn.index_select(0, j[k]))
+        grads = {"pos": torch.zeros_like(pos), "strain": torch.zeros_like(strain)}
+        grads.update(zip(["pos"] * forces + ["strain"] * stress, acc, strict=True))
+        return energies, grads["pos"].detach(), grads["strain"].detach()
 
 
 def make_dispersion(dispersion, xc: str = "pbe", cutoff: float | None = None,

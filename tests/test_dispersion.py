@@ -65,16 +65,20 @@ def _cluster(atoms, reps):
     return Atoms(numbers=np.tile(atoms.numbers, len(grid)), positions=pos)
 
 
-@pytest.mark.parametrize("kind", ["bulk", "slab"])
+@pytest.mark.parametrize("kind", ["bulk", "slab", "primitive"])
 def test_periodic_equals_tad_dftd3_on_a_cluster_of_images(kind):
-    """Per-atom energies of a triclinic periodic cell (and of a slab: images in-plane only)
-    equal those tad-dftd3 gives the cell's atoms inside a cluster of images large enough
-    for both the pair cutoff and the coordination numbers of every partner."""
+    """Per-atom energies of a triclinic periodic cell (and of a slab: images in-plane only;
+    and of a one-atom cell, whose own images come with shifts such as (1, -2, 0)) equal
+    those tad-dftd3 gives the cell's atoms inside a cluster of images large enough for both
+    the pair cutoff and the coordination numbers of every partner."""
     cell = np.array([[4.6, 0.0, 0.0], [0.9, 4.4, 0.0], [0.3, -0.5, 4.8]])
     atoms = Atoms("PtCOH", cell=cell, pbc=True,
                   positions=[[0.2, 0.1, 0.0], [1.5, 1.6, 1.9], [2.3, 2.4, 2.6], [3.4, 0.4, 3.6]])
     if kind == "slab":
         atoms.pbc = [True, True, False]
+    if kind == "primitive":
+        atoms = bulk("Cu", "fcc", a=3.6)
+        cell = atoms.cell[:]
     cut, cn = 6.0, 4.0  # Å: small, so the cluster stays small (the code is cutoff-agnostic)
     vol = abs(np.linalg.det(cell))
     heights = [vol / np.linalg.norm(np.cross(cell[d - 2], cell[d - 1])) for d in range(3)]
@@ -163,3 +167,18 @@ def test_cli_flag(tmp_path, capsys):
     capsys.readouterr()
     assert main([*args, "--dispersion", "d4"]) != 0
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_chunks_change_nothing(monkeypatch):
+    """Pairs are processed in chunks (bounded memory); many small chunks give the same
+    energies, forces and stress as one."""
+    import geomformer_md.dispersion as dispersion
+
+    atoms = bulk("Cu", "fcc", a=3.6) * (2, 1, 1)
+    atoms += Atoms("O", positions=[[1.0, 0.9, 0.4]])
+    graph = atoms_to_graph(atoms, 3.0)
+    one = D3Dispersion(cutoff=8.0, cn_cutoff=6.0)(graph)
+    monkeypatch.setattr(dispersion, "EDGE_CHUNK", 97)
+    many = D3Dispersion(cutoff=8.0, cn_cutoff=6.0)(graph)
+    for key in ("energies", "forces", "stress"):
+        np.testing.assert_allclose(many[key].numpy(), one[key].numpy(), rtol=0, atol=1e-12)

@@ -157,9 +157,9 @@ def test_call_refused_with_one_line(monkeypatch, model64):
 
 def test_estimate_scales_with_edges(model64):
     pot = Potential(model64)
-    one = memory.estimate_call_bytes(pot, 100, 1000)
-    assert memory.estimate_call_bytes(pot, 200, 2000) == pytest.approx(2 * one, rel=1e-6)
-    assert one > 0
+    one = memory.estimate_call_bytes(pot, 100, 1000) - memory.CALL_OVERHEAD
+    two = memory.estimate_call_bytes(pot, 200, 2000) - memory.CALL_OVERHEAD
+    assert two == pytest.approx(2 * one, rel=1e-6) and one > 0
 
 
 def test_cgroup_limit_lowers_available(monkeypatch, tmp_path):
