@@ -142,7 +142,7 @@ class D3Dispersion:
         if backend == "auto":
             backend = "torch" if dev.type == "cuda" else "matscipy"
         (i, j), shifts = neighbor_list(pos, cell, pbc, max(self.cutoff, self.cn_cutoff),
-                                       backend=backend)
+                                       backend=backend, exact=False)  # r is tested below
         # Each pair once (the list has i -> j and j -> i; an atom's own images +S and -S):
         # half the work, and each pair's energy goes half to i and half to j.
         shifts = shifts.to(dev)

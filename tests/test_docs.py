@@ -68,3 +68,20 @@ def test_only_the_default_model_card_says_default():
         else:
             assert "superseded" in status.lower(), f"{card.name} does not say it is superseded"
     assert f"`{default}`" in README
+
+
+def test_license_and_citation():
+    """MIT as pyproject says; CITATION.cff cites GeoMFormer and SevenNet (the labeller)."""
+    import yaml
+
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License")
+    assert 'license = { text = "MIT" }' in (ROOT / "pyproject.toml").read_text()
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert cff["cff-version"] == "1.2.0" and cff["license"] == "MIT"
+    assert cff["version"] == geomformer_md.__version__
+    refs = {r["title"].split(":")[0]: r for r in cff["references"]}
+    geom = refs["GeoMFormer"]
+    assert geom["year"] == 2024 and "Machine Learning" in geom["collection-title"]
+    assert [a["family-names"] for a in geom["authors"]][0] == "Chen"
+    seven = next(r for r in cff["references"] if "SevenNet" in r.get("notes", ""))
+    assert seven["doi"] == "10.1021/acs.jctc.4c00190"

@@ -160,13 +160,18 @@ def edge_vectors(positions: Tensor, cell: Tensor | None, edge_index: Tensor, shi
 
 
 def _finalize(pos: Tensor, cell: Tensor, sys_idx: Tensor, cutoff: float, i: Tensor, j: Tensor,
-              shifts: Tensor) -> EdgeList:
+              shifts: Tensor, exact: bool = True) -> EdgeList:
     """Apply the exact strict-cutoff test in the caller's dtype and sort.
 
     Backends pre-select candidates with a slightly larger radius; re-testing with the same
     formula callers use guarantees ``|r_ij| < cutoff`` holds bit-for-bit downstream.
+    ``exact=False`` returns the candidates as they are (within the cutoff plus a round-off
+    margin, unsorted): for callers that test distances themselves (D3's pair lists, with
+    10^4 pairs per atom, spent 70 % of their neighbour-list time here).
     """
     edge_index = torch.stack([i, j])
+    if not exact:
+        return edge_index, shifts
     r = edge_vectors(pos, cell, edge_index, shifts, sys_idx)
     keep = torch.nonzero(torch.linalg.norm(r, dim=-1) < cutoff)[:, 0]
     return sort_edges(edge_index.index_select(1, keep), shifts.index_select(0, keep))
@@ -194,7 +199,8 @@ def _dense_bins(cell: np.ndarray, rc: float) -> float:
 
 # --------------------------------------------------------------------------- backends
 def matscipy_neighbor_list(positions: Tensor, cell: Tensor | None, pbc: Tensor | None,
-                           cutoff: float, system_idx: Tensor | None = None) -> EdgeList:
+                           cutoff: float, system_idx: Tensor | None = None,
+                           exact: bool = True) -> EdgeList:
     """CPU neighbour list using ``matscipy.neighbours.neighbour_list`` (loops over systems).
 
     matscipy needs a non-degenerate cell that contains atoms along non-periodic directions,
@@ -231,11 +237,11 @@ def matscipy_neighbor_list(positions: Tensor, cell: Tensor | None, pbc: Tensor |
     dev = pos.device
     i, j, shift = (torch.as_tensor(np.concatenate(x), dtype=torch.long, device=dev)
                    for x in (out_i, out_j, out_s))
-    return _finalize(pos, cell, sys_idx, cutoff, i, j, shift.reshape(-1, 3))
+    return _finalize(pos, cell, sys_idx, cutoff, i, j, shift.reshape(-1, 3), exact)
 
 
 def torch_cell_list(positions: Tensor, cell: Tensor | None, pbc: Tensor | None, cutoff: float,
-                    system_idx: Tensor | None = None) -> EdgeList:
+                    system_idx: Tensor | None = None, exact: bool = True) -> EdgeList:
     """Vectorised O(N) cell list in pure torch over a whole batch (CPU or CUDA).
 
     Algorithm: wrap atoms into their cell along periodic directions (remembering the
@@ -331,11 +337,12 @@ def torch_cell_list(positions: Tensor, cell: Tensor | None, pbc: Tensor | None, 
     ok = torch.nonzero((j != centre) | (sh != 0).any(1))[:, 0]
     centre, j, sh = centre.index_select(0, ok), j.index_select(0, ok), sh.index_select(0, ok)
     shifts = sh - wrap.long().index_select(0, j) + wrap.long().index_select(0, centre)
-    return _finalize(pos, cell, sys_idx, cutoff, centre, j, shifts)
+    return _finalize(pos, cell, sys_idx, cutoff, centre, j, shifts, exact)
 
 
 def brute_force_neighbor_list(positions: Tensor, cell: Tensor | None, pbc: Tensor | None,
-                              cutoff: float, system_idx: Tensor | None = None) -> EdgeList:
+                              cutoff: float, system_idx: Tensor | None = None,
+                              exact: bool = True) -> EdgeList:
     """O(N^2 x images) reference: test every pair against every shift that could matter.
 
     For unwrapped positions, a shift ``S`` can only give ``|r_ij| < cutoff`` if
@@ -369,7 +376,7 @@ def brute_force_neighbor_list(positions: Tensor, cell: Tensor | None, pbc: Tenso
     if not out_i:
         return _empty(pos.device)
     return _finalize(pos, cell, sys_idx, cutoff, torch.cat(out_i), torch.cat(out_j),
-                     torch.cat(out_s))
+                     torch.cat(out_s), exact)
 
 
 # --------------------------------------------------------------------------- registry
@@ -404,10 +411,12 @@ def get_neighbor_backend(name: str, device: torch.device | str | None = None) ->
 
 
 def neighbor_list(positions: Tensor, cell: Tensor | None, pbc: Tensor | None, cutoff: float,
-                  system_idx: Tensor | None = None, backend: str = "matscipy") -> EdgeList:
-    """Compute a neighbour list with the named backend (see module docstring)."""
+                  system_idx: Tensor | None = None, backend: str = "matscipy",
+                  exact: bool = True) -> EdgeList:
+    """Compute a neighbour list with the named backend (see module docstring; ``exact=False``
+    skips the strict re-test and the sort, see ``_finalize``)."""
     fn = get_neighbor_backend(backend, positions.device).fn
-    return fn(positions, cell, pbc, cutoff, system_idx)
+    return fn(positions, cell, pbc, cutoff, system_idx, exact=exact)
 
 
 class VerletNeighborList:
