@@ -135,7 +135,8 @@ class GeoMFormerCalculator(Calculator):
                 f"has pbc={self.atoms.pbc.tolist()}"
             )
         graph = self._graph(self.atoms)
-        check_call_memory(self.potential, graph)  # one line, before torch's allocator fails
+        d3_bytes = self.dispersion.estimate_bytes(graph) if self.dispersion is not None else 0
+        check_call_memory(self.potential, graph, extra_bytes=d3_bytes)  # one line, up front
         with torch.enable_grad():
             out = self.potential(graph, forces=True, stress=periodic)
         if self.dispersion is not None:

@@ -150,11 +150,13 @@ def _gb(n: float) -> str:
     return f"{n / 2**30:.1f} GB" if n >= 2**30 else f"{n / 2**20:.0f} MB"
 
 
-def check_call_memory(potential: Potential, graph: AtomGraph, what: str = "this call") -> None:
+def check_call_memory(potential: Potential, graph: AtomGraph, what: str = "this call",
+                      extra_bytes: int = 0) -> None:
     """Raise :class:`InsufficientMemoryError` (one line: needed vs available) when a
-    force call on ``graph`` would not fit in the memory of its device."""
+    force call on ``graph`` would not fit in the memory of its device; ``extra_bytes``:
+    what else the call needs (D3 dispersion's pair list)."""
     device = graph.device
-    need = estimate_call_bytes(potential, graph.n_atoms, graph.n_edges)
+    need = estimate_call_bytes(potential, graph.n_atoms, graph.n_edges) + int(extra_bytes)
     if need < SMALL_CALL_BYTES:
         return  # skip reading /proc at every step of MD on small structures
     have = available_memory(device)

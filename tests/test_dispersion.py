@@ -182,3 +182,22 @@ def test_chunks_change_nothing(monkeypatch):
     many = D3Dispersion(cutoff=8.0, cn_cutoff=6.0)(graph)
     for key in ("energies", "forces", "stress"):
         np.testing.assert_allclose(many[key].numpy(), one[key].numpy(), rtol=0, atol=1e-12)
+
+
+def test_memory_check_counts_the_pair_list(monkeypatch):
+    """The up-front memory check adds D3's pair list: memory enough for the model alone
+    runs without D3 and is refused with it, in one line."""
+    import geomformer_md.memory as memory
+
+    model = make_model("float64")
+    atoms = bulk("Cu", cubic=True) * (2, 2, 2)
+    plain, disp = GeoMFormerCalculator(model), GeoMFormerCalculator(model, dispersion="d3bj")
+    graph = atoms_to_graph(atoms, model.config.cutoff)
+    need = memory.estimate_call_bytes(plain.potential, graph.n_atoms, graph.n_edges)
+    pairs = disp.dispersion.estimate_bytes(graph)
+    assert pairs > 10 * 2**20  # ~10^4 pairs per atom at 31.75 Å
+    monkeypatch.setattr(memory, "SMALL_CALL_BYTES", 0)
+    monkeypatch.setattr(memory, "available_memory", lambda device: need + pairs // 2)
+    plain.get_potential_energy(atoms)
+    with pytest.raises(memory.InsufficientMemoryError, match="needs about"):
+        disp.get_potential_energy(atoms)

@@ -107,6 +107,9 @@ def recompute_gathers():
     gather is one of the cheapest ops of the backward it serves, so the
     recomputation costs little time. Results are bitwise the same. For inference
     (one backward): the training step's double backward is not built this way.
+    The recipe holds the node tensor itself, so code inside must not modify a node
+    tensor in place after gathering from it (autograd's version check cannot see
+    that here; tests/test_memory.py compares against the plain graph bit for bit).
     """
     before = _LEAN.active
     _LEAN.active = True

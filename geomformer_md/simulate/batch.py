@@ -364,7 +364,8 @@ class BatchEvaluator:
     ) -> dict[str, torch.Tensor]:
         failure = None
         if graph.n_systems == 1:  # refused up front with needed vs available
-            check_call_memory(self.potential, graph, f"structure {labels[0]}")
+            d3 = self.dispersion.estimate_bytes(graph) if self.dispersion is not None else 0
+            check_call_memory(self.potential, graph, f"structure {labels[0]}", d3)
         try:
             return self._forward(graph, stress)
         except Exception as err:
