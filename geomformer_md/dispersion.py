@@ -40,7 +40,7 @@ def _tad():
         import tad_mctc
     except ImportError:
         raise ImportError(
-            "dispersion='d3bj' needs the tad-dftd3 package: pip install 'geomformer-md[d3]' "
+            "D3 dispersion needs the tad-dftd3 package: pip install 'geomformer-md[d3]' "
             "(or pip install tad-dftd3)"
         ) from None
     return tad_dftd3, tad_mctc

@@ -144,10 +144,19 @@ def test_bad_options_are_one_line():
         GeoMFormerCalculator(make_model("float64"), dispersion="d3bj", dispersion_xc="nope")
 
 
-def test_missing_library_is_one_clear_line(monkeypatch):
+def test_missing_library_is_one_clear_line(monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, "tad_dftd3", None)  # import fails as if not installed
     with pytest.raises(ImportError, match=r"needs the tad-dftd3 package: pip install"):
         GeoMFormerCalculator(make_model("float64"), dispersion="d3bj")
+    from geomformer_md import save_model
+
+    model = tmp_path / "tiny.pt"
+    save_model(make_model("float64"), model)
+    path = tmp_path / "cu.extxyz"
+    write(path, bulk("Cu", cubic=True))
+    assert main(["eval", str(path), "--model", str(model), "--dispersion", "d3bj", "-q"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install 'geomformer-md[d3]'" in err[0], err
 
 
 def test_cli_flag(tmp_path, capsys):
