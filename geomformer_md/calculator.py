@@ -25,7 +25,9 @@ from .committee import (
 )
 from .data.graph import atoms_to_graph, check_overlaps, trim_edges
 from .data.neighbors import VerletNeighborList
+from .dispersion import add_results, make_dispersion
 from .io.registry import load_potential
+from .memory import check_call_memory
 from .model import GeoMFormer
 from .potential import Potential, model_with_dtype
 
@@ -81,6 +83,12 @@ class GeoMFormerCalculator(Calculator):
         uncertainty_threshold: with a committee, warn (once per calculator) when the
             largest per-atom force uncertainty passes this value in eV/Å (default
             committee.DEFAULT_FORCE_STD_THRESHOLD); None never warns.
+        dispersion: None, or "d3bj" to add two-body DFT-D3(BJ) dispersion (needs
+            tad-dftd3: ``pip install 'geomformer-md[d3]'``); see
+            :class:`~geomformer_md.dispersion.D3Dispersion`.
+        dispersion_xc: the functional of the D3(BJ) parameters ("pbe": the shipped
+            potentials' labeller, SevenNet-0, learned PBE data).
+        dispersion_cutoff: Å, D3 two-body cutoff (default 60 bohr = 31.75 Å).
 
     Results: energy and free_energy (eV), energies (eV per atom), forces (eV/Å),
     and stress (eV/Å^3, Voigt, ASE sign) for cells periodic in all three directions.
@@ -101,9 +109,13 @@ class GeoMFormerCalculator(Calculator):
         skin: float = 0.0,
         direct_forces: bool = False,
         uncertainty_threshold: float | None = DEFAULT_FORCE_STD_THRESHOLD,
+        dispersion: str | None = None,
+        dispersion_xc: str = "pbe",
+        dispersion_cutoff: float | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        self.dispersion = make_dispersion(dispersion, dispersion_xc, dispersion_cutoff)
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
@@ -153,8 +165,12 @@ class GeoMFormerCalculator(Calculator):
                 f"has pbc={self.atoms.pbc.tolist()}"
             )
         graph = self._graph(self.atoms)
+        d3_bytes = self.dispersion.estimate_bytes(graph) if self.dispersion is not None else 0
+        check_call_memory(self.potential, graph, extra_bytes=d3_bytes)  # one line, up front
         with torch.enable_grad():
             out = self.potential(graph, forces=True, stress=periodic)
+        if self.dispersion is not None:
+            out = add_results(out, self.dispersion(graph, forces=True, stress=periodic))
         e = float(out["energy"].detach()[0])
         self.results = {
             "energy": e,

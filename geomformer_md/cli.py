@@ -138,7 +138,8 @@ def _format_of(path: Path) -> str | None:
 def _calculator(args, skin: float = 0.0):
     from .calculator import GeoMFormerCalculator
 
-    return GeoMFormerCalculator(args.model, device=args.device, dtype=args.dtype, skin=skin)
+    return GeoMFormerCalculator(args.model, device=args.device, dtype=args.dtype, skin=skin,
+                                dispersion=getattr(args, "dispersion", None))
 
 
 def _check_elements(calc, frames) -> None:
@@ -216,14 +217,16 @@ def cmd_list(args) -> int:
         elif errors:
             print(f"  test      {errors}")
         if isinstance(e.get("adsorption_mae_vs_labeller_eV"), (int, float)):
-            print(f"  adsorb    {e['adsorption_mae_vs_labeller_eV']:.3f} eV mean |error| against the labeller")
+            mae = e["adsorption_mae_vs_labeller_eV"]
+            print(f"  adsorb    {mae:.3f} eV mean |error| against the labeller")
         if e.get("model_card"):
             print(f"  card      {potentials_dir() / e['model_card']}")
     return 0
 
 
 def _error_line(subset: str, v) -> str:
-    """One test subset of a manifest entry, e.g. 'heldout  3.55 meV/atom  34.9 meV/Å  (265 frames)'."""
+    """One test subset of a manifest entry,
+    e.g. 'heldout  3.55 meV/atom  34.9 meV/Å  (265 frames)'."""
     if not isinstance(v, dict):
         return f"{subset} {v}"
     parts = [f"{subset:8s}"]
@@ -593,6 +596,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("float32", "float64"),
         default=None,
         help="compute precision (default: the model's own)",
+    )
+    g.add_argument(
+        "--dispersion",
+        choices=("d3bj",),
+        default=None,
+        help="add PBE-D3(BJ) dispersion, two-body (needs tad-dftd3: pip install "
+        "'geomformer-md[d3]'; default: none)",
     )
     top = argparse.ArgumentParser(add_help=False)
     top.add_argument("--debug", action="store_true", help="show the full traceback on errors")
