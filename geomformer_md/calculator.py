@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import warnings
 
 import numpy as np
 import torch
@@ -14,7 +15,8 @@ from ase.calculators.calculator import (
 )
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from .data.graph import atoms_to_graph, check_overlaps, trim_edges
+from .data.contacts import CloseContactWarning, contact_from_edges
+from .data.graph import atoms_to_graph, check_overlaps, edge_vectors, trim_edges
 from .data.neighbors import VerletNeighborList
 from .io.registry import load_potential
 from .model import GeoMFormer
@@ -30,6 +32,30 @@ def resolve_model(model) -> GeoMFormer:
     if isinstance(model, GeoMFormer):
         return model
     raise TypeError(f"model must be a potential name, a path or a GeoMFormer, not {type(model).__name__}")
+
+
+def resolve_device(device) -> torch.device:
+    """``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``, ``"auto"`` or a torch.device -> a usable
+    torch.device; anything else, or a device this machine lacks, is a one-line ValueError."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {device!r}"
+        ) from None
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise ValueError(f"device {device!r} requested but torch sees no CUDA device")
+        if dev.index is not None and dev.index >= n:
+            raise ValueError(f"device {device!r} requested but torch sees {n} CUDA device(s)")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r} requested but torch sees no MPS device")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {device!r}")
+    return dev
 
 
 def private_model(model, dtype, device) -> GeoMFormer:
@@ -66,6 +92,12 @@ class GeoMFormerCalculator(Calculator):
 
     Results: energy and free_energy (eV), energies (eV per atom), forces (eV/Å),
     and stress (eV/Å^3, Voigt, ASE sign) for cells periodic in all three directions.
+
+    Close contacts: when two atoms are closer than ``CLOSE_CONTACT_RATIO`` (0.6) of their
+    covalent bond length (`geomformer_md.data.contacts`), the structure is far outside any
+    training data; the calculator then issues a `CloseContactWarning`, once per structure
+    (the same atoms in a relaxation or MD run warn once). ``last_contact`` holds the closest
+    pair of the last call.
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
@@ -81,11 +113,7 @@ class GeoMFormerCalculator(Calculator):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError("device 'cuda' requested but torch sees no CUDA device")
+        self.device = resolve_device(device)
         self.model = private_model(model, dtype, self.device)
         for p in self.model.parameters():
             p.requires_grad_(False)  # forces need grads of inputs, not of weights
@@ -101,6 +129,8 @@ class GeoMFormerCalculator(Calculator):
             if skin > 0
             else None
         )
+        self.last_contact = None  # data.contacts.Contact of the last calculation
+        self._warned = set()  # structures (atomic numbers) already warned about
 
     def _graph(self, atoms):
         cutoff = self.model.config.cutoff
@@ -121,6 +151,7 @@ class GeoMFormerCalculator(Calculator):
                 f"has pbc={self.atoms.pbc.tolist()}"
             )
         graph = self._graph(self.atoms)
+        self._check_contacts(graph)
         with torch.enable_grad():
             out = self.potential(graph, forces=True, stress=periodic)
         e = float(out["energy"].detach()[0])
@@ -134,3 +165,13 @@ class GeoMFormerCalculator(Calculator):
             s = out["stress"].detach()[0].cpu().numpy().astype(np.float64)
             self.results["stress"] = full_3x3_to_voigt_6_stress(s)
 
+    def _check_contacts(self, graph) -> None:
+        """Warn once per structure about atoms far inside their bond length (see class doc)."""
+        contact = contact_from_edges(
+            graph.numbers, graph.edge_index, edge_vectors(graph).norm(dim=-1)
+        )
+        self.last_contact = contact
+        key = self.atoms.numbers.tobytes()
+        if contact.close and key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(CloseContactWarning(contact.warning()), stacklevel=2)

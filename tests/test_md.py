@@ -294,10 +294,10 @@ def test_completed_run_is_not_rerun_and_can_be_extended(tmp_path):
     assert (tmp_path / "md.traj").read_bytes() == before
     np.testing.assert_array_equal(again.atoms.positions, first.atoms.positions)
     assert again.atoms.get_potential_energy() == first.atoms.get_potential_energy()
-    longer = run_md(cu_bulk(2), EMT(), steps=30, **kw)
+    longer = run_md(cu_bulk(2), EMT(), steps=30, resume=True, **kw)  # extending is asked for
     assert longer.resumed_from == 20 and longer.steps_this_call == 10
     np.testing.assert_array_equal(frames(tmp_path / "md.traj")[0], np.arange(0, 31, 5))
-    fresh = run_md(cu_bulk(2), EMT(), steps=10, resume=False, **kw)
+    fresh = run_md(cu_bulk(2), EMT(), steps=10, overwrite=True, **kw)
     assert fresh.resumed_from is None and len(read(tmp_path / "md.traj", ":")) == 3
 
 

@@ -185,8 +185,9 @@ def check_overlaps(graph: AtomGraph) -> None:
         s = int(graph.system_idx[i])
         first = int(torch.searchsorted(graph.system_idx, torch.tensor(s, device=graph.device)))
         what = "itself (a periodic image)" if i == j else f"atom {j - first}"
+        where = f"structure {s}: " if graph.n_systems > 1 else ""  # as validate_atoms
         raise ValueError(
-            f"structure {s}: atom {i - first} is {float(d[k]):.3g} Å from {what}; "
+            f"{where}atom {i - first} is {float(d[k]):.3g} Å from {what}; "
             f"atoms closer than {MIN_DISTANCE} Å are treated as overlapping"
         )
 
