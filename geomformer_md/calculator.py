@@ -31,7 +31,9 @@ def resolve_model(model) -> GeoMFormer:
         return model.model
     if isinstance(model, GeoMFormer):
         return model
-    raise TypeError(f"model must be a potential name, a path or a GeoMFormer, not {type(model).__name__}")
+    raise TypeError(
+        f"model must be a potential name, a path or a GeoMFormer, not {type(model).__name__}"
+    )
 
 
 def resolve_device(device) -> torch.device:

@@ -137,7 +137,9 @@ def _read(path: str, index=":"):
                 f"(0 to {n - 1}, or -1 for the last)"
             )
         if frames == [] and n:
-            raise CLIError(f"--index {index} selects no frames: {path} has {n}")
+            raise CLIError(
+                f"--index {index} selects no frames: {path} has {n} frame{'s' * (n != 1)}"
+            )
     frames = frames if isinstance(frames, list) else [frames]
     if not frames:
         raise CLIError(f"{path} contains no structures")

@@ -161,7 +161,9 @@ def build_edges(graph: AtomGraph, cutoff: float, backend: str = "matscipy") -> A
 
 def edge_vectors(graph: AtomGraph) -> torch.Tensor:
     """r_ij [n_edges, 3] = r_j + shift @ cell - r_i."""
-    return neighbor_edge_vectors(graph.positions, graph.cell, graph.edge_index, graph.shifts, graph.system_idx)
+    return neighbor_edge_vectors(
+        graph.positions, graph.cell, graph.edge_index, graph.shifts, graph.system_idx
+    )
 
 
 def trim_edges(graph: AtomGraph, cutoff: float) -> AtomGraph:

@@ -32,9 +32,7 @@ def _interactive(stream) -> bool:
         return False
 
 
-def progress_bar(
-    total: int, desc: str, enabled: bool = True, initial: int = 0, unit: str = "step"
-):
+def progress_bar(total: int, desc: str, enabled: bool = True, initial: int = 0, unit: str = "step"):
     """A progress display over ``total`` units starting at ``initial``.
 
     ``enabled=False`` shows nothing. Every kind accepts ``update``/``set_postfix``/

@@ -77,8 +77,10 @@ class RunConflictError(ValueError):
         ways = [f"{words.overwrite} to start over, replacing them", f"{words.elsewhere}"]
         if self.can_resume:
             ways.insert(0, f"{words.resume} to continue that run")
-        return f"{listed} already {exist} {why}; pass " + ", or ".join(ways[:-1]) + (
-            f" (or use {ways[-1]})"
+        return (
+            f"{listed} already {exist} {why}; pass "
+            + ", or ".join(ways[:-1])
+            + (f" (or use {ways[-1]})")
         )
 
 
