@@ -141,7 +141,7 @@ class GeoMFormerCalculator(Calculator):
         graph = atoms_to_graph(atoms, cutoff, backend=None, device=self.device)
         ei, sh = self._verlet.update(graph.positions, graph.cell, graph.pbc, graph.system_idx)
         graph = trim_edges(graph.with_edges(ei.to(self.device), sh.to(self.device)), cutoff)
-        check_overlaps(graph)
+        check_overlaps(graph, label_systems=False)
         return graph
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):

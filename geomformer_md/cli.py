@@ -61,6 +61,15 @@ _MD_FLAGS = {
     "taup_fs": "--taup",
     "seed": "--seed",
 }
+# Python argument names that API errors may name, as the command line spells them.
+_API_FLAGS = {
+    **_MD_FLAGS,
+    "fix_bottom_layers": "--fix-bottom-layers",
+    "pressure_bar": "--pressure",
+    "fmax": "--fmax",
+    "lattice_constant": "--lattice-constant",
+    "relax_cell": "--relax-cell",
+}
 _STRUCTURE_SUFFIXES = {".extxyz", ".xyz", ".traj", ".cif", ".vasp", ".pdb", ".json", ".csv", ".png"}
 
 
@@ -167,6 +176,29 @@ def _claim(args, *paths) -> None:
     if found and not getattr(args, "overwrite", False):
         error = RunConflictError(found, reason="from an earlier run", can_resume=False)
         raise CLIError(error.message(_words()))
+
+
+@contextlib.contextmanager
+def _in_flags():
+    """Re-word a ValueError of the Python API in the command line's words
+    ("fix_bottom_layers=5 would fix ..." -> "--fix-bottom-layers 5 would fix ...")."""
+    import re
+
+    try:
+        yield
+    except ValueError as exc:
+        from .io.checkpoint import ModelFileError
+        from .simulate.runfiles import RunConflictError
+
+        if isinstance(exc, (ModelFileError, RunConflictError)):
+            raise  # worded by their own handlers
+        msg = str(exc)
+        for name, flag in _API_FLAGS.items():
+            if flag.startswith("--"):
+                msg = re.sub(rf"\b{name}=", f"{flag} ", msg)
+                if "_" in name:  # an identifier, never an English word ("steps")
+                    msg = re.sub(rf"\b{name}\b", flag, msg)
+        raise CLIError(msg) from None
 
 
 def _words():
@@ -431,19 +463,20 @@ def cmd_relax(args) -> int:
     traj.parent.mkdir(parents=True, exist_ok=True)
     created = not traj.exists()
     try:
-        relaxed, res = relax(
-            atoms,
-            calculator=calc,
-            fmax=args.fmax,
-            steps=args.steps,
-            optimizer=args.optimizer,
-            relax_cell=args.relax_cell,
-            fix_bottom_layers=args.fix_bottom_layers,
-            trajectory=traj,
-            logfile=None,
-            progress=_progress(args),
-            pressure_bar=args.pressure,
-        )
+        with _in_flags():
+            relaxed, res = relax(
+                atoms,
+                calculator=calc,
+                fmax=args.fmax,
+                steps=args.steps,
+                optimizer=args.optimizer,
+                relax_cell=args.relax_cell,
+                fix_bottom_layers=args.fix_bottom_layers,
+                trajectory=traj,
+                logfile=None,
+                progress=_progress(args),
+                pressure_bar=args.pressure,
+            )
     except BaseException:
         if created and traj.exists():
             traj.unlink()  # a trajectory of a failed run is not a result
@@ -501,26 +534,27 @@ def cmd_md(args) -> int:
     log = _output(args, args.file, ".md.log")
     traj.parent.mkdir(parents=True, exist_ok=True)
     try:
-        res = run_md(
-            atoms,
-            calculator=calc,
-            ensemble=ensemble,
-            temperature_K=args.temperature,
-            timestep_fs=args.timestep,
-            steps=args.steps,
-            trajectory=traj,
-            log=log,
-            loginterval=args.interval,
-            friction=args.friction,
-            taut_fs=args.taut,
-            pressure_bar=args.pressure,
-            taup_fs=args.taup,
-            seed=args.seed,
-            progress=_progress(args),
-            resume=True if args.resume else None,
-            overwrite=args.overwrite or args.no_resume,
-            fix_bottom_layers=args.fix_bottom_layers,
-        )
+        with _in_flags():
+            res = run_md(
+                atoms,
+                calculator=calc,
+                ensemble=ensemble,
+                temperature_K=args.temperature,
+                timestep_fs=args.timestep,
+                steps=args.steps,
+                trajectory=traj,
+                log=log,
+                loginterval=args.interval,
+                friction=args.friction,
+                taut_fs=args.taut,
+                pressure_bar=args.pressure,
+                taup_fs=args.taup,
+                seed=args.seed,
+                progress=_progress(args),
+                resume=True if args.resume else None,
+                overwrite=args.overwrite or args.no_resume,
+                fix_bottom_layers=args.fix_bottom_layers,
+            )
     except RunConflictError as exc:
         raise CLIError(exc.message(_words())) from None
     if res.steps_this_call == 0 and res.resumed_from is not None:
@@ -657,23 +691,24 @@ def cmd_adsorb(args) -> int:
     _claim(args, csv, xyz)
     calc = _calculator(args)
     relax_kwargs = {"optimizer": args.optimizer} if args.optimizer else {}
-    table = adsorption_energies(
-        slab,
-        args.adsorbate,
-        calculator=calc,
-        sites=sites,
-        height=args.height,
-        fix_bottom_layers=args.fix_bottom_layers,
-        fmax=args.fmax,
-        steps=args.steps,
-        references=_parse_references(args.references),
-        lattice_constant=lattice,
-        vacuum=args.vacuum,
-        progress=_progress(args),
-        orientations=args.orientations,
-        seed=args.seed,
-        **relax_kwargs,
-    )
+    with _in_flags():
+        table = adsorption_energies(
+            slab,
+            args.adsorbate,
+            calculator=calc,
+            sites=sites,
+            height=args.height,
+            fix_bottom_layers=args.fix_bottom_layers,
+            fmax=args.fmax,
+            steps=args.steps,
+            references=_parse_references(args.references),
+            lattice_constant=lattice,
+            vacuum=args.vacuum,
+            progress=_progress(args),
+            orientations=args.orientations,
+            seed=args.seed,
+            **relax_kwargs,
+        )
     with _atomic_path(csv) as tmp:
         table.to_csv(tmp)
     frames = []

@@ -471,3 +471,13 @@ def test_close_contacts_are_warnings_in_the_clis_words(tmp_path, model_file, cap
     assert main(["eval", str(tmp_path / "squeezed.extxyz"), *_model_args(model_file)]) == 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("geomformer-md: warning: atom 0 (Cu)"), err
+
+
+def test_api_errors_are_reworded_as_flags(frames_file, model_file, capsys):
+    argv = ["relax", str(frames_file), "--index", "0", "--fix-bottom-layers", "9", "--steps", "1"]
+    assert main([*argv, *_model_args(model_file)]) == 1
+    line = one_error_line(capsys)
+    assert "--fix-bottom-layers 9 would fix all" in line and "fix_bottom_layers" not in line
+    argv = ["md", str(frames_file), "--index", "0", "--fix-bottom-layers", "9", "--steps", "1"]
+    assert main([*argv, *_model_args(model_file)]) == 1
+    assert "--fix-bottom-layers 9" in one_error_line(capsys)

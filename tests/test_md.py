@@ -451,13 +451,14 @@ def test_another_seed_in_the_same_files_is_refused_not_returned(tmp_path):
     identical request returns the stored run, any other is refused (naming the files, what
     differs and the ways out) without touching a file; resume=True and overwrite=True are
     the ways out."""
-    from geomformer_md.simulate.runfiles import RunConflictError
-
     kw = dict(trajectory=tmp_path / "md.traj", log=tmp_path / "md.log", loginterval=5, steps=10)
     first = run_md(cu_bulk(2), EMT(), seed=1, **kw, **QUIET)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    with pytest.raises(RunConflictError) as err:
+    with pytest.raises(ValueError) as err:
         run_md(cu_bulk(2), EMT(), seed=2, **kw, **QUIET)
+    from geomformer_md.simulate.runfiles import RunConflictError
+
+    assert isinstance(err.value, RunConflictError)
     msg = str(err.value)
     for part in ("md.traj", "md.log", "md.restart.npz", "seed=1", "seed=2", "resume=True",
                  "overwrite=True"):
@@ -480,31 +481,34 @@ def test_another_seed_in_the_same_files_is_refused_not_returned(tmp_path):
 
 
 def test_an_interrupted_run_continues_only_for_its_own_request(tmp_path):
-    from geomformer_md.simulate.runfiles import RunConflictError
-
     kw = dict(trajectory=tmp_path / "md.traj", log=tmp_path / "md.log", loginterval=5,
               restart_interval=10, steps=30, **QUIET)
     with pytest.raises(Killed):
         run_md(cu_bulk(2), EMT(), seed=1, callback=kill_at(17), **kw)
     for other in (dict(seed=2), dict(temperature_K=500.0), dict(fix_bottom_layers=None,
                                                                  init_velocities=False)):
-        with pytest.raises(RunConflictError):
+        with pytest.raises(ValueError, match="already exist from a run with"):
             run_md(cu_bulk(2), EMT(), **{"seed": 1, **other}, **kw)
     atoms = cu_bulk(2)
     atoms.rattle(0.01, seed=3)  # another starting structure
-    with pytest.raises(RunConflictError, match="another structure"):
+    with pytest.raises(ValueError, match="another structure"):
         run_md(atoms, EMT(), seed=1, **kw)
     res = run_md(cu_bulk(2), EMT(), seed=1, **kw)  # its own request: resumed
     assert res.resumed_from == 10 and res.steps_done == 30
 
 
+def test_seed_none_never_returns_an_earlier_run(tmp_path):
+    kw = dict(trajectory=tmp_path / "md.traj", log=tmp_path / "md.log", steps=4, seed=None)
+    run_md(cu_bulk(1), EMT(), **kw, **QUIET)
+    with pytest.raises(ValueError, match="seed=None"):
+        run_md(cu_bulk(1), EMT(), **kw, **QUIET)
+
+
 def test_files_without_a_checkpoint_are_not_overwritten(tmp_path):
     """A log of something else under the default name is never replaced silently."""
-    from geomformer_md.simulate.runfiles import RunConflictError
-
     (tmp_path / "md.log").write_text("my notes\n")
     for resume in (None, True, False):
-        with pytest.raises(RunConflictError, match="without a checkpoint|earlier run"):
+        with pytest.raises(ValueError, match="without a checkpoint|earlier run"):
             run_md(cu_bulk(1), EMT(), steps=2, trajectory=tmp_path / "md.traj",
                    log=tmp_path / "md.log", resume=resume, **QUIET)
     assert [p.name for p in tmp_path.iterdir()] == ["md.log"]

@@ -907,6 +907,7 @@ def adsorption_energies(
             tried, key=lambda r: (r.close_contact, r.dissociated, math.isnan(r.e_ads), r.e_ads)
         )
         rows.append(replace(best, orientation_e_ads={r.orientation: r.e_ads for r in tried}))
+    bar.set_postfix_str("")
     bar.close()
     rows.sort(key=lambda r: (math.isnan(r.e_ads), r.close_contact, r.e_ads))
     table = AdsorptionTable(

@@ -410,6 +410,8 @@ def _difference(old: dict | None, new: dict) -> dict:
     (empty when identical)."""
     if old is None:
         return {"reason": "from a run of an older geomformer-md that did not record its settings"}
+    if new["settings"]["seed"] is None:  # fresh entropy: never the same run twice
+        return {"reason": "from an earlier run (with seed=None every run is a new one)"}
     for key, value in new["settings"].items():
         if old["settings"].get(key) != value:
             return {"setting": (key, old["settings"].get(key), value)}
