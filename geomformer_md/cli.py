@@ -21,6 +21,7 @@ import contextlib
 import os
 import sys
 import tempfile
+import textwrap
 import traceback
 import warnings
 from pathlib import Path
@@ -559,16 +560,21 @@ def cmd_md(args) -> int:
         raise CLIError(exc.message(_words())) from None
     if res.steps_this_call == 0 and res.resumed_from is not None:
         print(
-            f"{traj} already holds this run, complete ({res.steps_done} steps, the same "
-            f"settings): nothing to do; --overwrite runs it again"
+            f"{traj} already holds this run, complete (the same settings): nothing to do; "
+            f"--overwrite runs it again"
         )
-    what = f", continued from step {res.resumed_from}" if res.resumed_from is not None else ""
+        what = ", stored run"
+    elif res.resumed_from is not None:
+        what = f", continued from step {res.resumed_from}"
+    else:
+        what = ""
     print(
         f"{res.ensemble}: {res.steps_done} steps ({res.time_ps:.3f} ps{what}), "
         f"mean T = {res.mean_temperature_K:.1f} K, final T = {res.final_temperature_K:.1f} K, "
         f"closest pair {res.min_bond_ratio:.2f} of a bond length, {res.wall_time_s:.1f} s"
     )
-    print(f"wrote {traj}, {log}" + (f" and {res.restart}" if res.restart else ""))
+    verb = "results in" if what == ", stored run" else "wrote"
+    print(f"{verb} {traj}, {log}" + (f" and {res.restart}" if res.restart else ""))
     if res.close_contact:
         _warn(
             f"atoms came closer than 0.6 of their covalent bond length (first at step "
@@ -789,7 +795,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     top = argparse.ArgumentParser(add_help=False)
     top.add_argument("--debug", action="store_true", help="show the full traceback on errors")
-    top.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    top.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     # The same flags after the command; SUPPRESS keeps a value given before it.
     debug = argparse.ArgumentParser(add_help=False)
     debug.add_argument(
@@ -799,7 +805,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="show the full traceback on errors",
     )
     debug.add_argument(
-        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars"
+        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress output"
     )
 
     outputs = argparse.ArgumentParser(add_help=False)
@@ -888,13 +894,14 @@ def build_parser() -> argparse.ArgumentParser:
         "molecular dynamics -> FILE_STEM.md.traj, FILE_STEM.md.log (CSV) and a checkpoint",
         cmd_md,
     )
-    sp.description = (
+    sp.description = textwrap.fill(
         "Molecular dynamics -> FILE_STEM.md.traj, FILE_STEM.md.log (CSV) and "
         "FILE_STEM.md.restart.npz. An interrupted run continues when the same command is "
         "given again; files of another run (other settings or seed) are never replaced: "
         "the command stops and names them (--resume continues that run, --overwrite starts "
         "over). The default ensemble, nvt-langevin, is the Python API's too: --temperature "
-        "then holds from the first step, whatever the starting structure."
+        "then holds from the first step, whatever the starting structure.",
+        width=79,
     )
     sp.add_argument("file", help="starting structure")
     sp.add_argument("--index", default="-1", help="frame to start from")

@@ -74,14 +74,11 @@ class RunConflictError(ValueError):
             why = f"from a run with {old} (this one: {new})"
         else:
             why = self.reason or "from another run"
-        ways = [f"{words.overwrite} to start over, replacing them", f"{words.elsewhere}"]
         if self.can_resume:
-            ways.insert(0, f"{words.resume} to continue that run")
-        return (
-            f"{listed} already {exist} {why}; pass "
-            + ", or ".join(ways[:-1])
-            + (f" (or use {ways[-1]})")
-        )
+            ways = f"{words.resume} to continue that run, or {words.overwrite} to start over"
+        else:
+            ways = f"{words.overwrite} to replace {'it' if len(names) == 1 else 'them'}"
+        return f"{listed} already {exist} {why}; pass {ways} (or use {words.elsewhere})"
 
 
 def existing(paths) -> list[Path]:
