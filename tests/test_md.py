@@ -497,6 +497,35 @@ def test_an_interrupted_run_continues_only_for_its_own_request(tmp_path):
     assert res.resumed_from == 10 and res.steps_done == 30
 
 
+def test_a_restart_file_of_format_1_continues_only_when_asked(tmp_path):
+    """Files written before runs recorded their request: not silently continued, and
+    resume=True still continues them."""
+    import json
+
+    kw = dict(trajectory=tmp_path / "md.traj", log=tmp_path / "md.log", loginterval=5,
+              restart_interval=10, steps=20, seed=1, **QUIET)
+    with pytest.raises(Killed):
+        run_md(cu_bulk(1), EMT(), callback=kill_at(12), **kw)
+    path = tmp_path / "md.restart.npz"
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    meta = json.loads(str(arrays.pop("meta")))
+    meta["version"] = 1
+    for key in ("request", "min_bond_ratio", "close_contact_step"):
+        del meta[key]
+    with open(path, "wb") as fh:
+        np.savez(fh, meta=np.array(json.dumps(meta)), **arrays)
+    log = tmp_path / "md.log"  # and the log of that version, without min_bond_ratio
+    log.write_text("".join(line.rsplit(",", 1)[0] + "\n" for line in log.read_text().splitlines()))
+    with pytest.raises(ValueError, match="older geomformer-md"):
+        run_md(cu_bulk(1), EMT(), **kw)
+    res = run_md(cu_bulk(1), EMT(), resume=True, **kw)
+    assert res.resumed_from == 10 and res.steps_done == 20
+    rows = read_log(log)  # continued in its own layout
+    assert "min_bond_ratio" not in rows.dtype.names
+    np.testing.assert_array_equal(rows["step"], [0, 5, 10, 15, 20])
+
+
 def test_seed_none_never_returns_an_earlier_run(tmp_path):
     kw = dict(trajectory=tmp_path / "md.traj", log=tmp_path / "md.log", steps=4, seed=None)
     run_md(cu_bulk(1), EMT(), **kw, **QUIET)

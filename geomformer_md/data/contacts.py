@@ -56,9 +56,11 @@ class Contact:
             return "no two atoms are within 1.5 covalent bond lengths"
         a, b = self.symbols
         other = "its own periodic image" if self.i == self.j else f"atom {self.j} ({b})"
+        # rounded down: a ratio just below the threshold never prints as the threshold
+        ratio = math.floor(self.ratio * 1000) / 1000
         return (
             f"atom {self.i} ({a}) is {self.distance:.3g} Å from {other}, "
-            f"{self.ratio:.3g} of their covalent bond length"
+            f"{ratio:.3f} of their covalent bond length"
         )
 
     def warning(self, where: str = "") -> str:

@@ -347,10 +347,6 @@ def log_columns(npt: bool) -> list[str]:
     return cols + ["min_bond_ratio"]  # closest pair / covalent bond length (data.contacts)
 
 
-def _log_header(npt: bool) -> str:
-    return ",".join(log_columns(npt)) + "\n"
-
-
 def _results(atoms: Atoms) -> dict:
     """The calculator's results for the current state, copied."""
     atoms.get_potential_energy()
@@ -464,16 +460,23 @@ def _prior_run(s: MDSettings, request: dict, numbers, paths, resume, overwrite):
                 f"at step {meta['step']} needs {n_need}",
                 can_resume=False,
             )
-    if log is not None and log.is_file():
-        with open(log) as fh:
-            header = fh.readline()
-        if header and header != _log_header(s.ensemble in NPT_ENSEMBLES):
-            _refuse(
-                found,
-                reason="from a run whose log has other columns (an older geomformer-md)",
-                can_resume=False,
-            )
+    if _stored_columns(log, s) is None:
+        _refuse(found, reason="from a run whose log has unknown columns", can_resume=False)
     return meta, arrays
+
+
+def _stored_columns(log: Path | None, s: MDSettings) -> list[str] | None:
+    """The columns a continued run writes: the stored log's own (a log of an older version
+    lacks newer columns; its rows keep its layout), or None if it has columns we do not
+    know or is not a log."""
+    columns = log_columns(s.ensemble in NPT_ENSEMBLES)
+    if log is None or not log.is_file():
+        return columns
+    with open(log) as fh:
+        stored = fh.readline().strip().split(",")
+    if stored == [""]:
+        return columns
+    return stored if stored[:2] == columns[:2] and set(stored) <= set(columns) else None
 
 
 def _refuse(files, **kwargs):
@@ -490,12 +493,12 @@ class _Recorder:
     def __init__(self, dyn, s, rng, paths, start, stats: dict, request: dict, progress: bool):
         self.dyn, self.s, self.rng, self.start, self.request = dyn, s, rng, start, request
         self.traj_path, self.log_path, self.restart_path = paths
+        self.columns = log_columns(s.ensemble in NPT_ENSEMBLES)  # a resumed run: the log's
         # running over logged steps: temperature sum and count (steps > 0), closest contact
         self.t_sum, self.t_count = stats.get("t_sum", 0.0), stats.get("t_count", 0)
         self.min_ratio = stats.get("min_bond_ratio", math.inf)
         self.close_step = stats.get("close_contact_step")
         self.npt = s.ensemble in NPT_ENSEMBLES
-        self.header = _log_header(self.npt)
         self.traj = self.log_fh = None
         self.bar = progress_bar(s.steps, f"MD {s.ensemble}", progress, initial=start)
 
@@ -506,12 +509,13 @@ class _Recorder:
                 # a stale checkpoint must not outlive the files it vouches for
                 self.restart_path.unlink(missing_ok=True)
             if self.log_path is not None:
-                self.log_path.write_text(self.header)
+                self.log_path.write_text(",".join(self.columns) + "\n")
         else:
             if self.traj_path is not None:
                 _truncate_trajectory(self.traj_path, self.start // self.s.loginterval + 1)
             if self.log_path is not None:
-                _truncate_log(self.log_path, self.start, self.header)
+                self.columns = _stored_columns(self.log_path, self.s)  # checked by _prior_run
+                _truncate_log(self.log_path, self.start, ",".join(self.columns) + "\n")
         if self.traj_path is not None:
             self.traj = Trajectory(str(self.traj_path), "a" if resumed else "w")
         if self.log_path is not None:
@@ -558,7 +562,7 @@ class _Recorder:
                 stress = atoms.get_stress(voigt=False, include_ideal_gas=True)
                 values["volume_A3"] = atoms.get_volume()
                 values["pressure_bar"] = -np.trace(stress) / 3 / units.bar
-            row = [values[c] for c in log_columns(self.npt)]
+            row = [values[c] for c in self.columns]
             self.log_fh.write(
                 ",".join(str(x) if isinstance(x, int) else f"{x:.12g}" for x in row) + "\n"
             )
