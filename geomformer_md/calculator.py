@@ -23,7 +23,8 @@ from .committee import (
     committee_with_dtype,
     make_potential,
 )
-from .data.graph import atoms_to_graph, check_overlaps, trim_edges
+from .data.contacts import CloseContactWarning, contact_from_edges
+from .data.graph import atoms_to_graph, check_overlaps, edge_vectors, trim_edges
 from .data.neighbors import VerletNeighborList
 from .dispersion import add_results, make_dispersion
 from .io.registry import load_potential
@@ -45,6 +46,30 @@ def resolve_model(model) -> GeoMFormer | Committee:
         return as_committee(model)
     raise TypeError(f"model must be a potential name, a path, a GeoMFormer or a list of them "
                     f"(a committee), not {type(model).__name__}")
+
+
+def resolve_device(device) -> torch.device:
+    """``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``, ``"auto"`` or a torch.device -> a usable
+    torch.device; anything else, or a device this machine lacks, is a one-line ValueError."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {device!r}"
+        ) from None
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise ValueError(f"device {device!r} requested but torch sees no CUDA device")
+        if dev.index is not None and dev.index >= n:
+            raise ValueError(f"device {device!r} requested but torch sees {n} CUDA device(s)")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r} requested but torch sees no MPS device")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {device!r}")
+    return dev
 
 
 def private_model(model, dtype, device) -> GeoMFormer:
@@ -95,6 +120,12 @@ class GeoMFormerCalculator(Calculator):
     With a committee (a committee potential's name or file, or a list of models) these
     are the members' mean, and ``energy_std`` (eV), ``energies_std`` (eV per atom) and
     ``forces_std`` (eV/Å per atom) give their spread (committee.py).
+
+    Close contacts: when two atoms are closer than ``CLOSE_CONTACT_RATIO`` (0.6) of their
+    covalent bond length (`geomformer_md.data.contacts`), the structure is far outside any
+    training data; the calculator then issues a `CloseContactWarning`, once per structure
+    (the same atoms in a relaxation or MD run warn once). ``last_contact`` holds the closest
+    pair of the last call.
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
@@ -116,11 +147,7 @@ class GeoMFormerCalculator(Calculator):
     ) -> None:
         super().__init__(**kwargs)
         self.dispersion = make_dispersion(dispersion, dispersion_xc, dispersion_cutoff)
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError("device 'cuda' requested but torch sees no CUDA device")
+        self.device = resolve_device(device)
         self.model = private_model(model, dtype, self.device)
         for p in self.model.parameters():
             p.requires_grad_(False)  # forces need grads of inputs, not of weights
@@ -145,6 +172,8 @@ class GeoMFormerCalculator(Calculator):
             if skin > 0
             else None
         )
+        self.last_contact = None  # data.contacts.Contact of the last calculation
+        self._warned = set()  # structures (atomic numbers) already warned about
 
     def _graph(self, atoms):
         cutoff = self.model.config.cutoff
@@ -153,7 +182,7 @@ class GeoMFormerCalculator(Calculator):
         graph = atoms_to_graph(atoms, cutoff, backend=None, device=self.device)
         ei, sh = self._verlet.update(graph.positions, graph.cell, graph.pbc, graph.system_idx)
         graph = trim_edges(graph.with_edges(ei.to(self.device), sh.to(self.device)), cutoff)
-        check_overlaps(graph)
+        check_overlaps(graph, label_systems=False)
         return graph
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
@@ -167,6 +196,7 @@ class GeoMFormerCalculator(Calculator):
         graph = self._graph(self.atoms)
         d3_bytes = self.dispersion.estimate_bytes(graph) if self.dispersion is not None else 0
         check_call_memory(self.potential, graph, extra_bytes=d3_bytes)  # one line, up front
+        self._check_contacts(graph)
         with torch.enable_grad():
             out = self.potential(graph, forces=True, stress=periodic)
         if self.dispersion is not None:
@@ -201,7 +231,17 @@ class GeoMFormerCalculator(Calculator):
                 f"treat its energies and forces with caution (warned once per calculator)",
                 UncertaintyWarning, stacklevel=3)
 
+    def _check_contacts(self, graph) -> None:
+        """Warn once per structure about atoms far inside their bond length (see class doc)."""
+        contact = contact_from_edges(
+            graph.numbers, graph.edge_index, edge_vectors(graph).norm(dim=-1)
+        )
+        self.last_contact = contact
+        key = self.atoms.numbers.tobytes()
+        if contact.close and key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(CloseContactWarning(contact.warning()), stacklevel=2)
+
 
 class UncertaintyWarning(UserWarning):
     """A committee disagrees more than its threshold: the structure is outside the training data."""
-

@@ -2,7 +2,10 @@
 
 Each subcommand is a thin shell over the Python API (``simulate.relax``,
 ``simulate.md``, ``simulate.phonons``, ``simulate.catalysis``, ``train``):
-parse, check the input, call, write the outputs beside the input file.
+parse, check the input, call, write the outputs beside the input file (or into
+``-o/--output-dir``). Existing outputs are never replaced silently: a command whose
+outputs exist stops with one line naming them, unless ``--overwrite`` (``md`` also
+continues its own run, see ``simulate.md``).
 
 Errors in the input end the program with exit code 1 and ONE line on stderr,
 ``geomformer-md: error: ...``; ``--debug`` shows the traceback instead. Outputs
@@ -18,7 +21,9 @@ import contextlib
 import os
 import sys
 import tempfile
+import textwrap
 import traceback
+import warnings
 from pathlib import Path
 
 PROG = "geomformer-md"
@@ -37,9 +42,37 @@ examples:
   geomformer-md distill examples/07_distill/emt_cuag.yaml   committee from an EMT teacher
 
 Every command accepts --model NAME_OR_FILE (default: the shipped default
-potential), --device cpu|cuda|auto and --dtype float32|float64.
+potential), --device cpu|cuda|auto and --dtype float32|float64; every command that
+writes files accepts -o/--output-dir DIR (default: beside the input) and --overwrite.
+Progress: a bar on a terminal, plain lines when stderr is a file (-q: none).
 Run 'geomformer-md COMMAND --help' for the options of one command.
 """
+
+# How the command line names the settings of simulate.md, for messages about another run.
+_MD_FLAGS = {
+    "ensemble": "--ensemble",
+    "temperature_K": "--temperature",
+    "initial_temperature_K": "--temperature",
+    "timestep_fs": "--timestep",
+    "steps": "--steps",
+    "loginterval": "--interval",
+    "restart_interval": "checkpoint interval",
+    "friction": "--friction",
+    "taut_fs": "--taut",
+    "pressure_bar": "--pressure",
+    "taup_fs": "--taup",
+    "seed": "--seed",
+}
+# Python argument names that API errors may name, as the command line spells them.
+_API_FLAGS = {
+    **_MD_FLAGS,
+    "fix_bottom_layers": "--fix-bottom-layers",
+    "pressure_bar": "--pressure",
+    "fmax": "--fmax",
+    "lattice_constant": "--lattice-constant",
+    "relax_cell": "--relax-cell",
+}
+_STRUCTURE_SUFFIXES = {".extxyz", ".xyz", ".traj", ".cif", ".vasp", ".pdb", ".json", ".csv", ".png"}
 
 
 class CLIError(Exception):
@@ -85,19 +118,39 @@ def _positive(kind=float, allow_zero=False):
 
 
 def _read(path: str, index=":"):
-    """Frames of any ASE-readable file, as a list; one-line errors."""
+    """Frames of any ASE-readable file, as a list; one-line errors (``--index`` checked)."""
     from ase.io import read
+    from ase.io.formats import string2index
 
     p = Path(path)
     if not p.exists():
         raise CLIError(f"cannot read {path}: no such file")
     if p.is_dir():
         raise CLIError(f"cannot read {path}: it is a directory")
+    parsed = string2index(index) if isinstance(index, str) else index
+    if isinstance(parsed, str) or (isinstance(parsed, slice) and parsed.step == 0):
+        raise CLIError(
+            f"--index {index!r} is not a frame index: use e.g. 0, -1, ':' or '10:20:2'"
+        )
     try:
-        frames = read(str(p), index=index)
+        frames = read(str(p), index=parsed)
+    except (StopIteration, IndexError):
+        frames = None  # past the end: say how many frames there are, below
     except Exception as exc:  # ASE raises many kinds for unknown/garbled formats
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CLIError(f"cannot read {path} as a structure file: {msg[:200]}") from None
+    if frames is None or frames == [] or (isinstance(parsed, int) and parsed < -1):
+        # ASE raises StopIteration past the end, and wraps some negative indices around
+        n = len(read(str(p), index=":"))
+        if frames is None or (isinstance(parsed, int) and not -n <= parsed < n):
+            raise CLIError(
+                f"--index {index} is out of range: {path} has {n} frame{'s' * (n != 1)} "
+                f"(0 to {n - 1}, or -1 for the last)"
+            )
+        if frames == [] and n:
+            raise CLIError(
+                f"--index {index} selects no frames: {path} has {n} frame{'s' * (n != 1)}"
+            )
     frames = frames if isinstance(frames, list) else [frames]
     if not frames:
         raise CLIError(f"{path} contains no structures")
@@ -110,14 +163,80 @@ def _beside(path: str, suffix: str) -> Path:
     return p.with_name(p.stem + suffix)
 
 
+def _output(args, path: str | Path, suffix: str) -> Path:
+    """The output ``STEM{suffix}`` of input ``path``: in --output-dir, else beside the input."""
+    p = Path(path)
+    folder = Path(args.output_dir) if getattr(args, "output_dir", None) else p.parent
+    return folder / (p.stem + suffix)
+
+
+def _claim(args, *paths) -> None:
+    """Stop (one line, nothing written) if outputs exist, unless --overwrite."""
+    from .simulate.runfiles import RunConflictError, existing
+
+    found = existing(paths)
+    if found and not getattr(args, "overwrite", False):
+        error = RunConflictError(found, reason="from an earlier run", can_resume=False)
+        raise CLIError(error.message(_words()))
+
+
+@contextlib.contextmanager
+def _in_flags():
+    """Re-word a ValueError of the Python API in the command line's words
+    ("fix_bottom_layers=5 would fix ..." -> "--fix-bottom-layers 5 would fix ...")."""
+    import re
+
+    try:
+        yield
+    except ValueError as exc:
+        from .io.checkpoint import ModelFileError
+        from .simulate.runfiles import RunConflictError
+
+        if isinstance(exc, (ModelFileError, RunConflictError)):
+            raise  # worded by their own handlers
+        msg = str(exc)
+        for name, flag in _API_FLAGS.items():
+            if flag.startswith("--"):
+                msg = re.sub(rf"\b{name}=", f"{flag} ", msg)
+                if "_" in name:  # an identifier, never an English word ("steps")
+                    msg = re.sub(rf"\b{name}\b", flag, msg)
+        raise CLIError(msg) from None
+
+
+def _words():
+    from .simulate.runfiles import Words
+
+    return Words(
+        resume="--resume",
+        overwrite="--overwrite",
+        elsewhere="-o/--output-dir DIR",
+        flags=_MD_FLAGS,
+        assign="{name} {value}",
+    )
+
+
+def _check_output_dir(args) -> None:
+    out = getattr(args, "output_dir", None)
+    if out is None:
+        return
+    if Path(out).suffix.lower() in _STRUCTURE_SUFFIXES:
+        hint = " (name the output file with --output)" if hasattr(args, "output") else ""
+        raise CLIError(f"-o/--output-dir takes a folder, got {out!r}{hint}")
+    if Path(out).exists() and not Path(out).is_dir():
+        raise CLIError(f"-o/--output-dir {out}: exists and is not a folder")
+
+
 @contextlib.contextmanager
 def _atomic_path(path: Path):
     """Yield a temporary path in the same folder; rename it to ``path`` on success only."""
+    from .simulate.runfiles import new_file_mode
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, new_file_mode())  # mkstemp's 0600 would ignore the umask
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -154,7 +273,23 @@ def _check_elements(calc, frames) -> None:
 
 
 def _progress(args) -> bool:
-    return not args.quiet and sys.stderr.isatty()
+    """Progress unless -q: a bar on a terminal, plain lines in a log (simulate._progress)."""
+    return not args.quiet
+
+
+def _device(text: str) -> str:
+    """--device, checked when parsed (one line naming --device, never a torch error)."""
+    from .calculator import resolve_device
+
+    try:
+        resolve_device(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _warn(message: str) -> None:
+    print(f"{PROG}: warning: {message}", file=sys.stderr)
 
 
 # --------------------------------------------------------------------------- commands
@@ -225,8 +360,8 @@ def cmd_list(args) -> int:
 
 
 def _error_line(subset: str, v) -> str:
-    """One test subset of a manifest entry,
-    e.g. 'heldout  3.55 meV/atom  34.9 meV/Å  (265 frames)'."""
+    """One test subset of a manifest entry, e.g.
+    'heldout  3.55 meV/atom  34.9 meV/Å  (265 frames)'."""
     if not isinstance(v, dict):
         return f"{subset} {v}"
     parts = [f"{subset:8s}"]
@@ -244,12 +379,14 @@ def cmd_eval(args) -> int:
     from ase.calculators.calculator import PropertyNotImplementedError
     from ase.calculators.singlepoint import SinglePointCalculator
     from ase.units import GPa
-    from tqdm.auto import tqdm
+
+    from .simulate._progress import progress_bar
 
     frames = _read(args.file, args.index)
+    out = Path(args.output) if args.output else _output(args, args.file, ".eval.extxyz")
+    _claim(args, out)
     calc = _calculator(args)
     _check_elements(calc, frames)
-    out = Path(args.output) if args.output else _beside(args.file, ".eval.extxyz")
     results = []
     rows = [
         f"{'frame':>5}  {'formula':<16}{'atoms':>6}{'E/eV':>15}{'E/atom':>12}{'max|F|':>10}"
@@ -257,7 +394,8 @@ def cmd_eval(args) -> int:
     ]
     errors = {"energy": [], "forces": [], "stress": []}  # against labels the file carries
     offsets = []  # (numbers, E_label - E_model) per labelled frame
-    for k, atoms in enumerate(tqdm(frames, desc="eval", disable=not _progress(args))):
+    bar = progress_bar(len(frames), "eval", _progress(args), unit="frame")
+    for k, atoms in enumerate(frames):
         ref = dict(atoms.calc.results) if atoms.calc is not None else {}
         a = atoms.copy()
         a.calc = calc
@@ -265,7 +403,8 @@ def cmd_eval(args) -> int:
             e = a.get_potential_energy()
             f = a.get_forces()
         except ValueError as exc:
-            raise CLIError(f"frame {k}: {exc}") from None
+            where = f"frame {k}: " if len(frames) > 1 else ""
+            raise CLIError(f"{where}{exc}") from None
         res = {"energy": e, "free_energy": e, "forces": f.copy()}
         p = ""
         if a.pbc.all():
@@ -290,6 +429,8 @@ def cmd_eval(args) -> int:
             f"{k:>5}  {a.get_chemical_formula():<16}{len(a):>6}{e:>15.6f}{e / len(a):>12.6f}"
             f"{fmax:>10.4f}{p:>10}"
         )
+        bar.update()
+    bar.close()
     _write(out, results, "extxyz")
     print("\n".join(rows))
     scale = {"energy": (1e3, "meV/atom"), "forces": (1e3, "meV/Å"), "stress": (1e3, "meV/Å³")}
@@ -317,52 +458,73 @@ def cmd_relax(args) -> int:
     from .simulate.relax import relax
 
     atoms = _read(args.file, args.index)[0]
+    out = Path(args.output) if args.output else _output(args, args.file, ".relaxed.extxyz")
+    traj = _output(args, args.file, ".relax.traj")
+    _claim(args, out, traj)
     calc = _calculator(args)
     _check_elements(calc, [atoms])
-    out = Path(args.output) if args.output else _beside(args.file, ".relaxed.extxyz")
-    traj = _beside(args.file, ".relax.traj")
+    traj.parent.mkdir(parents=True, exist_ok=True)
     created = not traj.exists()
     try:
-        relaxed, res = relax(
-            atoms,
-            calculator=calc,
-            fmax=args.fmax,
-            steps=args.steps,
-            optimizer=args.optimizer,
-            relax_cell=args.relax_cell,
-            fix_bottom_layers=args.fix_bottom_layers,
-            trajectory=traj,
-            logfile=None,
-            progress=_progress(args),
-            pressure_bar=args.pressure,
-        )
+        with _in_flags():
+            relaxed, res = relax(
+                atoms,
+                calculator=calc,
+                fmax=args.fmax,
+                steps=args.steps,
+                optimizer=args.optimizer,
+                relax_cell=args.relax_cell,
+                fix_bottom_layers=args.fix_bottom_layers,
+                trajectory=traj,
+                logfile=None,
+                progress=_progress(args),
+                pressure_bar=args.pressure,
+            )
     except BaseException:
         if created and traj.exists():
             traj.unlink()  # a trajectory of a failed run is not a result
         raise
-    relaxed.info.update(converged=res.converged, fmax=res.fmax, relax_steps=res.steps)
+    relaxed.info.update(
+        converged=res.converged,
+        fmax=res.fmax,
+        relax_steps=res.steps,
+        min_bond_ratio=res.min_bond_ratio,
+        close_contact=res.close_contact,
+    )
     _write(out, relaxed)
     status = "converged" if res.converged else "NOT converged"
+    if res.close_contact:
+        status += " to an UNPHYSICAL structure (close contact)"
     print(
         f"{status} in {res.steps} steps ({res.optimizer}): E = {res.energy:.6f} eV "
-        f"(from {res.initial_energy:.6f}), fmax = {res.fmax:.4f} eV/Å"
+        f"(from {res.initial_energy:.6f}), fmax = {res.fmax:.4f} eV/Å, "
+        f"closest pair {res.min_bond_ratio:.2f} of a bond length"
     )
     print(f"wrote {out} and {traj}")
+    if res.close_contact:
+        _warn(
+            f"in the relaxed structure {res.contact} (below 0.6): far outside any training "
+            f"data; this is not a physical minimum"
+        )
     if not res.converged:
-        print(
-            f"{PROG}: warning: fmax {res.fmax:.4f} > {args.fmax} after {res.steps} steps; "
-            f"raise --steps or restart from {out}",
-            file=sys.stderr,
+        _warn(
+            f"fmax {res.fmax:.4f} > {args.fmax} after {res.steps} steps; "
+            f"raise --steps or restart from {out}"
         )
     return 0
 
 
 def cmd_md(args) -> int:
     from .simulate.md import ENSEMBLES, NPT_ENSEMBLES, run_md
+    from .simulate.runfiles import RunConflictError
 
     ensemble = args.ensemble.lower()
     if ensemble not in ENSEMBLES:
         raise CLIError(f"unknown ensemble {args.ensemble!r}; valid: {', '.join(ENSEMBLES)}")
+    if ensemble == "nvt-bussi" and args.temperature == 0:
+        raise CLIError("--ensemble nvt-bussi rescales velocities and needs --temperature > 0")
+    if args.resume and (args.overwrite or args.no_resume):
+        raise CLIError("--resume continues a run and --overwrite starts over: give one")
     atoms = _read(args.file, args.index)[0]
     if ensemble in NPT_ENSEMBLES and not (atoms.pbc.all() and atoms.cell.rank == 3):
         raise CLIError(
@@ -371,38 +533,61 @@ def cmd_md(args) -> int:
         )
     calc = _calculator(args, skin=args.skin)
     _check_elements(calc, [atoms])
-    traj = _beside(args.file, ".md.traj")
-    log = _beside(args.file, ".md.log")
-    res = run_md(
-        atoms,
-        calculator=calc,
-        ensemble=ensemble,
-        temperature_K=args.temperature,
-        timestep_fs=args.timestep,
-        steps=args.steps,
-        trajectory=traj,
-        log=log,
-        loginterval=args.interval,
-        friction=args.friction,
-        taut_fs=args.taut,
-        pressure_bar=args.pressure,
-        taup_fs=args.taup,
-        seed=args.seed,
-        progress=_progress(args),
-        resume=not args.no_resume,
-    )
-    resumed = f", resumed from step {res.resumed_from}" if res.resumed_from is not None else ""
+    traj = _output(args, args.file, ".md.traj")
+    log = _output(args, args.file, ".md.log")
+    traj.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with _in_flags():
+            res = run_md(
+                atoms,
+                calculator=calc,
+                ensemble=ensemble,
+                temperature_K=args.temperature,
+                timestep_fs=args.timestep,
+                steps=args.steps,
+                trajectory=traj,
+                log=log,
+                loginterval=args.interval,
+                friction=args.friction,
+                taut_fs=args.taut,
+                pressure_bar=args.pressure,
+                taup_fs=args.taup,
+                seed=args.seed,
+                progress=_progress(args),
+                resume=True if args.resume else None,
+                overwrite=args.overwrite or args.no_resume,
+                fix_bottom_layers=args.fix_bottom_layers,
+            )
+    except RunConflictError as exc:
+        raise CLIError(exc.message(_words())) from None
+    if res.steps_this_call == 0 and res.resumed_from is not None:
+        print(
+            f"{traj} already holds this run, complete (the same settings): nothing to do; "
+            f"--overwrite runs it again"
+        )
+        what = ", stored run"
+    elif res.resumed_from is not None:
+        what = f", continued from step {res.resumed_from}"
+    else:
+        what = ""
     print(
-        f"{res.ensemble}: {res.steps_done} steps ({res.time_ps:.3f} ps{resumed}), "
+        f"{res.ensemble}: {res.steps_done} steps ({res.time_ps:.3f} ps{what}), "
         f"mean T = {res.mean_temperature_K:.1f} K, final T = {res.final_temperature_K:.1f} K, "
-        f"{res.wall_time_s:.1f} s"
+        f"closest pair {res.min_bond_ratio:.2f} of a bond length, {res.wall_time_s:.1f} s"
     )
-    print(f"wrote {traj}, {log}" + (f" and {res.restart}" if res.restart else ""))
+    verb = "results in" if what == ", stored run" else "wrote"
+    print(f"{verb} {traj}, {log}" + (f" and {res.restart}" if res.restart else ""))
+    if res.close_contact:
+        _warn(
+            f"atoms came closer than 0.6 of their covalent bond length (first at step "
+            f"{res.close_contact_step}, down to {res.min_bond_ratio:.2f}; column "
+            f"min_bond_ratio of {log}): far outside any training data, the trajectory is not "
+            f"physical from there on"
+        )
     return 0
 
 
 def cmd_phonons(args) -> int:
-    import warnings
 
     from .simulate.phonons import phonons
 
@@ -412,11 +597,12 @@ def cmd_phonons(args) -> int:
             f"phonons need a crystal periodic in 3 directions; {args.file} has "
             f"pbc={atoms.pbc.tolist()}"
         )
+    png = _output(args, args.file, ".phonons.png")
+    yaml = _output(args, args.file, ".phonons.yaml")
+    csv = _output(args, args.file, ".thermal.csv")
+    _claim(args, png, yaml, csv)
     calc = _calculator(args)
     _check_elements(calc, [atoms])
-    png = _beside(args.file, ".phonons.png")
-    yaml = _beside(args.file, ".phonons.yaml")
-    csv = _beside(args.file, ".thermal.csv")
     temps = [
         args.tmin + k * args.tstep for k in range(int((args.tmax - args.tmin) / args.tstep) + 1)
     ]
@@ -505,26 +691,32 @@ def cmd_adsorb(args) -> int:
         if args.sites in (None, "all")
         else [s.strip() for s in args.sites.split(",") if s.strip()]
     )
-    calc = _calculator(args)
     ads_tag = args.adsorbate.replace("/", "_")
+    if args.output_dir:
+        stem = Path(args.output_dir) / stem.name
     csv = Path(args.csv) if args.csv else stem.with_name(f"{stem.name}_{ads_tag}_adsorption.csv")
     xyz = csv.with_suffix(".extxyz")
+    _claim(args, csv, xyz)
+    calc = _calculator(args)
     relax_kwargs = {"optimizer": args.optimizer} if args.optimizer else {}
-    table = adsorption_energies(
-        slab,
-        args.adsorbate,
-        calculator=calc,
-        sites=sites,
-        height=args.height,
-        fix_bottom_layers=args.fix_bottom_layers,
-        fmax=args.fmax,
-        steps=args.steps,
-        references=_parse_references(args.references),
-        lattice_constant=lattice,
-        vacuum=args.vacuum,
-        progress=_progress(args),
-        **relax_kwargs,
-    )
+    with _in_flags():
+        table = adsorption_energies(
+            slab,
+            args.adsorbate,
+            calculator=calc,
+            sites=sites,
+            height=args.height,
+            fix_bottom_layers=args.fix_bottom_layers,
+            fmax=args.fmax,
+            steps=args.steps,
+            references=_parse_references(args.references),
+            lattice_constant=lattice,
+            vacuum=args.vacuum,
+            progress=_progress(args),
+            orientations=args.orientations,
+            seed=args.seed,
+            **relax_kwargs,
+        )
     with _atomic_path(csv) as tmp:
         table.to_csv(tmp)
     frames = []
@@ -532,11 +724,26 @@ def cmd_adsorb(args) -> int:
         a = r.atoms.copy()
         a.calc = r.atoms.calc
         a.info.pop("adsorbate_info", None)  # nested arrays: extxyz cannot store it
-        a.info.update(site=r.site, final_site=r.final_site, E_ads=r.e_ads, converged=r.converged)
+        a.info.update(
+            site=r.site,
+            final_site=r.final_site,
+            E_ads=r.e_ads,
+            converged=r.converged,
+            orientation=r.orientation,
+            min_bond_ratio=r.min_bond_ratio,
+            close_contact=r.close_contact,
+        )
         frames.append(a)
     _write(xyz, frames, "extxyz")
     print(table)
     print(f"wrote {csv} and {xyz}")
+    close = [r.site for r in table.rows if r.close_contact]
+    if close:
+        _warn(
+            f"site(s) {', '.join(close)} relaxed into a close contact (two atoms closer than "
+            f"0.6 of their bond length): far outside any training data, not physical; their "
+            f"E_ads is not an adsorption energy"
+        )
     return 0
 
 
@@ -590,7 +797,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="shipped potential name or model file (default: the shipped default)",
     )
-    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... or auto")
+    g.add_argument(
+        "--device", type=_device, default="auto", help="cpu, cuda, cuda:1, ... or auto"
+    )
     g.add_argument(
         "--dtype",
         choices=("float32", "float64"),
@@ -606,7 +815,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     top = argparse.ArgumentParser(add_help=False)
     top.add_argument("--debug", action="store_true", help="show the full traceback on errors")
-    top.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    top.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     # The same flags after the command; SUPPRESS keeps a value given before it.
     debug = argparse.ArgumentParser(add_help=False)
     debug.add_argument(
@@ -616,7 +825,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="show the full traceback on errors",
     )
     debug.add_argument(
-        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars"
+        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress output"
+    )
+
+    outputs = argparse.ArgumentParser(add_help=False)
+    g = outputs.add_argument_group("output options")
+    g.add_argument(
+        "-o",
+        "--output-dir",
+        metavar="DIR",
+        default=None,
+        help="folder for the output files, created if needed (default: beside the input; "
+        "adsorb with a spec: the current folder)",
+    )
+    g.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace output files that already exist (default: stop and name them)",
     )
 
     p = _Parser(
@@ -630,7 +855,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    def add(name, help_, func, parents=(common, debug)):
+    def add(name, help_, func, parents=(common, outputs, debug)):
         example = "\n".join(line for line in EPILOG.splitlines() if f"{PROG} {name} " in line + " ")
         sp = sub.add_parser(
             name,
@@ -655,7 +880,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("file", help="any ASE-readable file (extxyz, cif, POSCAR, traj, ...)")
     sp.add_argument("--index", default=":", help="frames to evaluate (ASE index syntax)")
     sp.add_argument(
-        "-o", "--output", help="output extxyz (default: FILE_STEM.eval.extxyz beside FILE)"
+        "--output", metavar="FILE", help="output extxyz (default: FILE_STEM.eval.extxyz)"
     )
 
     sp = add("relax", "relax a structure (positions, optionally the cell)", cmd_relax)
@@ -677,9 +902,27 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="hold the N lowest atomic layers of a slab fixed",
     )
-    sp.add_argument("-o", "--output", help="relaxed structure (default: FILE_STEM.relaxed.extxyz)")
+    sp.add_argument(
+        "--output",
+        metavar="FILE",
+        help="relaxed structure (default: FILE_STEM.relaxed.extxyz; the trajectory is "
+        "FILE_STEM.relax.traj)",
+    )
 
-    sp = add("md", "molecular dynamics -> FILE_STEM.md.traj and FILE_STEM.md.log", cmd_md)
+    sp = add(
+        "md",
+        "molecular dynamics -> FILE_STEM.md.traj, FILE_STEM.md.log (CSV) and a checkpoint",
+        cmd_md,
+    )
+    sp.description = textwrap.fill(
+        "Molecular dynamics -> FILE_STEM.md.traj, FILE_STEM.md.log (CSV) and "
+        "FILE_STEM.md.restart.npz. An interrupted run continues when the same command is "
+        "given again; files of another run (other settings or seed) are never replaced: "
+        "the command stops and names them (--resume continues that run, --overwrite starts "
+        "over). The default ensemble, nvt-langevin, is the Python API's too: --temperature "
+        "then holds from the first step, whatever the starting structure.",
+        width=79,
+    )
     sp.add_argument("file", help="starting structure")
     sp.add_argument("--index", default="-1", help="frame to start from")
     sp.add_argument(
@@ -702,10 +945,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--skin", type=_positive(allow_zero=True), default=1.0, help="Verlet neighbour-list skin, Å"
     )
     sp.add_argument(
-        "--no-resume",
-        action="store_true",
-        help="start over instead of continuing an interrupted run (overwrites files)",
+        "--fix-bottom-layers",
+        type=_positive(int, allow_zero=True),
+        default=None,
+        metavar="N",
+        help="hold the N lowest atomic layers of a slab fixed",
     )
+    sp.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in the output files even if it was made with another seed or "
+        "length (--steps larger than its own extends it)",
+    )
+    sp.add_argument("--no-resume", action="store_true", help=argparse.SUPPRESS)  # = --overwrite
 
     sp = add(
         "phonons", "phonon bands, DOS and thermal properties of a crystal (phonopy)", cmd_phonons
@@ -771,6 +1023,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="'relax' (fit with the model), 'ref' (ASE's experimental) or Å",
     )
     sp.add_argument("--vacuum", type=_positive(), default=10.0, help="Å on each side")
+    sp.add_argument(
+        "--orientations",
+        type=_positive(int),
+        default=3,
+        help="starting orientations per site for a molecule: upright, then tilted up to 70° "
+        "with random azimuths; the lowest is kept (1: upright only)",
+    )
+    sp.add_argument("--seed", type=int, default=0, help="random seed of the tilted starts")
     sp.add_argument("--csv", default=None, help="CSV path (default: SPEC_ADSORBATE_adsorption.csv)")
 
     sp = add("train", "train a potential from a YAML config", cmd_train, (debug,))
@@ -797,7 +1057,10 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(args, "command", None):
             parser.print_help()
             return 1
-        return int(args.func(args) or 0)
+        _check_output_dir(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
@@ -806,6 +1069,19 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
         return 1
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """Our own warnings (close contacts) as 'geomformer-md: warning: ...'; others as Python's."""
+    from .data.contacts import CloseContactWarning
+
+    if issubclass(category, CloseContactWarning):
+        _warn(str(message))
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
+
+
+_python_showwarning = warnings.showwarning
 
 
 def _one_line(exc: BaseException) -> str:

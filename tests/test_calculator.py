@@ -88,7 +88,9 @@ def test_batch_equals_single(model64, backend):
         one = pot(atoms_to_graph(atoms, model64.cutoff, backend))
         n = len(atoms)
         assert float(batch["energy"][k]) == pytest.approx(float(one["energy"][0]), rel=1e-12)
-        torch.testing.assert_close(batch["forces"][start : start + n], one["forces"], rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(
+            batch["forces"][start : start + n], one["forces"], rtol=1e-10, atol=1e-12
+        )
         if atoms.pbc.all():
             torch.testing.assert_close(batch["stress"][k], one["stress"][0], rtol=1e-10, atol=1e-12)
         start += n
@@ -152,7 +154,9 @@ def test_model_file_has_the_permissions_of_a_new_file(tmp_path, model64):
 
 
 def test_bad_model_files_raise_clear_errors(tmp_path, model64):
-    with pytest.raises(ModelFileError, match="neither a shipped potential .* nor an existing model file"):
+    with pytest.raises(
+        ModelFileError, match="neither a shipped potential .* nor an existing model file"
+    ):
         GeoMFormerCalculator(str(tmp_path / "missing.pt"))
     good = tmp_path / "good.pt"
     save_model(model64, good)
@@ -231,3 +235,111 @@ def test_calculator_leaves_the_callers_model_alone():
         x.calc = calc
         e[name] = x.get_potential_energy()
     assert e["a"] == pytest.approx(e["b"], rel=1e-5)
+
+
+# ----------------------------------------------------------------- close contacts, devices, files
+
+
+def test_close_contact_warns_once_per_structure(model64):
+    """Two atoms at 0.35 of their bond length are outside any training data: one warning per
+    structure (not one per step of a relaxation), naming the pair and the ratio."""
+    import warnings
+
+    from ase.data import covalent_radii
+
+    calc = GeoMFormerCalculator(model64)
+    squeezed = Atoms("CuO", positions=[[0, 0, 0], [0.7, 0, 0]])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for dx in (0.0, 0.01, 0.02):  # the same structure, moving: one warning
+            a = squeezed.copy()
+            a.positions[1, 0] += dx
+            a.calc = calc
+            a.get_forces()
+        other = Atoms("Cu2", positions=[[0, 0, 0], [0.5, 0, 0]])  # another structure: one more
+        other.calc = calc
+        other.get_potential_energy()
+        fine = bulk("Cu", "fcc", a=3.6) * (2, 2, 2)  # a sensible structure: none
+        fine.calc = calc
+        fine.get_potential_energy()
+    mine = [w for w in caught if "covalent bond length" in str(w.message)]
+    assert len(mine) == 2
+    from geomformer_md.data.contacts import CloseContactWarning
+
+    assert all(issubclass(w.category, CloseContactWarning) for w in mine)
+    ratio = 0.7 / (covalent_radii[29] + covalent_radii[8])
+    assert f"{np.floor(ratio * 1000) / 1000:.3f} of their covalent bond length" in str(
+        mine[0].message
+    )
+    assert "atom 0 (Cu)" in str(mine[0].message) and "atom 1 (O)" in str(mine[0].message)
+    assert not calc.last_contact.close and 0.9 < calc.last_contact.ratio < 1.1  # Cu bulk
+
+
+def test_contact_ratio_agrees_with_a_brute_force_search():
+    """Periodic images count: the closest pair found through the neighbour list is the one a
+    direct search over images finds."""
+    from ase.data import covalent_radii
+
+    from geomformer_md.data.contacts import closest_contact
+
+    rng = np.random.default_rng(3)
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True) * (2, 1, 1)
+    atoms.numbers[[1, 4]] = 8
+    atoms.positions += rng.normal(0, 0.3, atoms.positions.shape)
+    r = covalent_radii[atoms.numbers]
+    best = np.inf
+    for shift in np.array(np.meshgrid(*[range(-1, 2)] * 3)).T.reshape(-1, 3):
+        off = shift @ atoms.cell[:]
+        d = np.linalg.norm(atoms.positions[None] + off - atoms.positions[:, None], axis=-1)
+        if not shift.any():
+            np.fill_diagonal(d, np.inf)
+        best = min(best, (d / (r[:, None] + r[None])).min())
+    assert closest_contact(atoms).ratio == pytest.approx(best, rel=1e-12)
+    assert closest_contact(Atoms("O")).ratio == np.inf  # nothing to be close to
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:x", "tpu", 7])
+def test_an_unknown_device_is_one_clear_line(model64, device):
+    with pytest.raises(ValueError) as err:
+        GeoMFormerCalculator(model64, device=device)
+    msg = str(err.value)
+    assert "device" in msg and repr(device) in msg and "\n" not in msg
+    assert "Expected one of" not in msg  # torch's own wording
+
+
+def test_model_file_errors_are_short_and_free_of_torch_internals(tmp_path, model64):
+    good = tmp_path / "good.pt"
+    save_model(model64, good)
+    files = {"empty.pt": b"", "garbage.pt": b"not a model" * 10}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "module.pt")  # a pickled module
+    blob = torch.load(good, weights_only=True)
+    del blob["state_dict"]["e0"]
+    torch.save(blob, tmp_path / "missing.pt")
+    blob = torch.load(good, weights_only=True)
+    blob["config"]["from_the_future"] = 1
+    torch.save(blob, tmp_path / "future.pt")
+    expect = {
+        "empty.pt": "is empty",
+        "garbage.pt": "corrupt, truncated",
+        "module.pt": "pickled Python objects",
+        "missing.pt": "1 missing",
+        "future.pt": "from_the_future",
+    }
+    for name, fragment in expect.items():
+        with pytest.raises(ModelFileError) as err:
+            load_model(tmp_path / name)
+        msg = str(err.value)
+        assert fragment in msg and "\n" not in msg and len(msg) < 250, msg
+        for torch_word in ("weights_only", "Weights only", "Error(s) in loading", "valid keys"):
+            assert torch_word not in msg, msg
+
+
+@pytest.mark.parametrize("skin", [0.0, 0.5])
+def test_an_overlap_in_one_structure_names_no_structure_index(model64, skin):
+    atoms = Atoms("Cu2", positions=[[0, 0, 0], [0.05, 0, 0]])
+    atoms.calc = GeoMFormerCalculator(model64, skin=skin)
+    with pytest.raises(ValueError) as err:
+        atoms.get_potential_energy()
+    assert str(err.value).startswith("atom 0 is 0.05 Å from atom 1")  # no "structure 0:"

@@ -246,3 +246,88 @@ def test_row_flags_moved_desorbed_dissociated():
     work.positions[-2, 2] += 2.0  # pull O away from C
     row = _row("fcc", work, res, len(slab), bind, _bonds(co), 0.0, 0.0, slab)
     assert row.dissociated and not row.moved
+
+
+# --------------------------------------------------------------- orientations, close contacts
+
+
+def test_tilted_starts_find_the_flat_minimum_upright_misses():
+    """OH upright on a top site is a symmetric stationary point: a relaxation from it stays
+    upright. With an H-Cu attraction OH is ~0.3 eV lower lying flat; the tilted starts find
+    that minimum, the row reports which start won, and the upright-only scan does not."""
+    from toys import oh_lies_flat_on_cu
+
+    kw = dict(
+        calculator=oh_lies_flat_on_cu(),
+        sites=["ontop"],
+        lattice_constant=None,
+        fix_bottom_layers=1,
+        gas_energies={"H2O": 0.0, "H2": 0.0},  # a common offset; the comparison is all
+        optimizer="BFGS",
+        progress=False,
+    )
+    upright = adsorption_energies(("Cu", "111", (2, 2, 3)), "OH", orientations=1, **kw).best
+    best = adsorption_energies(("Cu", "111", (2, 2, 3)), "OH", orientations=3, seed=0, **kw).best
+    assert upright.orientation == "upright" and upright.tilt_deg < 1.0
+    assert best.orientation.startswith("tilt") and best.tilt_deg > 60.0
+    assert best.e_ads < upright.e_ads - 0.2
+    assert not best.dissociated and not best.close_contact
+    assert best.orientation_e_ads["upright"] == pytest.approx(upright.e_ads, abs=1e-6)
+    assert min(best.orientation_e_ads.values()) == best.e_ads
+
+
+def test_orientations_are_seeded_per_site_and_tilt_as_labelled():
+    from geomformer_md.simulate.catalysis import starting_orientations
+
+    _, mol, bind = adsorbate_from_name("NH3")
+    a = starting_orientations(mol, bind, 4, 7, "fcc")
+    b = starting_orientations(mol, bind, 4, 7, "fcc")
+    c = starting_orientations(mol, bind, 4, 7, "hcp")
+    assert [lab for lab, _ in a] == [lab for lab, _ in b] != [lab for lab, _ in c]
+    assert a[0][0] == "upright" and a[0][1] is mol
+    for label, m in a[1:]:
+        tilt = float(label.split()[1].rstrip("°"))
+        axis = np.delete(m.positions, bind, axis=0).mean(axis=0) - m.positions[bind]
+        measured = np.degrees(np.arccos(axis[2] / np.linalg.norm(axis)))
+        assert measured == pytest.approx(tilt, abs=0.5)  # the label says what was done
+        assert np.allclose(m.positions[bind], mol.positions[bind])  # pivots on the binding atom
+        d0 = np.linalg.norm(mol.positions[:, None] - mol.positions[None], axis=-1)
+        d1 = np.linalg.norm(m.positions[:, None] - m.positions[None], axis=-1)
+        np.testing.assert_allclose(d1, d0, atol=1e-12)  # a rigid rotation
+    with pytest.raises(ValueError, match="orientations"):
+        adsorption_energies("Cu111", "OH", calculator=EMT(), orientations=0, progress=False)
+
+
+def test_close_contact_row_is_flagged_and_sorted_last(tmp_path):
+    """O placed 0.3 Å above a Cu atom falls into a spurious hole of the potential 0.9 Å from
+    it (0.45 of the Cu-O bond length) with a very negative E_ads: the row carries the ratio
+    (checked against the distance), says so, and does not become the table's best."""
+    from ase.data import covalent_radii
+    from toys import o_falls_into_cu
+
+    table = adsorption_energies(
+        ("Cu", "111", (2, 2, 3)),
+        "O",
+        calculator=o_falls_into_cu(),
+        sites=["ontop", "fcc"],
+        height=0.3,
+        lattice_constant=None,
+        fix_bottom_layers=1,
+        gas_energies={"O2": 0.0},
+        optimizer="BFGS",
+        progress=False,
+        csv=tmp_path / "o.csv",
+    )
+    fused = next(r for r in table if r.site == "ontop")
+    fine = next(r for r in table if r.site == "fcc")
+    n = len(fused.atoms) - 1
+    d = fused.atoms.get_distances(n, range(n), mic=True).min()
+    assert fused.min_bond_ratio == pytest.approx(d / (covalent_radii[8] + covalent_radii[29]))
+    assert fused.close_contact and fused.min_bond_ratio < 0.6
+    assert not fine.close_contact and fine.min_bond_ratio > 0.8
+    assert fused.e_ads < fine.e_ads  # the hole is deep...
+    assert table.best is fine and table.rows[-1] is fused  # ...and still never the answer
+    assert "CLOSE CONTACT" in str(table)
+    rows = list(csv.DictReader(open(tmp_path / "o.csv")))
+    assert [r["close_contact"] for r in rows] == ["False", "True"]
+    assert float(rows[1]["min_bond_ratio"]) == pytest.approx(fused.min_bond_ratio, abs=1e-6)

@@ -292,3 +292,192 @@ def test_adsorb_smoke(tmp_path, model_file, capsys, monkeypatch):
     csv = tmp_path / "Cu111_O_adsorption.csv"
     assert csv.is_file() and len(csv.read_text().splitlines()) == 3
     assert len(read(tmp_path / "Cu111_O_adsorption.extxyz", ":")) == 2
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def _model_args(model_file):
+    return ["--model", model_file, "--device", "cpu", "-q"]
+
+
+def _phonons_args():
+    return ["--no-relax", "--supercell", "2", "2", "2", "--mesh", "3", "3", "3", "--npoints",
+            "3", "--tstep", "500"]
+
+
+@pytest.mark.parametrize("command", ["eval", "relax", "md", "phonons", "adsorb"])
+def test_every_writing_command_takes_an_output_dir(tmp_path, model_file, command, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    src = tmp_path / "in"
+    src.mkdir()
+    inputs = {"phonons": ["cu.cif"], "adsorb": []}.get(command, ["cu.extxyz"])
+    if command == "phonons":
+        write(src / "cu.cif", bulk("Cu"))
+        argv = ["phonons", str(src / "cu.cif"), *_phonons_args()]
+    elif command == "adsorb":
+        argv = ["adsorb", "Cu111", "O", "--size", "2", "2", "2", "--lattice-constant", "ref",
+                "--steps", "2", "--fix-bottom-layers", "1", "--sites", "fcc"]
+    else:
+        write(src / "cu.extxyz", bulk("Cu", cubic=True))
+        argv = [command, str(src / "cu.extxyz"), "--steps", "2"][: 2 if command == "eval" else 4]
+    out = tmp_path / "results" / "deeper"
+    assert main([*argv, *_model_args(model_file), "-o", str(out)]) == 0
+    written = sorted(p.name for p in out.iterdir())
+    assert written, command
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "results"]  # nothing elsewhere
+    assert sorted(p.name for p in src.iterdir()) == inputs  # nothing beside the input
+
+
+def test_another_input_with_the_same_stem_does_not_overwrite(tmp_path, model_file, capsys):
+    """relax PtO.POSCAR then PtO.extxyz both write PtO.relaxed.extxyz: the second stops."""
+    a = bulk("Cu", cubic=True)
+    write(tmp_path / "cu.extxyz", a)
+    b = a.copy()
+    b.rattle(0.05, seed=2)
+    write(tmp_path / "cu.xyz", b, format="extxyz")
+    args = ["--steps", "2", *_model_args(model_file)]
+    assert main(["relax", str(tmp_path / "cu.extxyz"), *args]) == 0
+    out = tmp_path / "cu.relaxed.extxyz"
+    before = out.read_bytes()
+    capsys.readouterr()
+    assert main(["relax", str(tmp_path / "cu.xyz"), *args]) == 1
+    line = one_error_line(capsys)
+    assert str(out) in line and "--overwrite" in line and "-o/--output-dir" in line
+    assert out.read_bytes() == before
+    assert main(["relax", str(tmp_path / "cu.xyz"), *args, "--overwrite"]) == 0
+    assert out.read_bytes() != before
+
+
+def test_outputs_follow_the_umask(tmp_path, model_file, monkeypatch):
+    import os
+    import stat
+
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "cu.extxyz", bulk("Cu", cubic=True))
+    old = os.umask(0o022)
+    try:
+        assert main(["eval", str(tmp_path / "cu.extxyz"), *_model_args(model_file)]) == 0
+        assert main(["adsorb", "Cu111", "O", "--size", "2", "2", "2", "--lattice-constant",
+                     "ref", "--steps", "1", "--fix-bottom-layers", "1", "--sites", "fcc",
+                     *_model_args(model_file)]) == 0
+    finally:
+        os.umask(old)
+    for name in ("cu.eval.extxyz", "Cu111_O_adsorption.csv", "Cu111_O_adsorption.extxyz"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
+
+
+def test_output_dir_must_be_a_folder(frames_file, model_file, capsys):
+    assert main(["relax", str(frames_file), "-o", "out.extxyz", *_model_args(model_file)]) == 1
+    assert "--output" in one_error_line(capsys)
+
+
+# --------------------------------------------------------------------------- md re-runs
+
+
+def test_md_never_returns_or_replaces_another_runs_files(frames_file, model_file, capsys):
+    base = ["md", str(frames_file), "--index", "1", "--steps", "4", "--interval", "2",
+            *_model_args(model_file)]
+    assert main(base + ["--seed", "1"]) == 0
+    traj = frames_file.with_name("frames.md.traj")
+    before = traj.read_bytes()
+    capsys.readouterr()
+    assert main(base + ["--seed", "2"]) == 1
+    line = one_error_line(capsys)
+    for part in (str(traj), "--seed 1", "--seed 2", "--resume", "--overwrite"):
+        assert part in line, part
+    assert "resume=" not in line and "overwrite=" not in line  # the API's words
+    assert traj.read_bytes() == before
+    assert main(base + ["--seed", "1"]) == 0  # the same command: nothing to do
+    assert "nothing to do" in capsys.readouterr().out
+    assert main(base + ["--seed", "2", "--resume", "--steps", "6"]) == 0  # extend that run
+    assert "continued from step 4" in capsys.readouterr().out
+    assert [f.info["md_step"] for f in read(traj, ":")] == [0, 2, 4, 6]
+    assert main(base + ["--seed", "2", "--overwrite"]) == 0
+    assert [f.info["md_step"] for f in read(traj, ":")] == [0, 2, 4]
+
+
+def test_md_fix_bottom_layers(frames_file, model_file):
+    argv = ["md", str(frames_file), "--index", "0", "--steps", "4", "--interval", "2",
+            "--temperature", "500", "--fix-bottom-layers", "1", *_model_args(model_file)]
+    assert main(argv) == 0
+    start = read(frames_file, 0)
+    bottom = np.argsort(start.positions[:, 2])[:4]
+    for frame in read(frames_file.with_name("frames.md.traj"), ":"):
+        np.testing.assert_array_equal(frame.positions[bottom], start.positions[bottom])
+
+
+def test_progress_is_plain_lines_when_stderr_is_a_file(frames_file, model_file, capsys):
+    argv = ["md", str(frames_file), "--index", "1", "--steps", "4", "--model", model_file]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err and "MD nvt-langevin: 4/4 steps (100%)" in err
+    assert main([*argv, "--overwrite", "-q"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+# --------------------------------------------------------------------------- words
+
+
+def test_index_out_of_range_names_the_frames(frames_file, model_file, capsys):
+    for index, fragment in (
+        ("99", "--index 99 is out of range"),
+        ("-5", "--index -5 is out of range"),
+        ("abc", "--index 'abc' is not a frame index"),
+        ("5:", "--index 5: selects no frames"),
+    ):
+        assert main(["eval", str(frames_file), "--index", index, *_model_args(model_file)]) == 1
+        line = one_error_line(capsys)
+        assert fragment in line, line
+        assert "StopIteration" not in line
+    assert "2 frames" in line
+
+
+def test_unknown_device_names_the_flag(frames_file, model_file, capsys):
+    assert main(["eval", str(frames_file), "--model", model_file, "--device", "gpu"]) == 1
+    line = one_error_line(capsys)
+    assert "--device" in line and "'gpu'" in line and "Expected one of" not in line
+
+
+def test_one_prefix_for_a_bad_frame(tmp_path, model_file, capsys):
+    ok = bulk("Cu", cubic=True)
+    bad = Atoms("Cu2", positions=[[0, 0, 0], [0.05, 0, 0]])
+    write(tmp_path / "two.extxyz", [ok, bad])
+    write(tmp_path / "one.extxyz", bad)
+    assert main(["eval", str(tmp_path / "two.extxyz"), *_model_args(model_file)]) == 1
+    line = one_error_line(capsys)
+    assert "frame 1: atom 0 is 0.05 Å from atom 1" in line and "structure" not in line
+    assert main(["eval", str(tmp_path / "one.extxyz"), *_model_args(model_file)]) == 1
+    assert "error: atom 0 is 0.05 Å" in one_error_line(capsys)
+
+
+def test_close_contacts_are_warnings_in_the_clis_words(tmp_path, model_file, capsys, monkeypatch):
+    """A relaxation that fuses two atoms says so (not a plain 'converged'), and the
+    calculator's close-contact warning prints as one 'geomformer-md: warning:' line."""
+    from ase.calculators.lj import LennardJones
+
+    import geomformer_md.cli as cli
+
+    write(tmp_path / "pair.extxyz", Atoms("Cu2", positions=[[0, 0, 0], [0.2, 0, 0]]))
+    monkeypatch.setattr(cli, "_calculator", lambda args, skin=0.0: LennardJones(
+        sigma=0.25, epsilon=1.0, rc=2.0))
+    assert main(["relax", str(tmp_path / "pair.extxyz"), "-q"]) == 0
+    out, err = capsys.readouterr()
+    assert "UNPHYSICAL" in out
+    assert err.startswith("geomformer-md: warning: in the relaxed structure atom 0 (Cu)")
+    assert read(tmp_path / "pair.relaxed.extxyz").info["close_contact"]
+    monkeypatch.undo()
+    write(tmp_path / "squeezed.extxyz", Atoms("CuO", positions=[[0, 0, 0], [0.7, 0, 0]]))
+    assert main(["eval", str(tmp_path / "squeezed.extxyz"), *_model_args(model_file)]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("geomformer-md: warning: atom 0 (Cu)"), err
+
+
+def test_api_errors_are_reworded_as_flags(frames_file, model_file, capsys):
+    argv = ["relax", str(frames_file), "--index", "0", "--fix-bottom-layers", "9", "--steps", "1"]
+    assert main([*argv, *_model_args(model_file)]) == 1
+    line = one_error_line(capsys)
+    assert "--fix-bottom-layers 9 would fix all" in line and "fix_bottom_layers" not in line
+    argv = ["md", str(frames_file), "--index", "0", "--fix-bottom-layers", "9", "--steps", "1"]
+    assert main([*argv, *_model_args(model_file)]) == 1
+    assert "--fix-bottom-layers 9" in one_error_line(capsys)

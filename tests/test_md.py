@@ -294,10 +294,10 @@ def test_completed_run_is_not_rerun_and_can_be_extended(tmp_path):
     assert (tmp_path / "md.traj").read_bytes() == before
     np.testing.assert_array_equal(again.atoms.positions, first.atoms.positions)
     assert again.atoms.get_potential_energy() == first.atoms.get_potential_energy()
-    longer = run_md(cu_bulk(2), EMT(), steps=30, **kw)
+    longer = run_md(cu_bulk(2), EMT(), steps=30, resume=True, **kw)  # extending is asked for
     assert longer.resumed_from == 20 and longer.steps_this_call == 10
     np.testing.assert_array_equal(frames(tmp_path / "md.traj")[0], np.arange(0, 31, 5))
-    fresh = run_md(cu_bulk(2), EMT(), steps=10, resume=False, **kw)
+    fresh = run_md(cu_bulk(2), EMT(), steps=10, overwrite=True, **kw)
     assert fresh.resumed_from is None and len(read(tmp_path / "md.traj", ":")) == 3
 
 
@@ -441,3 +441,190 @@ def test_default_potential_gets_the_verlet_skin(tmp_path, monkeypatch):
 def test_empty_atoms_rejected():
     with pytest.raises(ValueError, match="empty"):
         run_md(Atoms(), EMT(), trajectory=None, log=None, **QUIET)
+
+
+# ---------------------------------------------------------------- re-runs never return another run
+
+
+def test_another_seed_in_the_same_files_is_refused_not_returned(tmp_path):
+    """A loop over seeds in one folder used to get the first run back every time. Now: the
+    identical request returns the stored run, any other is refused (naming the files, what
+    differs and the ways out) without touching a file; resume=True and overwrite=True are
+    the ways out."""
+    kw = dict(trajectory=tmp_path / "md.traj", log=tmp_path / "md.log", loginterval=5, steps=10)
+    first = run_md(cu_bulk(2), EMT(), seed=1, **kw, **QUIET)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(ValueError) as err:
+        run_md(cu_bulk(2), EMT(), seed=2, **kw, **QUIET)
+    from geomformer_md.simulate.runfiles import RunConflictError
+
+    assert isinstance(err.value, RunConflictError)
+    msg = str(err.value)
+    for part in ("md.traj", "md.log", "md.restart.npz", "seed=1", "seed=2", "resume=True",
+                 "overwrite=True"):
+        assert part in msg, part
+    assert "\n" not in msg
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    same = run_md(cu_bulk(2), EMT(), seed=1, **kw, **QUIET)  # identical: the stored run
+    assert same.steps_this_call == 0
+    np.testing.assert_array_equal(same.atoms.positions, first.atoms.positions)
+    asked = run_md(cu_bulk(2), EMT(), seed=2, resume=True, **kw, **QUIET)  # continue it
+    np.testing.assert_array_equal(asked.atoms.positions, first.atoms.positions)
+    fresh = run_md(cu_bulk(2), EMT(), seed=2, overwrite=True, **kw, **QUIET)
+    (tmp_path / "clean").mkdir()
+    clean = run_md(
+        cu_bulk(2), EMT(), seed=2, **{**kw, "trajectory": tmp_path / "clean" / "md.traj",
+                                      "log": tmp_path / "clean" / "md.log"}, **QUIET
+    )
+    np.testing.assert_array_equal(fresh.atoms.positions, clean.atoms.positions)
+    assert not np.array_equal(fresh.atoms.positions, first.atoms.positions)
+
+
+def test_an_interrupted_run_continues_only_for_its_own_request(tmp_path):
+    kw = dict(trajectory=tmp_path / "md.traj", log=tmp_path / "md.log", loginterval=5,
+              restart_interval=10, steps=30, **QUIET)
+    with pytest.raises(Killed):
+        run_md(cu_bulk(2), EMT(), seed=1, callback=kill_at(17), **kw)
+    for other in (dict(seed=2), dict(temperature_K=500.0), dict(fix_bottom_layers=None,
+                                                                 init_velocities=False)):
+        with pytest.raises(ValueError, match="already exist from a run with"):
+            run_md(cu_bulk(2), EMT(), **{"seed": 1, **other}, **kw)
+    atoms = cu_bulk(2)
+    atoms.rattle(0.01, seed=3)  # another starting structure
+    with pytest.raises(ValueError, match="another structure"):
+        run_md(atoms, EMT(), seed=1, **kw)
+    res = run_md(cu_bulk(2), EMT(), seed=1, **kw)  # its own request: resumed
+    assert res.resumed_from == 10 and res.steps_done == 30
+
+
+def test_a_restart_file_of_format_1_continues_only_when_asked(tmp_path):
+    """Files written before runs recorded their request: not silently continued, and
+    resume=True still continues them."""
+    import json
+
+    kw = dict(trajectory=tmp_path / "md.traj", log=tmp_path / "md.log", loginterval=5,
+              restart_interval=10, steps=20, seed=1, **QUIET)
+    with pytest.raises(Killed):
+        run_md(cu_bulk(1), EMT(), callback=kill_at(12), **kw)
+    path = tmp_path / "md.restart.npz"
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    meta = json.loads(str(arrays.pop("meta")))
+    meta["version"] = 1
+    for key in ("request", "min_bond_ratio", "close_contact_step"):
+        del meta[key]
+    with open(path, "wb") as fh:
+        np.savez(fh, meta=np.array(json.dumps(meta)), **arrays)
+    log = tmp_path / "md.log"  # and the log of that version, without min_bond_ratio
+    log.write_text("".join(line.rsplit(",", 1)[0] + "\n" for line in log.read_text().splitlines()))
+    with pytest.raises(ValueError, match="older geomformer-md"):
+        run_md(cu_bulk(1), EMT(), **kw)
+    res = run_md(cu_bulk(1), EMT(), resume=True, **kw)
+    assert res.resumed_from == 10 and res.steps_done == 20
+    rows = read_log(log)  # continued in its own layout
+    assert "min_bond_ratio" not in rows.dtype.names
+    np.testing.assert_array_equal(rows["step"], [0, 5, 10, 15, 20])
+
+
+def test_seed_none_never_returns_an_earlier_run(tmp_path):
+    kw = dict(trajectory=tmp_path / "md.traj", log=tmp_path / "md.log", steps=4, seed=None)
+    run_md(cu_bulk(1), EMT(), **kw, **QUIET)
+    with pytest.raises(ValueError, match="seed=None"):
+        run_md(cu_bulk(1), EMT(), **kw, **QUIET)
+
+
+def test_files_without_a_checkpoint_are_not_overwritten(tmp_path):
+    """A log of something else under the default name is never replaced silently."""
+    (tmp_path / "md.log").write_text("my notes\n")
+    for resume in (None, True, False):
+        with pytest.raises(ValueError, match="without a checkpoint|earlier run"):
+            run_md(cu_bulk(1), EMT(), steps=2, trajectory=tmp_path / "md.traj",
+                   log=tmp_path / "md.log", resume=resume, **QUIET)
+    assert [p.name for p in tmp_path.iterdir()] == ["md.log"]
+    assert (tmp_path / "md.log").read_text() == "my notes\n"
+
+
+def test_resume_true_with_no_files_starts_a_run(tmp_path):
+    res = run_md(cu_bulk(1), EMT(), steps=4, loginterval=2, trajectory=tmp_path / "md.traj",
+                 log=tmp_path / "md.log", resume=True, **QUIET)
+    assert res.resumed_from is None and res.steps_done == 4
+
+
+@pytest.mark.parametrize("what", ["nan", "inf", "unknown-element", "overlap"])
+def test_a_structure_the_calculator_refuses_fails_before_any_file(tmp_path, what):
+    atoms = cupt_cell()
+    if what == "nan":
+        atoms.positions[2] = np.nan
+    elif what == "inf":
+        atoms.positions[1, 0] = np.inf
+    elif what == "unknown-element":
+        atoms.numbers[0] = 79  # Au: not in the test model's species
+    else:
+        atoms.positions[1] = atoms.positions[0] + 0.01
+    with pytest.raises(ValueError, match="NaN or inf|unknown to this model|overlapping"):
+        run_md(atoms, random_calc(), steps=3, trajectory=tmp_path / "md.traj",
+               log=tmp_path / "md.log", **QUIET)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_fix_bottom_layers_holds_the_bottom_layer(tmp_path):
+    slab = fcc111("Cu", (2, 2, 3), vacuum=5.0)
+    res = run_md(slab, EMT(), steps=20, temperature_K=600, fix_bottom_layers=1,
+                 trajectory=tmp_path / "md.traj", log=None, **QUIET)
+    bottom = np.argsort(slab.positions[:, 2])[:4]
+    for frame in read(tmp_path / "md.traj", ":"):
+        np.testing.assert_array_equal(frame.positions[bottom], slab.positions[bottom])
+    others = np.setdiff1d(np.arange(len(slab)), bottom)
+    assert np.abs(res.atoms.positions[others] - slab.positions[others]).max() > 1e-3
+    with pytest.raises(ValueError, match="fix_bottom_layers"):
+        run_md(slab, EMT(), steps=2, fix_bottom_layers=-1, trajectory=None, log=None, **QUIET)
+
+
+def test_api_and_command_line_default_to_the_same_ensemble():
+    import inspect
+
+    from geomformer_md.cli import build_parser
+
+    api = inspect.signature(run_md).parameters["ensemble"].default
+    cli = build_parser().parse_args(["md", "x.xyz"]).ensemble
+    assert api == cli == "nvt-langevin"
+
+
+# ---------------------------------------------------------------- close contacts in the log
+
+
+def test_log_carries_the_closest_contact_and_flags_fused_atoms(tmp_path):
+    from ase.data import covalent_radii
+
+    ok = run_md(cu_bulk(2), EMT(), steps=10, loginterval=5, trajectory=None,
+                log=tmp_path / "ok.log", **QUIET)
+    log = read_log(tmp_path / "ok.log")
+    assert log.dtype.names[-1] == "min_bond_ratio"
+    assert not ok.close_contact and ok.min_bond_ratio == pytest.approx(log["min_bond_ratio"].min())
+    assert 0.8 < ok.min_bond_ratio < 1.1  # Cu-Cu 2.55 Å over 2 x 1.32 Å, thermally shaken
+    squeezed = cu_bulk(2)
+    squeezed.positions[1] = squeezed.positions[0] + [1.0, 0.0, 0.0]  # 1.0 Å: 0.38 of a bond
+    bad = run_md(squeezed, EMT(), steps=2, timestep_fs=0.05, loginterval=1, trajectory=None,
+                 log=tmp_path / "bad.log", **QUIET)
+    log = read_log(tmp_path / "bad.log")
+    assert log["min_bond_ratio"][0] == pytest.approx(1.0 / (2 * covalent_radii[29]))
+    assert bad.close_contact and bad.close_contact_step == 0
+
+
+# ---------------------------------------------------------------- progress in a log file
+
+
+def test_progress_to_a_log_file_is_plain_lines(tmp_path, capsys, monkeypatch):
+    """stderr is not a terminal here (captured): plain lines, no carriage-return redraws."""
+    import geomformer_md.simulate._progress as progress
+
+    monkeypatch.setattr(progress, "PLAIN_INTERVAL_S", 0.0)
+    run_md(cu_bulk(1), EMT(), steps=20, trajectory=None, log=None, progress=True)
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) >= 2 and all(line.startswith("MD nvt-langevin: ") for line in lines)
+    assert "20/20 steps (100%)" in lines[-1] and "T=" in lines[-1]
+    monkeypatch.setattr(progress, "PLAIN_INTERVAL_S", 3600.0)
+    run_md(cu_bulk(1), EMT(), steps=20, trajectory=None, log=None, progress=True)
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1  # only the last line

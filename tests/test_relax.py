@@ -145,3 +145,21 @@ def test_with_our_calculator_and_progress_bar(capsys):
     assert res.steps <= 5 and res.energy <= res.initial_energy
     assert "relax FIRE" in capsys.readouterr().err
     assert relaxed.get_stress().shape == (6,)
+
+
+def test_a_fused_pair_is_flagged_not_reported_as_a_minimum():
+    """Two Cu atoms started 0.2 Å apart on a potential with a spurious short-range minimum
+    (Lennard-Jones with sigma 0.25 Å: minimum at 0.28 Å) 'converge' to a fused pair. The result
+    says so: the ratio to the Cu-Cu bond length, from the final distance, below 0.6."""
+    from ase import Atoms
+    from ase.calculators.lj import LennardJones
+    from ase.data import covalent_radii
+
+    pair = Atoms("Cu2", positions=[[0, 0, 0], [0.2, 0, 0]])
+    relaxed, res = relax(pair, LennardJones(sigma=0.25, epsilon=1.0, rc=2.0), fmax=0.01, **QUIET)
+    d = relaxed.get_distance(0, 1)
+    assert res.converged and d == pytest.approx(2 ** (1 / 6) * 0.25, abs=0.01)
+    assert res.min_bond_ratio == pytest.approx(d / (2 * covalent_radii[29]))
+    assert res.close_contact and "atom 0 (Cu)" in res.contact and "atom 1 (Cu)" in res.contact
+    _, normal = relax(slab_with_o(), EMT(), fmax=0.05, fix_bottom_layers=1, **QUIET)
+    assert not normal.close_contact and 0.8 < normal.min_bond_ratio < 1.2

@@ -144,24 +144,28 @@ def atoms_to_graph(
         edge_index=torch.zeros(2, 0, dtype=torch.long, device=device),
         shifts=torch.zeros(0, 3, dtype=torch.long, device=device),
     )
-    return graph if backend is None else build_edges(graph, cutoff, backend)
+    return graph if backend is None else build_edges(graph, cutoff, backend, label_systems=multi)
 
 
-def build_edges(graph: AtomGraph, cutoff: float, backend: str = "matscipy") -> AtomGraph:
-    """Fill in the neighbour graph and refuse overlapping atoms."""
+def build_edges(
+    graph: AtomGraph, cutoff: float, backend: str = "matscipy", label_systems: bool = True
+) -> AtomGraph:
+    """Fill in the neighbour graph and refuse overlapping atoms (see `check_overlaps`)."""
     if backend == "auto":
         backend = "torch" if graph.device.type != "cpu" else "matscipy"
     ei, sh = neighbor_list(
         graph.positions, graph.cell, graph.pbc, cutoff, graph.system_idx, backend=backend
     )
     graph = graph.with_edges(ei.to(graph.device), sh.to(graph.device))
-    check_overlaps(graph)
+    check_overlaps(graph, label_systems)
     return graph
 
 
 def edge_vectors(graph: AtomGraph) -> torch.Tensor:
     """r_ij [n_edges, 3] = r_j + shift @ cell - r_i."""
-    return neighbor_edge_vectors(graph.positions, graph.cell, graph.edge_index, graph.shifts, graph.system_idx)
+    return neighbor_edge_vectors(
+        graph.positions, graph.cell, graph.edge_index, graph.shifts, graph.system_idx
+    )
 
 
 def trim_edges(graph: AtomGraph, cutoff: float) -> AtomGraph:
@@ -175,7 +179,10 @@ def trim_edges(graph: AtomGraph, cutoff: float) -> AtomGraph:
     return graph.with_edges(graph.edge_index[:, keep], graph.shifts[keep])
 
 
-def check_overlaps(graph: AtomGraph) -> None:
+def check_overlaps(graph: AtomGraph, label_systems: bool = True) -> None:
+    """ValueError naming two atoms closer than MIN_DISTANCE. ``label_systems``: start the
+    message with "structure S: " (batches, which relabel S by input index); False for a
+    single structure given alone, whose caller may add its own prefix ("frame 3: ")."""
     if graph.n_edges == 0:
         return
     d = edge_vectors(graph).norm(dim=-1)
@@ -185,8 +192,9 @@ def check_overlaps(graph: AtomGraph) -> None:
         s = int(graph.system_idx[i])
         first = int(torch.searchsorted(graph.system_idx, torch.tensor(s, device=graph.device)))
         what = "itself (a periodic image)" if i == j else f"atom {j - first}"
+        where = f"structure {s}: " if label_systems else ""
         raise ValueError(
-            f"structure {s}: atom {i - first} is {float(d[k]):.3g} Å from {what}; "
+            f"{where}atom {i - first} is {float(d[k]):.3g} Å from {what}; "
             f"atoms closer than {MIN_DISTANCE} Å are treated as overlapping"
         )
 

@@ -100,17 +100,19 @@ def is_committee_blob(blob: dict) -> bool:
 
 
 def read_model_file(path: str | os.PathLike) -> dict:
-    """Read and check a model or committee file without building the model."""
+    """Read and check a model or committee file without building the model.
+
+    Errors are one short line about the file (what is wrong with it), never torch's text:
+    torch's weights_only refusal, for one, is a paragraph about its own API.
+    """
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"model file not found: {path}")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, random bytes, pickled code...
-        raise ModelFileError(
-            f"cannot read model file {path}: it is corrupt, truncated or not a geomformer-md "
-            f"model ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
-        ) from None
+        why = _why_unreadable(path, exc)
+        raise ModelFileError(f"cannot read model file {path}: {why}") from None
     needed = COMMITTEE_KEYS if is_committee_blob(blob) else REQUIRED_KEYS
     if not isinstance(blob, dict) or any(k not in blob for k in needed):
         raise ModelFileError(f"{path} is not a geomformer-md model file (missing {needed})")
@@ -124,13 +126,60 @@ def read_model_file(path: str | os.PathLike) -> dict:
     return blob
 
 
+def _why_unreadable(path: Path, exc: Exception) -> str:
+    import pickle
+    import zipfile
+
+    if path.stat().st_size == 0:
+        return "the file is empty"
+    if not zipfile.is_zipfile(path):
+        return "it is corrupt, truncated or not a geomformer-md model (not a torch zip archive)"
+    if isinstance(exc, pickle.UnpicklingError):
+        # weights_only refused a Python object: a pickled module or code, never in our files
+        return (
+            "it holds pickled Python objects (e.g. a whole torch module), which geomformer-md "
+            "model files never contain; refused without running anything"
+        )
+    return "it is corrupt, truncated or not a geomformer-md model"
+
+
 def model_from_dict(blob: dict, source: str = "<dict>") -> GeoMFormer:
+    import dataclasses
+
+    stored = dict(blob["config"])
+    unknown = sorted(set(stored) - {f.name for f in dataclasses.fields(GeoMFormerConfig)})
+    if unknown:
+        raise ModelFileError(
+            f"model in {source} has config keys this geomformer-md ({_package_version()}) does "
+            f"not know: {unknown}; it was written by {blob.get('package_version', '?')}"
+        )
     try:
-        cfg = GeoMFormerConfig.from_dict(dict(blob["config"]))
+        cfg = GeoMFormerConfig.from_dict(stored)
         model = GeoMFormer(cfg)
-        model.load_state_dict(blob["state_dict"])
-    except (ValueError, RuntimeError, TypeError, KeyError) as exc:
+    except (ValueError, TypeError) as exc:
         raise ModelFileError(f"model in {source} does not match its config: {exc}") from None
+    weights = blob["state_dict"]
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(weights))
+    extra = sorted(set(weights) - set(expected))
+    wrong = [
+        k for k in sorted(set(expected) & set(weights))
+        if tuple(expected[k].shape) != tuple(getattr(weights[k], "shape", ()))
+    ]
+    if missing or extra or wrong:
+        parts = [
+            f"{len(names)} {what} (e.g. {names[0]!r})"
+            for names, what in ((missing, "missing"), (extra, "unexpected"), (wrong, "misshapen"))
+            if names
+        ]
+        raise ModelFileError(
+            f"model in {source} does not match its config: weights {', '.join(parts)}"
+        )
+    try:
+        model.load_state_dict(weights)
+    except (RuntimeError, TypeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:150]
+        raise ModelFileError(f"model in {source} does not match its config: {first}") from None
     model.metadata = dict(blob.get("metadata", {}))
     return model.eval()
 

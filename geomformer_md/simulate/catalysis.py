@@ -27,8 +27,9 @@ import math
 import os
 import re
 import tempfile
+import zlib
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,10 @@ from ase import Atoms
 from ase.constraints import FixAtoms
 from ase.data import atomic_numbers, chemical_symbols, covalent_radii, reference_states
 from ase.symbols import string2symbols
+
+from ..data.contacts import closest_contact
+from ._progress import progress_bar
+from .runfiles import new_file_mode
 
 # Gas-phase references. Each entry: molecule name (ase.build.molecule) -> coefficient.
 # The defaults follow common practice in computational catalysis: elements from
@@ -500,7 +505,7 @@ def format_reference(ref: dict[str, float]) -> str:
 
 @dataclass
 class AdsorptionRow:
-    """One site. Energies in eV, lengths in Å."""
+    """One site: the best of its starting orientations. Energies in eV, lengths in Å."""
 
     site: str  # where the adsorbate was placed
     final_site: str  # nearest site after relaxation ("desorbed" if it left the surface)
@@ -513,22 +518,35 @@ class AdsorptionRow:
     fmax: float  # eV/Å, final
     dissociated: bool  # a bond of the adsorbate broke
     atoms: Atoms | None = field(default=None, repr=False)  # relaxed structure
+    # closest pair over its covalent bond length (geomformer_md.data.contacts); close_contact:
+    # below 0.6, two atoms fused far outside any training data: not a physical result
+    min_bond_ratio: float = math.inf
+    close_contact: bool = False
+    orientation: str = "upright"  # the starting orientation that won (see ORIENTATIONS doc)
+    tilt_deg: float = math.nan  # final angle of the molecule's axis from the surface normal
+    # every starting orientation tried: label -> relaxed E_ads (eV)
+    orientation_e_ads: dict[str, float] = field(default_factory=dict, repr=False)
 
 
-CSV_COLUMNS = (
-    "site",
-    "final_site",
-    "moved",
-    "E_ads_eV",
-    "E_total_eV",
-    "height_A",
-    "converged",
-    "steps",
-    "fmax_eV_per_A",
-    "dissociated",
-    "slab_converged",
-    "references_converged",
-)
+# CSV columns of a row, in order, with their values (eV, Å, degrees). A new column is one
+# line here; the table-level columns follow in CSV_COLUMNS.
+ROW_COLUMNS = {
+    "site": lambda r: r.site,
+    "final_site": lambda r: r.final_site,
+    "moved": lambda r: r.moved,
+    "E_ads_eV": lambda r: r.e_ads,
+    "E_total_eV": lambda r: r.energy,
+    "height_A": lambda r: r.height,
+    "converged": lambda r: r.converged,
+    "steps": lambda r: r.steps,
+    "fmax_eV_per_A": lambda r: r.fmax,
+    "dissociated": lambda r: r.dissociated,
+    "min_bond_ratio": lambda r: r.min_bond_ratio,
+    "close_contact": lambda r: r.close_contact,
+    "orientation": lambda r: r.orientation,
+    "tilt_deg": lambda r: r.tilt_deg,
+}
+CSV_COLUMNS = (*ROW_COLUMNS, "slab_converged", "references_converged")
 
 
 @dataclass
@@ -545,6 +563,8 @@ class AdsorptionTable:
     references_converged: bool
     reference_energy: float  # sum_k c_k E(gas_k)
     slab: Atoms | None = field(default=None, repr=False)  # relaxed clean slab
+    orientations: int = 1  # starting orientations tried per site (1 for an atom)
+    seed: int | None = 0  # of their random tilts and turns
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -560,23 +580,11 @@ class AdsorptionTable:
         return self.rows[0]
 
     def as_dicts(self) -> list[dict]:
-        return [
-            {
-                "site": r.site,
-                "final_site": r.final_site,
-                "moved": r.moved,
-                "E_ads_eV": r.e_ads,
-                "E_total_eV": r.energy,
-                "height_A": r.height,
-                "converged": r.converged,
-                "steps": r.steps,
-                "fmax_eV_per_A": r.fmax,
-                "dissociated": r.dissociated,
-                "slab_converged": self.slab_converged,
-                "references_converged": self.references_converged,
-            }
-            for r in self.rows
-        ]
+        table = {
+            "slab_converged": self.slab_converged,
+            "references_converged": self.references_converged,
+        }
+        return [{**{k: get(r) for k, get in ROW_COLUMNS.items()}, **table} for r in self.rows]
 
     def to_csv(self, path: str | os.PathLike) -> Path:
         """Write the rows as CSV (atomically: a crash never leaves half a file)."""
@@ -584,6 +592,7 @@ class AdsorptionTable:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
         try:
+            os.chmod(tmp, new_file_mode())  # mkstemp's 0600 would ignore the umask
             with os.fdopen(fd, "w", newline="") as fh:
                 w = _csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
                 w.writeheader()
@@ -607,8 +616,16 @@ class AdsorptionTable:
             f"E_ref = {self.reference_energy:.4f} eV"
             f"{'' if self.references_converged else ' (NOT converged)'}\n"
         )
+        if self.orientations > 1:
+            head += (
+                f"each site: the lowest of {self.orientations} starting orientations "
+                f"(seed {self.seed})\n"
+            )
+        molecule = any(r.orientation_e_ads and len(r.orientation_e_ads) > 1 for r in self.rows)
         lines = [
-            f"{'site':<14}{'E_ads/eV':>10}{'height/Å':>10}  {'converged':<10}{'final site':<14}note"
+            f"{'site':<14}{'E_ads/eV':>10}{'height/Å':>10}  {'converged':<10}{'final site':<14}"
+            + (f"{'orientation (won)':<22}" if molecule else "")
+            + "note"
         ]
         for r in self.rows:
             note = []
@@ -616,10 +633,14 @@ class AdsorptionTable:
                 note.append("moved")
             if r.dissociated:
                 note.append("dissociated")
+            if r.close_contact:
+                note.append(f"CLOSE CONTACT ({r.min_bond_ratio:.2f} of a bond): not physical")
             lines.append(
                 f"{r.site:<14}{r.e_ads:>10.4f}{r.height:>10.3f}  "
                 f"{('yes' if r.converged else 'NO'):<10}"
-                f"{r.final_site:<14}{','.join(note)}"
+                f"{r.final_site:<14}"
+                + (f"{r.orientation:<22}" if molecule else "")
+                + ",".join(note)
             )
         return head + "\n".join(lines)
 
@@ -768,6 +789,9 @@ def adsorption_energies(
     binding_atom: int | None = None,
     csv: str | os.PathLike | None = None,
     progress: bool = True,
+    *,
+    orientations: int = 3,
+    seed: int | None = 0,
     **relax_kwargs,
 ) -> AdsorptionTable:
     """Adsorption energy of one adsorbate on every (or chosen) site of a slab.
@@ -796,15 +820,25 @@ def adsorption_energies(
         vacuum: vacuum on each side for specs, Å.
         binding_atom: index in the adsorbate molecule of the atom that binds.
         csv: write the table to this CSV file.
-        progress: show a progress bar.
+        progress: show progress (a bar on a terminal, plain lines in a log file).
+        orientations: starting orientations per site for a molecule (an atom has one):
+            upright, then tilted ever further (15° to 70° from the normal, ±5°) with a
+            random azimuth and turn about the molecule's axis; each is relaxed and the
+            lowest kept (intact and without close contacts first). A start that keeps the
+            molecule's symmetry stays on it (OH upright on a top site), so the tilted starts
+            are what finds flat or tilted minima. 1: upright only.
+        seed: seeds the tilts and turns (per site, so a site's starts do not depend on
+            which other sites are scanned); None: fresh entropy.
         **relax_kwargs: passed on to ``geomformer_md.simulate.relax.relax`` (optimizer, ...).
 
     Returns:
-        AdsorptionTable, rows sorted by E_ads (most stable first).
+        AdsorptionTable, rows sorted by E_ads (most stable first); rows with a close
+        contact (two atoms fused, ``min_bond_ratio`` < 0.6: not physical) come last.
     """
-    from tqdm.auto import tqdm
-
     from .relax import make_calculator
+
+    if not (isinstance(orientations, int) and orientations >= 1):
+        raise ValueError(f"orientations must be an integer >= 1, got {orientations!r}")
 
     calc = make_calculator(calculator)
     name, mol, bind = adsorbate_from_name(adsorbate, binding_atom)  # cheap checks first
@@ -829,7 +863,10 @@ def adsorption_energies(
 
     n_slab = len(slab)
     clean = fix_bottom(slab, fix_bottom_layers or 0)
-    bar = tqdm(total=1 + len(gases) + len(chosen), desc=f"{name}/{slab_name}", disable=not progress)
+    n_orient = orientations if len(mol) > 1 else 1
+    bar = progress_bar(
+        1 + len(gases) + len(chosen) * n_orient, f"{name}/{slab_name}", progress, unit="relaxation"
+    )
 
     bar.set_postfix_str("clean slab")
     slab_relaxed, slab_res = _relax(clean, calc, fmax, steps, relax_kwargs)
@@ -845,26 +882,34 @@ def adsorption_energies(
     bonds = _bonds(mol)
     rows = []
     for site in chosen:
-        bar.set_postfix_str(f"site {site}")
-        work = clean.copy()
-        xy = all_sites[site]
-        info = work.info["adsorbate_info"]
-        top = info.get("top layer atom index", int(np.argmax(work.positions[:, 2])))
-        h = (
-            height
-            if height is not None
-            else _place_height(work, xy, mol[bind].symbol) - work.positions[top, 2]
-        )
-        from ase.build import add_adsorbate
+        tried = []
+        for label, rotated in starting_orientations(mol, bind, n_orient, seed, site):
+            bar.set_postfix_str(f"site {site} {label}")
+            work = clean.copy()
+            xy = all_sites[site]
+            info = work.info["adsorbate_info"]
+            top = info.get("top layer atom index", int(np.argmax(work.positions[:, 2])))
+            h = (
+                height
+                if height is not None
+                else _place_height(work, xy, mol[bind].symbol) - work.positions[top, 2]
+            )
+            from ase.build import add_adsorbate
 
-        add_adsorbate(work, mol, h, position=site, mol_index=bind)
-        relaxed, res = _relax(work, calc, fmax, steps, relax_kwargs)
-        rows.append(
-            _row(site, relaxed, res, n_slab, bind, bonds, float(slab_res.energy), e_ref, slab)
+            add_adsorbate(work, rotated, h, position=site, mol_index=bind)
+            _lift_clear(work, n_slab, bind)
+            relaxed, res = _relax(work, calc, fmax, steps, relax_kwargs)
+            row = _row(site, relaxed, res, n_slab, bind, bonds, float(slab_res.energy), e_ref, slab)
+            tried.append(replace(row, orientation=label))
+            bar.update()
+        # intact and physical first, then the lowest energy
+        best = min(
+            tried, key=lambda r: (r.close_contact, r.dissociated, math.isnan(r.e_ads), r.e_ads)
         )
-        bar.update()
+        rows.append(replace(best, orientation_e_ads={r.orientation: r.e_ads for r in tried}))
+    bar.set_postfix_str("")
     bar.close()
-    rows.sort(key=lambda r: (math.isnan(r.e_ads), r.e_ads))
+    rows.sort(key=lambda r: (math.isnan(r.e_ads), r.close_contact, r.e_ads))
     table = AdsorptionTable(
         adsorbate=name,
         slab_name=slab_name,
@@ -876,6 +921,8 @@ def adsorption_energies(
         references_converged=gas_ok,
         reference_energy=e_ref,
         slab=slab_relaxed,
+        orientations=n_orient,
+        seed=seed,
     )
     if csv is not None:
         table.to_csv(csv)
@@ -901,6 +948,7 @@ def _row(site, relaxed, res, n_slab, bind, bonds, e_slab, e_ref, slab) -> Adsorp
         for i, j in bonds
     )
     e = float(res.energy)
+    contact = closest_contact(relaxed)
     return AdsorptionRow(
         site=site,
         final_site=final,
@@ -913,4 +961,53 @@ def _row(site, relaxed, res, n_slab, bind, bonds, e_slab, e_ref, slab) -> Adsorp
         fmax=float(res.fmax),
         dissociated=bool(broken),
         atoms=relaxed,
+        min_bond_ratio=contact.ratio,
+        close_contact=contact.close,
+        tilt_deg=_tilt(relaxed, n_slab, b),
     )
+
+
+def _tilt(atoms: Atoms, n_slab: int, b: int) -> float:
+    """Angle (degrees) between the surface normal and the line from the binding atom to the
+    centre of the adsorbate's other atoms; nan for a single atom."""
+    others = [k for k in range(n_slab, len(atoms)) if k != b]
+    if not others:
+        return math.nan
+    v = atoms.get_distances(b, others, mic=True, vector=True).mean(axis=0)
+    return float(np.degrees(np.arccos(np.clip(v[2] / np.linalg.norm(v), -1.0, 1.0))))
+
+
+def starting_orientations(mol: Atoms, bind: int, n: int, seed: int | None, site: str):
+    """``n`` starting orientations ``(label, molecule)`` of an upright molecule (binding atom
+    at the origin, the rest along +z): "upright", then tilts from 15° to 70° (±5°, random
+    azimuth, random turn about the axis). Seeded per site: ``(seed, crc32(site))``."""
+    out = [("upright", mol)]
+    if n == 1:
+        return out
+    rng = np.random.default_rng(None if seed is None else [int(seed), zlib.crc32(site.encode())])
+    for tilt in np.linspace(15.0, 70.0, n - 1) if n > 2 else [40.0]:
+        tilt = max(5.0, tilt + rng.uniform(-5.0, 5.0))
+        azimuth, spin = rng.uniform(0.0, 360.0, size=2)
+        m = mol.copy()
+        m.rotate(spin, "z", center=m.positions[bind])
+        axis = (-math.sin(math.radians(azimuth)), math.cos(math.radians(azimuth)), 0.0)
+        m.rotate(tilt, axis, center=m.positions[bind])  # +z leans towards the azimuth
+        out.append((f"tilt {tilt:.0f}° az {azimuth:.0f}°", m))
+    return out
+
+
+def _lift_clear(work: Atoms, n_slab: int, bind: int, min_ratio: float = 0.85) -> None:
+    """Raise a placed adsorbate in 0.1 Å steps (at most 3 Å) until none of its atoms but the
+    binding one is closer to a slab atom than ``min_ratio`` of their bond length: a tilted
+    molecule must not start inside the surface."""
+    ads = np.arange(n_slab, len(work))
+    rest = [k for k in ads if k != n_slab + bind]
+    if not rest:
+        return
+    r = covalent_radii[work.numbers]
+    bond = r[rest][:, None] + r[None, :n_slab]
+    for _ in range(30):
+        d = np.array([work.get_distances(k, range(n_slab), mic=True) for k in rest])
+        if (d / bond).min() >= min_ratio:
+            return
+        work.positions[ads, 2] += 0.1

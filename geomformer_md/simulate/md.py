@@ -15,11 +15,15 @@ Files of one run (``trajectory="md.traj"``, ``log="md.log"``):
   the random generator's state. Its ``meta`` JSON says ``"completed": true`` only once the
   run has reached its target; see `read_md_restart`.
 
-Resume: a run stopped part-way (killed, exception) continues from its last checkpoint when
-``run_md`` is called again with the same arguments (``resume=True``, the default). Frames
-and log rows written after that checkpoint are dropped first, so the files end up exactly as
-in an uninterrupted run: bit-for-bit for a deterministic calculator, to float round-off for
-ours (the neighbour list is rebuilt on resume, which may change summation order).
+Re-runs never return another run's results. When the output files already exist,
+``run_md`` continues (or, if finished, returns) the stored run only when asked
+(``resume=True``) or when the stored run was made with exactly this request (settings, seed,
+starting structure, constraints, calculator); otherwise it raises `RunConflictError` naming
+the files and the ways out (``resume=True``, ``overwrite=True``, other file names) and
+changes nothing. A resumed run drops the frames and log rows written after its checkpoint
+first, so the files end up exactly as in an uninterrupted run: bit-for-bit for a
+deterministic calculator, to float round-off for ours (the neighbour list is rebuilt on
+resume, which may change summation order).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms, units
 from ase.calculators.singlepoint import SinglePointCalculator
+from ase.constraints import FixAtoms
 from ase.io.trajectory import Trajectory
 from ase.md.bussi import Bussi
 from ase.md.langevin import Langevin
@@ -46,8 +51,10 @@ from ase.md.nptberendsen import NPTBerendsen
 from ase.md.velocitydistribution import Stationary
 from ase.md.verlet import VelocityVerlet
 
+from ..data.contacts import CLOSE_CONTACT_RATIO, closest_contact
 from ._progress import progress_bar
-from .relax import make_calculator
+from .relax import bottom_layer_indices, make_calculator
+from .runfiles import RunConflictError, calculator_id, existing, structure_id
 
 try:
     from ase.md.velocitydistribution import thermalize_momenta  # ase >= 3.29
@@ -61,8 +68,9 @@ except ImportError:  # pragma: no cover
 ENSEMBLES = ("nve", "nvt-langevin", "nvt-nose-hoover", "nvt-bussi", "npt", "npt-berendsen")
 NPT_ENSEMBLES = ("npt", "npt-berendsen")
 
-# Restart-file format. 1: first version.
-RESTART_VERSION = 1
+# Restart-file format. 1: first version. 2: meta["request"] (what made the run, to tell a
+# re-run of the same request from another run) and meta["min_bond_ratio"].
+RESTART_VERSION = 2
 
 # Settings a resumed run must share with the run that wrote the checkpoint, per ensemble
 # (initial-velocity settings such as seed do not matter once a checkpoint exists).
@@ -171,6 +179,11 @@ class MDResult:
     log: Path | None
     restart: Path | None
     wall_time_s: float
+    # closest approach over the logged frames, as a fraction of the covalent bond length
+    # (geomformer_md.data.contacts); close_contact: below CLOSE_CONTACT_RATIO at some frame
+    min_bond_ratio: float = math.inf
+    close_contact: bool = False
+    close_contact_step: int | None = None  # the first logged step below the ratio
 
 
 def _check(ok: bool, message: str) -> None:
@@ -326,9 +339,12 @@ def _truncate_log(path: Path, last_step: int, header: str) -> None:
     os.replace(tmp, path)
 
 
-def _log_header(npt: bool) -> str:
+def log_columns(npt: bool) -> list[str]:
+    """The columns of the CSV log, in order. A new column: add it here and in `_Recorder.row`."""
     cols = ["step", "time_ps", "epot_eV", "ekin_eV", "etot_eV", "temperature_K"]
-    return ",".join(cols + (["volume_A3", "pressure_bar"] if npt else [])) + "\n"
+    if npt:
+        cols += ["volume_A3", "pressure_bar"]  # pressure includes the kinetic term
+    return cols + ["min_bond_ratio"]  # closest pair / covalent bond length (data.contacts)
 
 
 def _results(atoms: Atoms) -> dict:
@@ -370,48 +386,119 @@ def _output_paths(trajectory, log, restart_file) -> tuple[Path | None, Path | No
     return traj, log, restart
 
 
-def _checkpoint(s: MDSettings, atoms: Atoms, restart: Path | None, traj: Path | None):
-    """``(meta, arrays)`` of a checkpoint this run may continue from, or None. Reads only."""
-    if restart is None or not restart.is_file():
+# ---------------------------------------------------------------- which run the files belong to
+
+
+def _request(s: MDSettings, atoms: Atoms, init_velocities: bool, t_init: float) -> dict:
+    """What makes a run this run (JSON-able): settings, the starting structure (positions,
+    cell, pbc, constraints; momenta when kept) and the calculator."""
+    return {
+        "settings": asdict(s),
+        "init_velocities": bool(init_velocities),
+        "initial_temperature_K": float(t_init),
+        "structure": structure_id(atoms, momenta=not init_velocities),
+        "calculator": calculator_id(atoms.calc),
+    }
+
+
+def _difference(old: dict | None, new: dict) -> dict:
+    """How a stored request differs from this one, as RunConflictError keyword arguments
+    (empty when identical)."""
+    if old is None:
+        return {"reason": "from a run of an older geomformer-md that did not record its settings"}
+    if new["settings"]["seed"] is None:  # fresh entropy: never the same run twice
+        return {"reason": "from an earlier run (with seed=None every run is a new one)"}
+    for key, value in new["settings"].items():
+        if old["settings"].get(key) != value:
+            return {"setting": (key, old["settings"].get(key), value)}
+    for key in ("init_velocities", "initial_temperature_K"):
+        if old.get(key) != new[key]:
+            return {"setting": (key, old.get(key), new[key])}
+    if old.get("structure") != new["structure"]:
+        return {
+            "reason": "from a run that started from another structure "
+            "(positions, cell, constraints or momenta)"
+        }
+    if old.get("calculator") != new["calculator"]:
+        return {"reason": "from a run with another calculator or potential"}
+    return {}
+
+
+def _prior_run(s: MDSettings, request: dict, numbers, paths, resume, overwrite):
+    """``(meta, arrays)`` of the stored run this call continues, or None for a fresh start.
+
+    Raises RunConflictError (changing nothing) when files exist that this call may not
+    continue or replace; see `run_md`'s ``resume`` and ``overwrite``. Reads only.
+    """
+    traj, log, restart = paths
+    found = existing(paths)
+    if not found or overwrite:
         return None
+    if resume is False:
+        _refuse(found, reason="from an earlier run", can_resume=False)
+    if restart is None or not restart.is_file():
+        _refuse(found, reason="from a run without a checkpoint to resume from", can_resume=False)
     meta, arrays = read_md_restart(restart)
-    for key, new in s.must_match().items():
+    for key, new in s.must_match().items():  # these change the dynamics: no continuing
         old = meta["settings"].get(key)
-        _check(
-            old == new,
-            f"{restart} belongs to a run with {key}={old!r}, not {new!r}; "
-            f"pass resume=False to start over (overwrites its files)",
-        )
-    _check(
-        np.array_equal(arrays["numbers"], atoms.numbers),
-        f"{restart} belongs to a run on different atoms; pass resume=False to start over",
-    )
-    _check(
-        meta["step"] <= s.steps, f"{restart} is already at step {meta['step']} > steps={s.steps}"
-    )
+        if old != new:
+            _refuse(found, setting=(key, old, new), can_resume=False)
+    if not np.array_equal(arrays["numbers"], numbers):
+        _refuse(found, reason="from a run on different atoms", can_resume=False)
+    if meta["step"] > s.steps:
+        _refuse(found, setting=("steps", meta["steps_target"], s.steps), can_resume=False)
+    if resume is None:  # not asked: only the identical request continues
+        diff = _difference(meta.get("request"), request)
+        if diff:
+            _refuse(found, **diff)
     if traj is not None:
         n_have, n_need = _count_frames(traj), meta["step"] // s.loginterval + 1
-        _check(
-            n_have >= n_need,
-            f"{traj} has {n_have} frames but the checkpoint at step "
-            f"{meta['step']} needs {n_need}; pass resume=False to start over",
-        )
+        if n_have < n_need:
+            _refuse(
+                found,
+                reason=f"from a run whose trajectory has {n_have} frames where its checkpoint "
+                f"at step {meta['step']} needs {n_need}",
+                can_resume=False,
+            )
+    if _stored_columns(log, s) is None:
+        _refuse(found, reason="from a run whose log has unknown columns", can_resume=False)
     return meta, arrays
 
 
+def _stored_columns(log: Path | None, s: MDSettings) -> list[str] | None:
+    """The columns a continued run writes: the stored log's own (a log of an older version
+    lacks newer columns; its rows keep its layout), or None if it has columns we do not
+    know or is not a log."""
+    columns = log_columns(s.ensemble in NPT_ENSEMBLES)
+    if log is None or not log.is_file():
+        return columns
+    with open(log) as fh:
+        stored = fh.readline().strip().split(",")
+    if stored == [""]:
+        return columns
+    return stored if stored[:2] == columns[:2] and set(stored) <= set(columns) else None
+
+
+def _refuse(files, **kwargs):
+    raise RunConflictError(files, **kwargs)
+
+
 class _Recorder:
-    """Trajectory frames, log rows, checkpoints and the progress bar of one run.
+    """Trajectory frames, log rows, checkpoints and the progress display of one run.
 
     Attached to the dynamics in this order, so that at a step that is due for all three, the
     frame and the row are on disk before the checkpoint that vouches for them.
     """
 
-    def __init__(self, dyn, s: MDSettings, rng, paths, start: int, t_stats, progress: bool):
-        self.dyn, self.s, self.rng, self.start = dyn, s, rng, start
+    def __init__(self, dyn, s, rng, paths, start, stats: dict, request: dict, progress: bool):
+        self.dyn, self.s, self.rng, self.start, self.request = dyn, s, rng, start, request
         self.traj_path, self.log_path, self.restart_path = paths
-        self.t_sum, self.t_count = t_stats  # running temperature average over logged steps > 0
+        self.columns = log_columns(s.ensemble in NPT_ENSEMBLES)  # a resumed run: the log's
+        # running over logged steps: temperature sum and count (steps > 0), closest contact
+        self.t_sum, self.t_count = stats.get("t_sum", 0.0), stats.get("t_count", 0)
+        self.min_ratio = stats.get("min_bond_ratio", math.inf)
+        self.close_step = stats.get("close_contact_step")
         self.npt = s.ensemble in NPT_ENSEMBLES
-        self.header = _log_header(self.npt)
         self.traj = self.log_fh = None
         self.bar = progress_bar(s.steps, f"MD {s.ensemble}", progress, initial=start)
 
@@ -422,12 +509,13 @@ class _Recorder:
                 # a stale checkpoint must not outlive the files it vouches for
                 self.restart_path.unlink(missing_ok=True)
             if self.log_path is not None:
-                self.log_path.write_text(self.header)
+                self.log_path.write_text(",".join(self.columns) + "\n")
         else:
             if self.traj_path is not None:
                 _truncate_trajectory(self.traj_path, self.start // self.s.loginterval + 1)
             if self.log_path is not None:
-                _truncate_log(self.log_path, self.start, self.header)
+                self.columns = _stored_columns(self.log_path, self.s)  # checked by _prior_run
+                _truncate_log(self.log_path, self.start, ",".join(self.columns) + "\n")
         if self.traj_path is not None:
             self.traj = Trajectory(str(self.traj_path), "a" if resumed else "w")
         if self.log_path is not None:
@@ -455,11 +543,26 @@ class _Recorder:
         )
         if n > 0:
             self.t_sum, self.t_count = self.t_sum + temp, self.t_count + 1
+        ratio = closest_contact(atoms).ratio
+        if ratio < self.min_ratio:
+            self.min_ratio = ratio
+        if ratio < CLOSE_CONTACT_RATIO and self.close_step is None:
+            self.close_step = n
         if self.log_fh is not None:
-            row = [n, n * self.s.timestep_fs / 1000, epot, ekin, epot + ekin, temp]
+            values = {
+                "step": n,
+                "time_ps": n * self.s.timestep_fs / 1000,
+                "epot_eV": epot,
+                "ekin_eV": ekin,
+                "etot_eV": epot + ekin,
+                "temperature_K": temp,
+                "min_bond_ratio": ratio,
+            }
             if self.npt:
                 stress = atoms.get_stress(voigt=False, include_ideal_gas=True)
-                row += [atoms.get_volume(), -np.trace(stress) / 3 / units.bar]
+                values["volume_A3"] = atoms.get_volume()
+                values["pressure_bar"] = -np.trace(stress) / 3 / units.bar
+            row = [values[c] for c in self.columns]
             self.log_fh.write(
                 ",".join(str(x) if isinstance(x, int) else f"{x:.12g}" for x in row) + "\n"
             )
@@ -486,8 +589,11 @@ class _Recorder:
             "steps_target": self.s.steps,
             "completed": completed,
             "settings": asdict(self.s),
+            "request": self.request,
             "t_sum": self.t_sum,
             "t_count": self.t_count,
+            "min_bond_ratio": self.min_ratio,
+            "close_contact_step": self.close_step,
             "rng_state": self.rng.bit_generator.state,
         }
         _atomic_savez(self.restart_path, arrays, meta)
@@ -522,7 +628,7 @@ class _Recorder:
 def run_md(
     atoms: Atoms,
     calculator=None,
-    ensemble: str = "nve",
+    ensemble: str = "nvt-langevin",
     temperature_K: float = 300.0,
     timestep_fs: float = 1.0,
     steps: int = 1000,
@@ -536,9 +642,11 @@ def run_md(
     compressibility_per_bar: float = 1e-6,
     seed: int | None = 0,
     progress: bool = True,
-    resume: bool = True,
+    resume: bool | None = None,
     skin: float = 1.0,
     *,
+    overwrite: bool = False,
+    fix_bottom_layers: int | None = None,
     isotropic: bool = False,
     restart_interval: int | None = None,
     restart_file: str | os.PathLike | None = None,
@@ -549,7 +657,11 @@ def run_md(
     """Run molecular dynamics; the input atoms are never modified.
 
     Ensembles (ASE integrators):
-        "nve": VelocityVerlet. "nvt-langevin": Langevin (friction, fixcm=False).
+        "nvt-langevin" (the default, as on the command line: ``temperature_K`` means what
+        it says from the first step on, whatever the starting structure): Langevin
+        (friction, fixcm=False). "nve": VelocityVerlet (a constant-energy run starting from
+        Maxwell-Boltzmann velocities at ``temperature_K`` settles near half of it once the
+        kinetic energy shares out with the potential energy).
         "nvt-nose-hoover": NoseHooverChainNVT (taut_fs). "nvt-bussi": Bussi (taut_fs).
         "npt": LangevinBAOAB with a Langevin-Hoover barostat (friction for the atoms,
         taup_fs for the cell; full cell, or volume only with isotropic=True).
@@ -565,15 +677,25 @@ def run_md(
         temperature_K: thermostat target and Maxwell-Boltzmann temperature of the initial
             velocities (also for NVE).
         timestep_fs, steps: time step and TOTAL number of steps of the run (a resumed run
-            does the remaining ones; a larger ``steps`` extends a completed run).
+            does the remaining ones; a larger ``steps`` with ``resume=True`` extends a
+            completed run).
         trajectory, log: output files (None to skip), written every ``loginterval`` steps.
         friction: Langevin friction in 1/fs ("nvt-langevin", "npt").
         taut_fs, taup_fs: thermostat and barostat time constants.
         pressure_bar: NPT target pressure. compressibility_per_bar: NPTBerendsen only.
         seed: seeds one numpy Generator used for the initial velocities and then the noise.
-        progress: tqdm progress bar with temperature and total energy.
-        resume: continue from ``restart_file`` if it exists and matches these settings;
-            False starts over, overwriting the files.
+        progress: progress display with temperature and total energy: a bar on a terminal,
+            plain lines every 30 s or so where stderr is a file.
+        resume: what to do when the output files exist. None (default): continue the stored
+            run (or return it, if complete) only if it was made with exactly this request
+            (settings, seed, starting structure, constraints, calculator); otherwise raise
+            `RunConflictError` and change nothing. True: continue the stored run whatever
+            its seed, starting structure or length (settings that change the dynamics must
+            still match); with no files, start fresh. False: never continue (a conflict if
+            files exist, unless ``overwrite``).
+        skin: Verlet skin of a GeoMFormerCalculator created here (see ``calculator``).
+        overwrite: start over, replacing existing output files.
+        fix_bottom_layers: hold the N lowest atomic layers fixed (FixAtoms), as in `relax`.
         isotropic: "npt" scales the volume only.
         restart_interval: steps between checkpoints, a multiple of loginterval
             (default: the first multiple >= 100).
@@ -585,10 +707,15 @@ def run_md(
             written. An exception it raises stops the run, which can then be resumed.
 
     Returns:
-        An `MDResult`.
+        An `MDResult`. ``min_bond_ratio`` / ``close_contact`` report the closest approach
+        of two atoms over the logged frames (`geomformer_md.data.contacts`); a run that
+        flags a close contact went far outside any training data.
 
     Raises:
-        ValueError: bad settings (raised before any file is created or changed).
+        ValueError: bad settings or structure (NaN positions, unknown elements, atoms on
+            top of each other: the starting state is evaluated before any file is created
+            or changed). RunConflictError (a ValueError): the output files belong to
+            another run.
     """
     t_start = time.perf_counter()
     s = MDSettings(
@@ -607,11 +734,23 @@ def run_md(
         seed=seed,
     )
     _check(len(atoms) > 0, "atoms is empty")
+    _check(
+        bool(np.isfinite(atoms.positions).all()),
+        f"atoms has NaN or inf positions (atoms "
+        f"{np.where(~np.isfinite(atoms.positions).all(axis=1))[0][:10].tolist()})",
+    )
+    _check(bool(np.isfinite(atoms.cell[:]).all()), "atoms has a NaN or inf cell")
     t_init = s.temperature_K if initial_temperature_K is None else float(initial_temperature_K)
     _check(
         math.isfinite(t_init) and t_init >= 0, f"initial_temperature_K must be >= 0, got {t_init}"
     )
     _check(skin >= 0, f"skin must be >= 0, got {skin}")
+    _check(resume in (None, True, False), f"resume must be None, True or False, got {resume!r}")
+    if fix_bottom_layers is not None:
+        _check(
+            _is_int(fix_bottom_layers) and fix_bottom_layers >= 0,
+            f"fix_bottom_layers must be an integer >= 0, got {fix_bottom_layers}",
+        )
     if s.ensemble in NPT_ENSEMBLES:
         _check(
             bool(atoms.pbc.all()) and atoms.cell.rank == 3 and atoms.get_volume() > 0,
@@ -619,7 +758,15 @@ def run_md(
             f"got pbc={atoms.pbc.tolist()}, cell rank {atoms.cell.rank}",
         )
     paths = _output_paths(trajectory, log, restart_file)
-    prior = _checkpoint(s, atoms, paths[2], paths[0]) if resume else None
+
+    # ---- the system (may still raise: no file touched yet)
+    md_atoms = atoms.copy()
+    if fix_bottom_layers:
+        bottom = bottom_layer_indices(md_atoms, int(fix_bottom_layers))
+        md_atoms.set_constraint([*md_atoms.constraints, FixAtoms(indices=bottom)])
+    md_atoms.calc = make_calculator(calculator, skin=skin)
+    request = _request(s, md_atoms, init_velocities, t_init)
+    prior = _prior_run(s, request, md_atoms.numbers, paths, resume, overwrite)
 
     if prior is not None and prior[0]["completed"] and prior[0]["step"] == s.steps:
         meta, arrays = prior  # nothing left to do: report the finished run, touch no file
@@ -644,11 +791,10 @@ def run_md(
             log=paths[1],
             restart=paths[2],
             wall_time_s=time.perf_counter() - t_start,
+            **_contact_fields(meta.get("min_bond_ratio", math.inf), meta.get("close_contact_step")),
         )
 
-    # ---- the system and its integrator (may still raise: no file touched yet)
-    md_atoms = atoms.copy()
-    md_atoms.calc = make_calculator(calculator, skin=skin)
+    # ---- its integrator and starting state
     rng = np.random.default_rng(s.seed)
     if prior is not None:
         _set_state(md_atoms, prior[1])
@@ -663,14 +809,19 @@ def run_md(
             "(initial temperature > 0, or init_velocities=False with momenta set)",
         )
     dyn = make_dynamics(md_atoms, s, rng)
-    start, t_stats = 0, (0.0, 0)
+    start, stats = 0, {}
     if prior is not None:
         _restore_dynamics_state(dyn, prior[1])
-        start, t_stats = prior[0]["step"], (prior[0]["t_sum"], prior[0]["t_count"])
+        start, stats = prior[0]["step"], prior[0]
         dyn.nsteps = start  # also keeps ASE from logging step 0 again
+    # The starting state's energy and forces (cached for the first step): a structure the
+    # calculator refuses (unknown element, overlapping atoms) fails here, before any file.
+    md_atoms.get_forces()
+    if s.ensemble in NPT_ENSEMBLES:
+        md_atoms.get_stress()
 
     # ---- files: from here on a crash leaves a resumable run that is not marked complete
-    rec = _Recorder(dyn, s, rng, paths, start, t_stats, progress)
+    rec = _Recorder(dyn, s, rng, paths, start, stats, request, progress)
     try:
         rec.open(resumed=prior is not None)
         rec.attach(callback)
@@ -693,4 +844,13 @@ def run_md(
         log=paths[1],
         restart=paths[2],
         wall_time_s=time.perf_counter() - t_start,
+        **_contact_fields(rec.min_ratio, rec.close_step),
     )
+
+
+def _contact_fields(min_ratio: float, close_step: int | None) -> dict:
+    return {
+        "min_bond_ratio": float(min_ratio),
+        "close_contact": close_step is not None,
+        "close_contact_step": close_step,
+    }

@@ -324,17 +324,20 @@ def _supercell_forces(ph, calc, progress: bool) -> np.ndarray:
     Subtracting the perfect supercell's forces removes the bias of an imperfectly
     relaxed structure to first order (phonopy's ``--fz``).
     """
-    from tqdm.auto import tqdm
+    from ._progress import progress_bar
 
     ref = _to_ase(ph.supercell)
     ref.calc = calc
     f0 = ref.get_forces().copy()
     out = []
     scs = ph.supercells_with_displacements
-    for sc in tqdm(scs, desc="phonon displacements", disable=not progress):
+    bar = progress_bar(len(scs), "phonon displacements", progress, unit="supercell")
+    for sc in scs:
         at = _to_ase(sc)
         at.calc = calc
         out.append(at.get_forces() - f0)
+        bar.update()
+    bar.close()
     return np.array(out)
 
 

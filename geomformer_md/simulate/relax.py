@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from ase.optimize import (
     MDMin,
 )
 
+from ..data.contacts import closest_contact
 from ._progress import progress_bar
 
 OPTIMIZERS = {
@@ -77,6 +79,12 @@ class RelaxResult:
     stress: np.ndarray | None = field(default=None, repr=False)  # final stress if periodic
     trajectory: str | None = None
     wall_time_s: float = 0.0
+    # Closest pair of the final structure over its covalent bond length
+    # (geomformer_md.data.contacts); close_contact: below CLOSE_CONTACT_RATIO (0.6), i.e. two
+    # atoms fused far outside any training data: not a physical minimum, converged or not.
+    min_bond_ratio: float = math.inf
+    close_contact: bool = False
+    contact: str = ""  # the closest pair in words, e.g. "atom 3 (Cu) is 0.285 Å from atom 7 ..."
 
 
 def bottom_layer_indices(atoms: Atoms, n_layers: int, tolerance: float = 0.3) -> np.ndarray:
@@ -183,7 +191,9 @@ def relax(
     Returns:
         ``(relaxed, result)``: a relaxed copy carrying a SinglePointCalculator with the
         final energy/forces(/stress), and a `RelaxResult`. ``result.converged`` is computed
-        from the final forces (constraints applied), never taken on trust.
+        from the final forces (constraints applied), never taken on trust;
+        ``result.close_contact`` flags a final structure with two atoms far inside their
+        bond length (``result.min_bond_ratio`` < 0.6), which no force field describes.
     """
     opt_cls, opt_name = _optimizer_class(optimizer)
     if not fmax > 0:
@@ -241,6 +251,7 @@ def relax(
     relaxed = work.copy()
     relaxed.calc = SinglePointCalculator(relaxed, **results)
     stress = results.get("stress")
+    contact = closest_contact(relaxed)
     return relaxed, RelaxResult(
         converged=bool(final_fmax < fmax),
         steps=int(opt.nsteps),
@@ -254,4 +265,7 @@ def relax(
         stress=None if stress is None else np.asarray(stress).copy(),
         trajectory=None if trajectory is None else str(trajectory),
         wall_time_s=time.perf_counter() - t0,
+        min_bond_ratio=contact.ratio,
+        close_contact=contact.close,
+        contact=contact.describe(),
     )
