@@ -178,3 +178,27 @@ def max_force_std(results: dict) -> float:
         return float("nan")
     return float(max(fs))
 
+
+
+class UncertaintyMonitor:
+    """Largest per-atom force std a calculator reports over a workflow (nan without a
+    committee); call it after each evaluation (an optimizer or MD observer)."""
+
+    def __init__(self, calc, start: float = float("nan")) -> None:
+        self.calc = calc
+        self.max = float(start)
+        limit = getattr(calc, "uncertainty_threshold", DEFAULT_FORCE_STD_THRESHOLD)
+        self.threshold = DEFAULT_FORCE_STD_THRESHOLD if limit is None else float(limit)
+
+    def __call__(self, *args) -> None:
+        fs = (getattr(self.calc, "results", None) or {}).get("forces_std")
+        if fs is not None and len(fs):
+            worst = float(max(fs))
+            self.max = worst if self.max != self.max else max(self.max, worst)  # nan: first
+
+    @property
+    def uncertain(self) -> bool:
+        return bool(self.max > self.threshold)  # False for nan
+
+    def fields(self) -> dict:
+        return {"max_force_std": self.max, "uncertain": self.uncertain}

@@ -153,3 +153,31 @@ def test_batched_predict_gives_the_calculators_mean_and_spread(members):
         assert res["energy_std"] == pytest.approx(one["energy_std"], abs=1e-9)
         np.testing.assert_allclose(res["forces_std"], one["forces_std"], atol=1e-9)
         np.testing.assert_allclose(res["energies_std"], one["energies_std"], atol=1e-9)
+
+
+def test_workflows_report_the_largest_force_uncertainty(members, tmp_path):
+    from geomformer_md.simulate.batch import relax_many
+    from geomformer_md.simulate.md import run_md
+    from geomformer_md.simulate.relax import relax
+
+    slab = _slab()
+    calc = GeoMFormerCalculator(members, uncertainty_threshold=1e-6)
+    with pytest.warns(UncertaintyWarning):
+        _, res = relax(slab, calc, steps=3, progress=False)
+    assert res.max_force_std > 0 and res.uncertain
+    assert res.max_force_std >= calc.results["forces_std"].max()
+    _, single = relax(slab, GeoMFormerCalculator(members[0]), steps=2, progress=False)
+    assert np.isnan(single.max_force_std) and not single.uncertain
+
+    md = run_md(slab, GeoMFormerCalculator(members, uncertainty_threshold=None), steps=4,
+                temperature_K=300, trajectory=tmp_path / "a.traj", log=tmp_path / "a.log",
+                progress=False)
+    assert md.max_force_std > 0 and not md.uncertain  # no threshold: reported, not flagged
+
+    with pytest.warns(UncertaintyWarning, match="structure 1"):
+        from geomformer_md.simulate.batch import BatchEvaluator
+
+        ev = BatchEvaluator(members, uncertainty_threshold=1e-6)
+        out = relax_many([bulk("Cu", "fcc", a=3.6), slab], ev, steps=2)
+    assert out[1][1].max_force_std > 0 and out[1][1].uncertain
+

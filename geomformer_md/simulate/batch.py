@@ -31,19 +31,28 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 from ase import Atoms, units
-from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from ase.calculators.calculator import (
+    Calculator,
+    PropertyNotImplementedError,
+    all_changes,
+    all_properties,
+)
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.constraints import FixAtoms
 from ase.filters import FrechetCellFilter
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from ..calculator import private_model
-from ..committee import Committee, make_potential
+from ..committee import (
+    DEFAULT_FORCE_STD_THRESHOLD,
+    Committee,
+    UncertaintyMonitor,
+    make_potential,
+)
 from ..data.graph import AtomGraph, build_edges, validate_atoms
 from ..data.neighbors import get_neighbor_backend
 from ..dispersion import add_results, make_dispersion
 from ..memory import available_memory, bytes_per_edge, check_call_memory
-from ..potential import Potential
 from ._progress import progress_bar
 from .relax import RelaxResult, _fixed_indices, _optimizer_class, bottom_layer_indices
 
@@ -182,8 +191,12 @@ class BatchEvaluator:
         dispersion: str | None = None,
         dispersion_xc: str = "pbe",
         dispersion_cutoff: float | None = None,
+        uncertainty_threshold: float | None = DEFAULT_FORCE_STD_THRESHOLD,
     ) -> None:
         self.dispersion = make_dispersion(dispersion, dispersion_xc, dispersion_cutoff)
+        # committee: warn once when a structure's largest force std passes this (eV/Å)
+        self.uncertainty_threshold = uncertainty_threshold
+        self._warned_uncertain = False
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
@@ -489,6 +502,21 @@ class BatchEvaluator:
         ranges.append((lo, graph.n_systems))
         return ranges
 
+    def _warn_uncertain(self, forces_std: np.ndarray, label: str) -> None:
+        limit = self.uncertainty_threshold
+        worst = float(forces_std.max()) if forces_std.size else 0.0
+        if limit is None or worst <= limit or self._warned_uncertain:
+            return
+        self._warned_uncertain = True
+        import warnings
+
+        from ..calculator import UncertaintyWarning
+
+        warnings.warn(
+            f"{label}: committee force uncertainty {worst:.3f} eV/Å exceeds {limit:g} eV/Å: "
+            f"outside what the potential was trained on; each result's forces_std tells which "
+            f"structures (warned once per evaluator)", UncertaintyWarning, stacklevel=4)
+
     def _unpack(self, graph, out, ids, atoms_list, indices, results, stress, errors) -> None:
         t0 = time.perf_counter()
         energy = out["energy"].to("cpu", torch.float64).numpy()
@@ -524,6 +552,7 @@ class BatchEvaluator:
                 res["energy_std"] = float(out["energy_std"][s])
                 res["energies_std"] = out["energies_std"][a:b].to("cpu", torch.float64).numpy()
                 res["forces_std"] = out["forces_std"][a:b].to("cpu", torch.float64).numpy()
+                self._warn_uncertain(res["forces_std"], _label(atoms_list[k], indices[k]))
             results[k] = res
         self.timings["unpack"] += time.perf_counter() - t0
 
@@ -608,6 +637,10 @@ class BatchProxyCalculator(Calculator):
         self.index = index
         self.n_extra_calls = 0
 
+    @property
+    def uncertainty_threshold(self) -> float | None:
+        return self.evaluator.uncertainty_threshold
+
     def set_results(self, atoms: Atoms, results: dict) -> None:
         self.atoms = atoms.copy()
         self.results = dict(results)
@@ -629,6 +662,7 @@ class _Job:
     def __init__(self, index, atoms, proxy, opt, opt_name, trajectory):
         self.index, self.atoms, self.proxy, self.opt = index, atoms, proxy, opt
         self.opt_name, self.trajectory = opt_name, trajectory
+        self.monitor = UncertaintyMonitor(proxy)  # committee: largest force std seen
         self.initial_energy: float | None = None
         self.t0 = time.perf_counter()
 
@@ -740,7 +774,8 @@ def relax_many(
     def finish(job: _Job, final_fmax: float, error: str | None = None) -> None:
         job.opt.close()  # closes a logfile it opened
         relaxed = job.atoms.copy()
-        res = {} if error else {k: v for k, v in job.proxy.results.items() if k != "free_energy"}
+        res = {} if error else {k: v for k, v in job.proxy.results.items()
+                                if k != "free_energy" and k in all_properties}  # no *_std
         if res:
             relaxed.calc = SinglePointCalculator(relaxed, **res)
         stress = res.get("stress")
@@ -761,6 +796,7 @@ def relax_many(
                 wall_time_s=time.perf_counter() - job.t0,
                 n_extra_calls=job.proxy.n_extra_calls,
                 error=error,
+                **job.monitor.fields(),
             ),
         )
 
@@ -799,6 +835,7 @@ def _advance(job: _Job, res, steps: int, finish) -> bool:
         return True
     opt = job.opt
     job.proxy.set_results(job.atoms, res)
+    job.monitor()
     if job.initial_energy is None:
         job.initial_energy = float(res["energy"])
     try:

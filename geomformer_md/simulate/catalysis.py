@@ -526,6 +526,10 @@ class AdsorptionRow:
     tilt_deg: float = math.nan  # final angle of the molecule's axis from the surface normal
     # every starting orientation tried: label -> relaxed E_ads (eV)
     orientation_e_ads: dict[str, float] = field(default_factory=dict, repr=False)
+    # with a committee potential: largest per-atom force std over the relaxation (eV/Å; nan
+    # for a single model) and whether it passed the uncertainty threshold
+    max_force_std: float = math.nan
+    uncertain: bool = False
 
 
 # CSV columns of a row, in order, with their values (eV, Å, degrees). A new column is one
@@ -545,6 +549,8 @@ ROW_COLUMNS = {
     "close_contact": lambda r: r.close_contact,
     "orientation": lambda r: r.orientation,
     "tilt_deg": lambda r: r.tilt_deg,
+    "max_force_std_eV_per_A": lambda r: r.max_force_std,
+    "uncertain": lambda r: r.uncertain,
 }
 CSV_COLUMNS = (*ROW_COLUMNS, "slab_converged", "references_converged")
 
@@ -635,6 +641,8 @@ class AdsorptionTable:
                 note.append("dissociated")
             if r.close_contact:
                 note.append(f"CLOSE CONTACT ({r.min_bond_ratio:.2f} of a bond): not physical")
+            if r.uncertain:
+                note.append(f"UNCERTAIN (committee force std {r.max_force_std:.2f} eV/Å)")
             lines.append(
                 f"{r.site:<14}{r.e_ads:>10.4f}{r.height:>10.3f}  "
                 f"{('yes' if r.converged else 'NO'):<10}"
@@ -964,6 +972,8 @@ def _row(site, relaxed, res, n_slab, bind, bonds, e_slab, e_ref, slab) -> Adsorp
         min_bond_ratio=contact.ratio,
         close_contact=contact.close,
         tilt_deg=_tilt(relaxed, n_slab, b),
+        max_force_std=float(getattr(res, "max_force_std", math.nan)),
+        uncertain=bool(getattr(res, "uncertain", False)),
     )
 
 

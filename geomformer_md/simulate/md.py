@@ -51,6 +51,7 @@ from ase.md.nptberendsen import NPTBerendsen
 from ase.md.velocitydistribution import Stationary
 from ase.md.verlet import VelocityVerlet
 
+from ..committee import UncertaintyMonitor
 from ..data.contacts import CLOSE_CONTACT_RATIO, closest_contact
 from ._progress import progress_bar
 from .relax import bottom_layer_indices, make_calculator
@@ -184,6 +185,10 @@ class MDResult:
     min_bond_ratio: float = math.inf
     close_contact: bool = False
     close_contact_step: int | None = None  # the first logged step below the ratio
+    # With a committee potential: the largest per-atom force std over the whole run (eV/Å;
+    # nan for a single model) and whether it passed the calculator's uncertainty_threshold.
+    max_force_std: float = math.nan
+    uncertain: bool = False
 
 
 def _check(ok: bool, message: str) -> None:
@@ -498,6 +503,7 @@ class _Recorder:
         self.t_sum, self.t_count = stats.get("t_sum", 0.0), stats.get("t_count", 0)
         self.min_ratio = stats.get("min_bond_ratio", math.inf)
         self.close_step = stats.get("close_contact_step")
+        self.uncertainty = UncertaintyMonitor(dyn.atoms.calc, stats.get("max_force_std", math.nan))
         self.npt = s.ensemble in NPT_ENSEMBLES
         self.traj = self.log_fh = None
         self.bar = progress_bar(s.steps, f"MD {s.ensemble}", progress, initial=start)
@@ -594,11 +600,13 @@ class _Recorder:
             "t_count": self.t_count,
             "min_bond_ratio": self.min_ratio,
             "close_contact_step": self.close_step,
+            "max_force_std": self.uncertainty.max,
             "rng_state": self.rng.bit_generator.state,
         }
         _atomic_savez(self.restart_path, arrays, meta)
 
     def tick(self, callback) -> None:
+        self.uncertainty()
         if self.dyn.nsteps > self.start:
             self.bar.update(1)
         if callback is not None:
@@ -792,6 +800,7 @@ def run_md(
             restart=paths[2],
             wall_time_s=time.perf_counter() - t_start,
             **_contact_fields(meta.get("min_bond_ratio", math.inf), meta.get("close_contact_step")),
+            **UncertaintyMonitor(atoms.calc, meta.get("max_force_std", math.nan)).fields(),
         )
 
     # ---- its integrator and starting state
@@ -845,6 +854,7 @@ def run_md(
         restart=paths[2],
         wall_time_s=time.perf_counter() - t_start,
         **_contact_fields(rec.min_ratio, rec.close_step),
+        **rec.uncertainty.fields(),
     )
 
 

@@ -29,6 +29,7 @@ from ase.optimize import (
     MDMin,
 )
 
+from ..committee import UncertaintyMonitor
 from ..data.contacts import closest_contact
 from ._progress import progress_bar
 
@@ -85,6 +86,11 @@ class RelaxResult:
     min_bond_ratio: float = math.inf
     close_contact: bool = False
     contact: str = ""  # the closest pair in words, e.g. "atom 3 (Cu) is 0.285 Å from atom 7 ..."
+    # With a committee potential: the largest per-atom force std seen over the relaxation
+    # (eV/Å; nan for a single model), and whether it passed the calculator's
+    # uncertainty_threshold (the structure left what the potential was trained on).
+    max_force_std: float = math.nan
+    uncertain: bool = False
 
 
 def bottom_layer_indices(atoms: Atoms, n_layers: int, tolerance: float = 0.3) -> np.ndarray:
@@ -220,6 +226,8 @@ def relax(
 
     t0 = time.perf_counter()
     e0 = work.get_potential_energy()
+    monitor = UncertaintyMonitor(work.calc)
+    monitor()
     opt = opt_cls(
         target,
         logfile=logfile,
@@ -239,6 +247,7 @@ def relax(
 
     if progress:
         opt.attach(_update, interval=1)
+    opt.attach(monitor, interval=1)
     try:
         opt.run(fmax=fmax, steps=int(steps))
     finally:
@@ -248,6 +257,7 @@ def relax(
     # our own check on the final state: constraints applied, cell term included
     final_fmax = float(opt.optimizable.gradient_norm(opt.optimizable.get_gradient()))
     results = _final_results(work)
+    monitor()
     relaxed = work.copy()
     relaxed.calc = SinglePointCalculator(relaxed, **results)
     stress = results.get("stress")
@@ -268,4 +278,5 @@ def relax(
         min_bond_ratio=contact.ratio,
         close_contact=contact.close,
         contact=contact.describe(),
+        **monitor.fields(),
     )
