@@ -34,6 +34,7 @@ examples:
   geomformer-md adsorb Pt111 CO                    CO on every site of Pt(111)
   geomformer-md adsorb Cu211 O --sites step_fcc,step_bridge
   geomformer-md train config.yaml --resume
+  geomformer-md lammps export geomformer-catalysis-v11 -o v11.pt2   for pair_style geomformer
 
 Every command accepts --model NAME_OR_FILE (default: the shipped default
 potential), --device cpu|cuda|auto and --dtype float32|float64.
@@ -754,6 +755,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("train", "train a potential from a YAML config", cmd_train, (debug,))
     sp.add_argument("config", help="training config (YAML)")
     sp.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+
+    from .lammps.commands import add_parser as add_lammps
+
+    add_lammps(sub, [debug], _HelpFormatter)
     return p
 
 
