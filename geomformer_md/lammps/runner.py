@@ -24,9 +24,14 @@ NKTV2P_METAL = 1.6021765e6  # LAMMPS's pressure conversion in metal units (eV/Å
 
 @dataclass
 class LammpsResult:
-    dump: dict[str, np.ndarray]  # per-atom columns of the last dumped step, sorted by id
+    frames: list[dict[str, np.ndarray]]  # per-atom columns of each dumped step, sorted by id
     thermo: list[dict[str, float]]  # one row per thermo output
     log: str
+
+    @property
+    def dump(self) -> dict[str, np.ndarray]:
+        """The last dumped step."""
+        return self.frames[-1] if self.frames else {}
 
 
 def to_lammps_frame(atoms):
@@ -70,18 +75,23 @@ def run_lammps(script: str, workdir: str | os.PathLike, nprocs: int = 1, timeout
     if done.returncode and check:
         errors = [line for line in log.splitlines() if "ERROR" in line]
         raise RuntimeError(f"LAMMPS failed ({errors[0] if errors else log[-2000:]})")
-    return LammpsResult(_read_dump(workdir / dump) if dump and (workdir / dump).is_file() else {},
-                        _read_thermo(log), log)
+    frames = _read_dump(workdir / dump) if dump and (workdir / dump).is_file() else []
+    return LammpsResult(frames, _read_thermo(log), log)
 
 
-def _read_dump(path: Path) -> dict[str, np.ndarray]:
-    """The last frame of a 'dump custom' file."""
+def _read_dump(path: Path) -> list[dict[str, np.ndarray]]:
+    """Every frame of a 'dump custom' file, rows sorted by atom id."""
     lines = path.read_text().splitlines()
-    start = max(k for k, line in enumerate(lines) if line.startswith("ITEM: ATOMS"))
-    names = lines[start].split()[2:]
-    rows = np.array([line.split() for line in lines[start + 1:]], dtype=float)
-    rows = rows[np.argsort(rows[:, names.index("id")])] if "id" in names else rows
-    return {name: rows[:, k] for k, name in enumerate(names)}
+    frames, n_atoms = [], 0
+    for k, line in enumerate(lines):
+        if line.startswith("ITEM: NUMBER OF ATOMS"):
+            n_atoms = int(lines[k + 1])
+        elif line.startswith("ITEM: ATOMS"):
+            names = line.split()[2:]
+            rows = np.array([row.split() for row in lines[k + 1 : k + 1 + n_atoms]], dtype=float)
+            rows = rows[np.argsort(rows[:, names.index("id")])] if "id" in names else rows
+            frames.append({name: rows[:, c] for c, name in enumerate(names)})
+    return frames
 
 
 def _read_thermo(log: str) -> list[dict[str, float]]:
