@@ -293,3 +293,21 @@ run 50"""
     volumes = np.array([row["Volume"] for row in rows])
     assert len(rows) == 6 and np.isfinite([list(r.values()) for r in rows]).all()
     assert np.abs(volumes - volumes[0]).max() > 1e-3 * volumes[0]
+
+
+@pytest.mark.slow
+def test_example_06_input_runs(plugin, model_file, tmp_path):
+    """examples/06_lammps: make_slab.py and in.nvt (20 steps on 2 ranks)."""
+    import shutil
+    import subprocess
+    import sys
+
+    example = Path(__file__).resolve().parent.parent / "examples" / "06_lammps"
+    for name in ("make_slab.py", "in.nvt"):
+        shutil.copy(example / name, tmp_path)
+    subprocess.run([sys.executable, "make_slab.py"], cwd=tmp_path, check=True)
+    script = (tmp_path / "in.nvt").read_text()
+    script = f"variable plugin string {plugin}\nvariable model string {model_file}\n" + script
+    res = run_lammps(script.replace("index 2000", "index 20"), tmp_path, 2, dump=None)
+    assert (tmp_path / "pt111_co.lammpstrj").is_file()
+    assert len([row for row in res.thermo if "Temp" in row]) == 2  # steps 0 and 20

