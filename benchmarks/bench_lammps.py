@@ -108,7 +108,10 @@ def bench_formats(args):
 
 
 def lammps_md(atoms, plugin, model_file, steps, nprocs, workdir, boundary="p p f"):
-    """Loop time per step (s) and the per-rank Nlocal/Nghost lines of LAMMPS's log."""
+    """Per step: wall time of LAMMPS's loop (s), and from the pair style's summary line the
+    CPU time of the slowest rank's pair computation (s; what the wall time would be with a
+    core per rank), with its per-rank own atoms, graph nodes per own atom and atom-layers
+    evaluated over own x (layers + 1); and LAMMPS's per-rank (Nlocal, Nghost) averages."""
     write_data(atoms, os.path.join(workdir, "data.lmp"), ELEMENTS)
     script = f"""units metal
 atom_style atomic
@@ -125,10 +128,13 @@ run {steps}
 """
     res = run_lammps(script, workdir, nprocs, dump=None)
     loop = re.search(r"Loop time of ([0-9.e+-]+) on (\d+) procs for (\d+) steps", res.log)
-    stats = {k: re.search(rf"^{k}:\s+(\S+) ave\s+(\S+) max\s+(\S+) min", res.log, re.M)
-             for k in ("Nlocal", "Nghost")}
-    per_rank = {k: tuple(map(float, m.groups())) for k, m in stats.items()}
-    return float(loop.group(1)) / steps, per_rank
+    ghosts = {k: float(re.search(rf"^{k}:\s+(\S+) ave", res.log, re.M).group(1))
+              for k in ("Nlocal", "Nghost")}
+    line = re.search(r"own atoms (\S+), graph nodes \S+ \((\S+) per own atom\).*?\(layers \+ 1\)\) "
+                     r"(\S+); CPU s per call \(max over ranks\): graph (\S+), model (\S+)", res.log)
+    own, nodes_per_own, work, t_graph, t_model = map(float, line.groups())
+    return {"wall": float(loop.group(1)) / steps, "cpu": t_graph + t_model, "own": own,
+            "nodes_per_own": nodes_per_own, "work": work, **ghosts}
 
 
 def ase_md(atoms, model, dtype, steps):
@@ -151,7 +157,7 @@ def bench_ase(args, plugin):
     lmp, ase = [], []
     for _ in range(args.rounds):
         with tempfile.TemporaryDirectory() as d:
-            lmp.append(lammps_md(atoms, plugin, args.model_file, args.steps, 1, d)[0])
+            lmp.append(lammps_md(atoms, plugin, args.model_file, args.steps, 1, d)["wall"])
         ase.append(ase_md(atoms, args.model, meta["dtype"], args.steps))
     t_l, t_a = statistics.median(lmp), statistics.median(ase)
     n = len(atoms)
@@ -204,25 +210,21 @@ def bench_ranks(args, plugin):
     cutoff, n_layers = float(meta["cutoff"]), int(meta["n_layers"])
     print(f"\n== LAMMPS 1 vs 2 ranks: {len(atoms)} atoms, {meta['dtype']}, {args.steps} steps "
           f"({load()})")
-    times = {1: [], 2: []}
-    stats = {}
+    runs = {1: [], 2: []}
     for _ in range(args.rounds):
         for p in (1, 2):
             with tempfile.TemporaryDirectory() as d:
-                t, stats[p] = lammps_md(atoms, plugin, args.model_file, args.steps, p, d)
-            times[p].append(t)
-    t1, t2 = statistics.median(times[1]), statistics.median(times[2])
+                runs[p].append(lammps_md(atoms, plugin, args.model_file, args.steps, p, d))
+    med = {p: {k: statistics.median(r[k] for r in runs[p]) for k in runs[p][0]} for p in runs}
     n = len(atoms)
-    for p, t in ((1, t1), (2, t2)):
-        loc, gh = stats[p]["Nlocal"], stats[p]["Nghost"]
-        print(f"  {p} rank(s)  {n / t:9.0f} atom-steps/s ({t:.2f} s/step)   Nlocal {loc[0]:.0f}, "
-              f"Nghost {gh[0]:.0f} per rank (ghost cutoff {(n_layers + 1) * cutoff:.1f} Å + skin)")
-    print(f"  2 ranks / 1 rank: {t1 / t2:.2f}x   ({load()})")
-    print("  graph per rank (same subdomains, graph.rank_graph): own atoms, nodes, "
-          "atom-layers computed / (own x (layers + 1))")
-    for p in (1, 2):
-        for r, (own, nodes, red) in enumerate(rank_work(atoms, (p, 1, 1), cutoff, n_layers)):
-            print(f"    {p} ranks, rank {r}: own {own}, nodes {nodes}, work/ideal {red:.2f}")
+    print(f"  ghost cutoff {(n_layers + 1) * cutoff:.1f} Å + skin")
+    for p, m in med.items():
+        print(f"  {p} rank(s): {n / m['wall']:6.0f} atom-steps/s wall ({m['wall']:.2f} s/step), "
+              f"{n / m['cpu']:6.0f} per CPU-second of the slowest rank; per rank: own "
+              f"{m['own']:.0f}, ghosts {m['Nghost']:.0f}, graph nodes {m['nodes_per_own']:.2f} "
+              f"per own atom, atom-layers / ideal {m['work']:.2f}")
+    print(f"  2 ranks / 1 rank: {med[1]['wall'] / med[2]['wall']:.2f}x wall, "
+          f"{med[1]['cpu'] / med[2]['cpu']:.2f}x in CPU time of the slowest rank   ({load()})")
 
 
 def main():

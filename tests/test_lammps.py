@@ -82,7 +82,16 @@ def _molecule():
     return mol, "f f f"
 
 
-SYSTEMS = {"pt111_co": _slab, "triclinic_alloy": _alloy, "molecule": _molecule}
+def _small_cell():
+    """A 4-atom cubic cell smaller than the cutoff: every neighbour is an image, and an
+    atom's own images are its neighbours (edges from a node to itself)."""
+    cell = bulk("Cu", "fcc", a=3.6, cubic=True)
+    cell.numbers[0] = 78
+    return cell, "p p p"
+
+
+SYSTEMS = {"pt111_co": _slab, "triclinic_alloy": _alloy, "molecule": _molecule,
+           "small_cell": _small_cell}
 
 
 def _prepared(name):

@@ -30,9 +30,17 @@
 
 #include <cmath>
 #include <cstring>
+#include <ctime>
 #include <sstream>
 
 using namespace LAMMPS_NS;
+
+static double cpu_seconds()    // this process's CPU time: the work, whatever the machine's load
+{
+  timespec t;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return t.tv_sec + 1e-9 * t.tv_nsec;
+}
 
 namespace LAMMPS_NS {
 
@@ -199,6 +207,7 @@ void PairGeoMFormer::init_style()
                      model->cutoff, neighbor->skin);
   }
   at::set_num_threads(comm->nthreads);
+  for (double &x : stats) x = 0.0;
   neighbor->add_request(this, NeighConst::REQ_FULL | NeighConst::REQ_GHOST);
 }
 
@@ -282,11 +291,19 @@ void PairGeoMFormer::build_graph()
 void PairGeoMFormer::compute(int eflag, int vflag)
 {
   ev_init(eflag, vflag);
+  const double t0 = cpu_seconds();
   build_graph();
   const int n_own = depth_end[0];
+  const int L = model->n_layers;
+  stats[0] += 1;
+  stats[1] += n_own;
+  stats[2] += rep.size();
+  stats[3] += edge_i.size();
+  for (int k = 0; k <= L; k++) stats[4] += depth_end[L - k];
+  const double t1 = cpu_seconds();
+  stats[5] += t1 - t0;
   if (n_own == 0) return;    // an empty subdomain, or only NULL-type atoms: no energy here
 
-  const int L = model->n_layers;
   const long n_edges = (long) edge_i.size();
   const int n_nodes = (int) rep.size();
   int *type = atom->type;
@@ -325,6 +342,7 @@ void PairGeoMFormer::compute(int eflag, int vflag)
     error->one(FLERR, "pair_style geomformer: the model returned {} energies and {} gradient "
                "entries for {} atoms and {} edges", energies.numel(), grad.numel(), n_own,
                n_edges);
+  stats[6] += cpu_seconds() - t1;
   const double *e = energies.data_ptr<double>();
   const double *g = grad.data_ptr<double>();
 
@@ -360,4 +378,23 @@ void PairGeoMFormer::compute(int eflag, int vflag)
       }
     }
   }
+}
+
+/* Per-rank averages over the run's calls: the ghost overhead (graph nodes and atom-layers
+   evaluated per own atom; 1 would be no redundant work) and where the CPU time went. */
+
+void PairGeoMFormer::finish()
+{
+  double sum[7], max[7];
+  MPI_Allreduce(stats, sum, 7, MPI_DOUBLE, MPI_SUM, world);
+  MPI_Allreduce(stats, max, 7, MPI_DOUBLE, MPI_MAX, world);
+  if (comm->me != 0 || max[0] == 0) return;
+  const double calls = max[0], own = sum[1] / calls, hops = model->n_layers + 1;
+  utils::logmesg(lmp, "pair_style geomformer, per rank and call ({} ranks, {} calls): own atoms "
+                 "{:.0f}, graph nodes {:.0f} ({:.2f} per own atom), edges {:.0f}, atom-layers "
+                 "evaluated / (own atoms x (layers + 1)) {:.2f}; CPU s per call (max over "
+                 "ranks): graph {:.4g}, model {:.4g}\n", comm->nprocs, (long) calls,
+                 own / comm->nprocs, sum[2] / calls / comm->nprocs, own > 0 ? sum[2] / sum[1] : 0.0,
+                 sum[3] / calls / comm->nprocs, own > 0 ? sum[4] / (hops * sum[1]) : 0.0,
+                 max[5] / calls, max[6] / calls);
 }

@@ -29,6 +29,7 @@ class PairGeoMFormer : public Pair {
   void coeff(int, char **) override;
   void init_style() override;
   double init_one(int, int) override;
+  void finish() override;
 
  protected:
   void allocate();
@@ -40,6 +41,10 @@ class PairGeoMFormer : public Pair {
   std::vector<int> type_z;    // atomic number of each LAMMPS type, 0 = NULL (ignored)
 
   double ghost_cut_set = 0.0;    // the ghost cutoff this style set (not the user)
+
+  // Per-run statistics, printed by finish(): calls, and sums over calls of own atoms, graph
+  // nodes, edges, atom-layers evaluated, and CPU seconds in the graph and in the model.
+  double stats[7] = {0, 0, 0, 0, 0, 0, 0};
 
   // The graph of one step, rebuilt at every call (reused buffers); see the .cpp.
   std::vector<int> node_of;                      // [nall] node of each atom, -1 = none (yet)
