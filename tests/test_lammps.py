@@ -202,6 +202,7 @@ def test_types_mapped_to_null_are_ignored(plugin, model_file, tmp_path):
         ("Pt C O", "corrupt.pt2", "", "cannot load 'corrupt.pt2' as a geomformer-md LAMMPS model"),
         ("Pt C O", None, "comm_modify cutoff 10.0",
          "ghost cutoff 10 Å (comm_modify cutoff) is too small"),
+        ("Pt C O", "old-torch.pt2", "", "exported with torch 2.0.0 and this plugin uses torch"),
     ],
 )
 def test_bad_input_is_a_lammps_error_naming_it(coeffs, model, pre, message, plugin, model_file,
@@ -209,11 +210,25 @@ def test_bad_input_is_a_lammps_error_naming_it(coeffs, model, pre, message, plug
     atoms, boundary = _prepared("pt111_co")
     write_data(atoms, tmp_path / "data.lmp", ["Pt", "C", "O"])
     (tmp_path / "corrupt.pt2").write_bytes(b"PK\x03\x04 not really a zip archive")
+    _with_metadata(model_file, tmp_path / "old-torch.pt2", torch_version="2.0.0+cpu")
     script = _script(boundary, plugin, model or model_file, coeffs).replace(
         "read_data data.lmp", f"read_data data.lmp\n{pre}")
     res = run_lammps(script, tmp_path, 1, check=False)
     errors = [line for line in res.log.splitlines() if line.startswith("ERROR")]
     assert errors and message in errors[0], res.log[-1500:]
+
+
+def _with_metadata(source, target, **changes):
+    """A copy of an exported model with some metadata values changed."""
+    import json
+    import zipfile
+
+    with zipfile.ZipFile(source) as zin, zipfile.ZipFile(target, "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item)
+            if item.filename.endswith("_metadata.json"):
+                data = json.dumps({**json.loads(data), **changes}).encode()
+            zout.writestr(item, data)
 
 
 def _nve(steps, plugin, model_file, tmp_path, nprocs=2):

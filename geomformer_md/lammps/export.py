@@ -13,10 +13,11 @@ How: make_fx traces the function, backward included, into one graph of aten oper
 with symbolic sizes (torch.export alone cannot trace autograd.grad; NequIP does the
 same); torch.export and AOTInductor compile it to a shared library packaged with the
 weights and metadata (.pt2). Why AOTInductor and not TorchScript: on the same traced
-graph, the compiled package ran energy + gradient 2.3-2.9x faster in float32 and
-1.3-1.5x in float64 (docs/lammps.md, benchmarks/bench_lammps.py --formats). The price
-is a few minutes of C++ compilation at export, and a package tied to the torch version
-and CPU type it was compiled for.
+graph (288-atom slab), the compiled package ran energy + gradient 2.2x faster than
+TorchScript in float32 and 2.3x in float64, and 1.7x / 1.4x faster than eager PyTorch
+(docs/lammps.md, benchmarks/bench_lammps.py --parts formats). The price is a few minutes
+of C++ compilation at export, and a package tied to the torch version and CPU type it
+was compiled for.
 """
 
 from __future__ import annotations
@@ -174,14 +175,16 @@ def export(model, output: str | os.PathLike, dtype: str | None = None, log=print
     """
     from torch.export import Dim
 
-    source = model if isinstance(model, (str, os.PathLike)) else type(model).__name__
-    source = "the default potential" if model is None else str(source)
-    gm = exportable_model(model, dtype)
+    from ..io.registry import default_potential_name
+
     output = Path(output)
     if output.suffix != ".pt2":
         raise ValueError(f"the output file must end in .pt2 (an AOTInductor package), got {output}")
     if not output.parent.is_dir():
         raise FileNotFoundError(f"the folder of the output file does not exist: {output.parent}")
+    gm = exportable_model(model, dtype)
+    source = model if isinstance(model, (str, os.PathLike)) else type(model).__name__
+    source = default_potential_name() if model is None else str(source)
     t0 = time.perf_counter()
     fx, example = trace(gm)
     log(f"traced the model and its gradient ({len(fx.graph.nodes)} operations, "
@@ -191,9 +194,10 @@ def export(model, output: str | os.PathLike, dtype: str | None = None, log=print
     program = torch.export.export(fx, tuple(example), dynamic_shapes=shapes, strict=False)
     log("compiling with AOTInductor (a few minutes) ...")
     t0 = time.perf_counter()
-    fd, tmp = tempfile.mkstemp(suffix=".pt2", dir=output.parent, prefix=f".{output.name}.")
-    os.close(fd)
-    try:
+    # Compiled under its final name in a private folder (the name is the package's top
+    # folder), then moved into place: a failed export leaves no file that looks finished.
+    with tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.name}.") as tmpdir:
+        tmp = os.path.join(tmpdir, output.name)
         torch._inductor.aoti_compile_and_package(
             program, package_path=tmp,
             inductor_configs={"aot_inductor.metadata": metadata(gm, source)},
@@ -205,7 +209,4 @@ def export(model, output: str | os.PathLike, dtype: str | None = None, log=print
         )
         log(f"largest relative deviation from the model: {worst:.1e}")
         os.replace(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return output

@@ -27,6 +27,7 @@
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <torch/headeronly/version.h>
 
 #include <cmath>
 #include <cstring>
@@ -44,12 +45,14 @@ static double cpu_seconds()    // this process's CPU time: the work, whatever th
 
 namespace LAMMPS_NS {
 
-// The exported model and the metadata `geomformer-md lammps export` stores with it.
+// The exported model and the metadata `geomformer-md lammps export` stores with it. The
+// metadata is read and checked before the package's compiled code is loaded: code compiled
+// for another torch version may not load, or crash, in this plugin's libtorch.
 class GeoMFormerModel {
  public:
-  explicit GeoMFormerModel(const std::string &path) : loader(path)
+  explicit GeoMFormerModel(const std::string &path)
   {
-    meta = loader.get_metadata();
+    meta = torch::inductor::AOTIModelPackageLoader::load_metadata_from_package(path, "model");
     if (meta.count("geomformer_lammps_format") == 0)
       throw std::runtime_error("it has no geomformer-md metadata (not written by "
                                "'geomformer-md lammps export')");
@@ -58,6 +61,12 @@ class GeoMFormerModel {
       throw std::runtime_error("its format version is " + std::to_string(format) +
                                "; this plugin reads version 1 (rebuild the plugin with the "
                                "geomformer-md that exported it)");
+    std::string exported_with = meta.at("torch_version");
+    exported_with = exported_with.substr(0, exported_with.find('+'));
+    if (exported_with != TORCH_VERSION)
+      throw std::runtime_error("it was exported with torch " + exported_with + " and this "
+                               "plugin uses torch " TORCH_VERSION "; export it again in this "
+                               "environment");
     cutoff = std::stod(meta.at("cutoff"));
     n_layers = std::stoi(meta.at("n_layers"));
     std::istringstream symbols(meta.at("elements")), numbers(meta.at("atomic_numbers"));
@@ -68,11 +77,12 @@ class GeoMFormerModel {
     if (elements.empty() || elements.size() != atomic_numbers.size())
       throw std::runtime_error("its element list is empty or inconsistent");
     dtype = meta.at("dtype") == "float64" ? at::kDouble : at::kFloat;
+    loader = std::make_unique<torch::inductor::AOTIModelPackageLoader>(path);
   }
 
-  std::vector<at::Tensor> run(const std::vector<at::Tensor> &inputs) { return loader.run(inputs); }
+  std::vector<at::Tensor> run(const std::vector<at::Tensor> &inputs) { return loader->run(inputs); }
 
-  torch::inductor::AOTIModelPackageLoader loader;
+  std::unique_ptr<torch::inductor::AOTIModelPackageLoader> loader;
   std::unordered_map<std::string, std::string> meta;
   double cutoff;
   int n_layers;
