@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import warnings
 
 import numpy as np
 import torch
@@ -14,22 +15,36 @@ from ase.calculators.calculator import (
 )
 from ase.stress import full_3x3_to_voigt_6_stress
 
+from .committee import (
+    DEFAULT_FORCE_STD_THRESHOLD,
+    Committee,
+    CommitteePotential,
+    as_committee,
+    committee_with_dtype,
+    make_potential,
+)
 from .data.graph import atoms_to_graph, check_overlaps, trim_edges
 from .data.neighbors import VerletNeighborList
+from .dispersion import add_results, make_dispersion
 from .io.registry import load_potential
+from .memory import check_call_memory
 from .model import GeoMFormer
 from .potential import Potential, model_with_dtype
 
 
-def resolve_model(model) -> GeoMFormer:
-    """A shipped name, a model-file path, a GeoMFormer or a Potential -> GeoMFormer."""
+def resolve_model(model) -> GeoMFormer | Committee:
+    """A shipped name, a model-file path, a GeoMFormer, a Potential, a Committee, or a list
+    of any of these (a committee) -> GeoMFormer or Committee."""
     if model is None or isinstance(model, (str, os.PathLike)):
         return load_potential(model)  # a shipped name first, else a file path
-    if isinstance(model, Potential):
+    if isinstance(model, (Potential, CommitteePotential)):
         return model.model
-    if isinstance(model, GeoMFormer):
+    if isinstance(model, (GeoMFormer, Committee)):
         return model
-    raise TypeError(f"model must be a potential name, a path or a GeoMFormer, not {type(model).__name__}")
+    if isinstance(model, (list, tuple)):
+        return as_committee(model)
+    raise TypeError(f"model must be a potential name, a path, a GeoMFormer or a list of them "
+                    f"(a committee), not {type(model).__name__}")
 
 
 def private_model(model, dtype, device) -> GeoMFormer:
@@ -42,8 +57,10 @@ def private_model(model, dtype, device) -> GeoMFormer:
     GPU, where a CUDA calculator moved the model of a CPU calculator under it).
     """
     given = resolve_model(model)
-    gm = model_with_dtype(given, dtype)  # already a new module when the dtype changes
-    if gm is given and isinstance(model, (GeoMFormer, Potential)):
+    # already a new module when the dtype changes
+    cast = committee_with_dtype if isinstance(given, Committee) else model_with_dtype
+    gm = cast(given, dtype)
+    if gm is given and isinstance(model, (GeoMFormer, Potential, Committee, CommitteePotential)):
         gm = copy.deepcopy(gm)
     return gm.to(device).eval()
 
@@ -63,12 +80,25 @@ class GeoMFormerCalculator(Calculator):
             worth it in MD. 0 rebuilds at every call.
         direct_forces: use the direct (non-conservative) force head; only for
             models trained with one, never for NVE.
+        uncertainty_threshold: with a committee, warn (once per calculator) when the
+            largest per-atom force uncertainty passes this value in eV/Å (default
+            committee.DEFAULT_FORCE_STD_THRESHOLD); None never warns.
+        dispersion: None, or "d3bj" to add two-body DFT-D3(BJ) dispersion (needs
+            tad-dftd3: ``pip install 'geomformer-md[d3]'``); see
+            :class:`~geomformer_md.dispersion.D3Dispersion`.
+        dispersion_xc: the functional of the D3(BJ) parameters ("pbe": the shipped
+            potentials' labeller, SevenNet-0, learned PBE data).
+        dispersion_cutoff: Å, D3 two-body cutoff (default 60 bohr = 31.75 Å).
 
     Results: energy and free_energy (eV), energies (eV per atom), forces (eV/Å),
     and stress (eV/Å^3, Voigt, ASE sign) for cells periodic in all three directions.
+    With a committee (a committee potential's name or file, or a list of models) these
+    are the members' mean, and ``energy_std`` (eV), ``energies_std`` (eV per atom) and
+    ``forces_std`` (eV/Å per atom) give their spread (committee.py).
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+    committee_properties = ["energy_std", "energies_std", "forces_std"]
 
     def __init__(
         self,
@@ -78,9 +108,14 @@ class GeoMFormerCalculator(Calculator):
         neighbor_backend: str = "auto",
         skin: float = 0.0,
         direct_forces: bool = False,
+        uncertainty_threshold: float | None = DEFAULT_FORCE_STD_THRESHOLD,
+        dispersion: str | None = None,
+        dispersion_xc: str = "pbe",
+        dispersion_cutoff: float | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        self.dispersion = make_dispersion(dispersion, dispersion_xc, dispersion_cutoff)
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
@@ -89,7 +124,16 @@ class GeoMFormerCalculator(Calculator):
         self.model = private_model(model, dtype, self.device)
         for p in self.model.parameters():
             p.requires_grad_(False)  # forces need grads of inputs, not of weights
-        self.potential = Potential(self.model, direct_forces=direct_forces)
+        self.potential = make_potential(self.model, direct_forces=direct_forces)
+        self.is_committee = isinstance(self.model, Committee)
+        if self.is_committee:
+            self.implemented_properties = [*self.implemented_properties, *self.committee_properties]
+        if uncertainty_threshold is not None and not uncertainty_threshold > 0:
+            raise ValueError(
+                f"uncertainty_threshold must be > 0 eV/Å or None, got {uncertainty_threshold}")
+        self.uncertainty_threshold = uncertainty_threshold
+        self.max_forces_std = float("nan") if not self.is_committee else 0.0  # largest seen
+        self._warned_uncertain = False
         if neighbor_backend == "auto":
             neighbor_backend = "torch" if self.device.type == "cuda" else "matscipy"
         self.neighbor_backend = neighbor_backend
@@ -121,8 +165,12 @@ class GeoMFormerCalculator(Calculator):
                 f"has pbc={self.atoms.pbc.tolist()}"
             )
         graph = self._graph(self.atoms)
+        d3_bytes = self.dispersion.estimate_bytes(graph) if self.dispersion is not None else 0
+        check_call_memory(self.potential, graph, extra_bytes=d3_bytes)  # one line, up front
         with torch.enable_grad():
             out = self.potential(graph, forces=True, stress=periodic)
+        if self.dispersion is not None:
+            out = add_results(out, self.dispersion(graph, forces=True, stress=periodic))
         e = float(out["energy"].detach()[0])
         self.results = {
             "energy": e,
@@ -133,4 +181,27 @@ class GeoMFormerCalculator(Calculator):
         if periodic:
             s = out["stress"].detach()[0].cpu().numpy().astype(np.float64)
             self.results["stress"] = full_3x3_to_voigt_6_stress(s)
+        if self.is_committee:
+            self._store_uncertainty(out)
+
+    def _store_uncertainty(self, out: dict) -> None:
+        fs = out["forces_std"].detach().cpu().numpy().astype(np.float64)
+        self.results["energy_std"] = float(out["energy_std"][0])
+        self.results["energies_std"] = out["energies_std"].detach().cpu().numpy().astype(np.float64)
+        self.results["forces_std"] = fs
+        worst = float(fs.max()) if fs.size else 0.0
+        self.max_forces_std = max(self.max_forces_std, worst)
+        limit = self.uncertainty_threshold
+        if limit is not None and worst > limit and not self._warned_uncertain:
+            self._warned_uncertain = True
+            warnings.warn(
+                f"committee force uncertainty {worst:.3f} eV/Å on atom {int(fs.argmax())} "
+                f"({self.atoms.get_chemical_symbols()[int(fs.argmax())]}) exceeds "
+                f"{limit:g} eV/Å: this structure is outside what the potential was trained on; "
+                f"treat its energies and forces with caution (warned once per calculator)",
+                UncertaintyWarning, stacklevel=3)
+
+
+class UncertaintyWarning(UserWarning):
+    """A committee disagrees more than its threshold: the structure is outside the training data."""
 

@@ -34,6 +34,7 @@ examples:
   geomformer-md adsorb Pt111 CO                    CO on every site of Pt(111)
   geomformer-md adsorb Cu211 O --sites step_fcc,step_bridge
   geomformer-md train config.yaml --resume
+  geomformer-md distill examples/07_distill/emt_cuag.yaml   committee from an EMT teacher
   geomformer-md lammps export geomformer-catalysis-v11 -o v11.pt2   for pair_style geomformer
 
 Every command accepts --model NAME_OR_FILE (default: the shipped default
@@ -138,7 +139,8 @@ def _format_of(path: Path) -> str | None:
 def _calculator(args, skin: float = 0.0):
     from .calculator import GeoMFormerCalculator
 
-    return GeoMFormerCalculator(args.model, device=args.device, dtype=args.dtype, skin=skin)
+    return GeoMFormerCalculator(args.model, device=args.device, dtype=args.dtype, skin=skin,
+                                dispersion=getattr(args, "dispersion", None))
 
 
 def _check_elements(calc, frames) -> None:
@@ -216,14 +218,16 @@ def cmd_list(args) -> int:
         elif errors:
             print(f"  test      {errors}")
         if isinstance(e.get("adsorption_mae_vs_labeller_eV"), (int, float)):
-            print(f"  adsorb    {e['adsorption_mae_vs_labeller_eV']:.3f} eV mean |error| against the labeller")
+            mae = e["adsorption_mae_vs_labeller_eV"]
+            print(f"  adsorb    {mae:.3f} eV mean |error| against the labeller")
         if e.get("model_card"):
             print(f"  card      {potentials_dir() / e['model_card']}")
     return 0
 
 
 def _error_line(subset: str, v) -> str:
-    """One test subset of a manifest entry, e.g. 'heldout  3.55 meV/atom  34.9 meV/Å  (265 frames)'."""
+    """One test subset of a manifest entry,
+    e.g. 'heldout  3.55 meV/atom  34.9 meV/Å  (265 frames)'."""
     if not isinstance(v, dict):
         return f"{subset} {v}"
     parts = [f"{subset:8s}"]
@@ -562,6 +566,17 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_distill(args) -> int:
+    from .distill import distill
+
+    result = distill(args.config, progress=not getattr(args, "quiet", False))
+    last = result["rows"][-1] if result["rows"] else {}
+    summary = ", ".join(f"{k} {last[k]:.4g}" for k in ("E_all", "F_all", "spearman", "caught")
+                        if isinstance(last.get(k), float))
+    print(f"committee: {result['committee']}" + (f" (validation: {summary})" if summary else ""))
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -582,6 +597,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("float32", "float64"),
         default=None,
         help="compute precision (default: the model's own)",
+    )
+    g.add_argument(
+        "--dispersion",
+        choices=("d3bj",),
+        default=None,
+        help="add PBE-D3(BJ) dispersion, two-body (needs tad-dftd3: pip install "
+        "'geomformer-md[d3]'; default: none)",
     )
     top = argparse.ArgumentParser(add_help=False)
     top.add_argument("--debug", action="store_true", help="show the full traceback on errors")
@@ -755,6 +777,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("train", "train a potential from a YAML config", cmd_train, (debug,))
     sp.add_argument("config", help="training config (YAML)")
     sp.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+
+    sp = add("distill", "active-learning distillation of a committee potential from a teacher "
+             "(any ASE calculator) over a configuration space; re-running the same config "
+             "continues the run", cmd_distill, (debug,))
+    sp.add_argument("config", help="distillation config (YAML; see docs/distill.md)")
 
     from .lammps.commands import add_parser as add_lammps
 

@@ -8,13 +8,19 @@ from the same backward pass (as in MACE and NequIP).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import torch
 
 from .data.graph import AtomGraph
 from .model import GeoMFormer
+from .model.attention import recompute_gathers
 from .model.config import _DTYPES as _DTYPE_NAMES  # the one name <-> dtype table
+
+# Inference keeps less for its backward (model.attention.recompute_gathers); False gives
+# the plain autograd graph (benchmarks/bench_memory.py compares the two).
+LEAN_BACKWARD = True
 
 
 def model_with_dtype(model: GeoMFormer, dtype: str | torch.dtype | None) -> GeoMFormer:
@@ -63,6 +69,13 @@ class Potential(torch.nn.Module):
     def dtype(self) -> torch.dtype:
         return self.model.config.torch_dtype
 
+    @property
+    def lean(self) -> bool:
+        """Whether inference calls keep less for their backward (recompute_gathers):
+        on unless switched off (LEAN_BACKWARD) or the model is torch.compile-d, whose
+        graphs take no saved-tensor hooks."""
+        return LEAN_BACKWARD and not hasattr(self.model, "_orig_mod")
+
     def forward(
         self,
         graph: AtomGraph,
@@ -98,15 +111,18 @@ class Potential(torch.nn.Module):
             cell_e = cell_s.index_select(0, s.index_select(0, i))  # [E, 3, 3]
             offset = torch.bmm(shifts.unsqueeze(1), cell_e).squeeze(1)
         edge_vec = pos_s.index_select(0, j) - pos_s.index_select(0, i) + offset
-        out = self.model(
-            graph.numbers,
-            graph.edge_index,
-            edge_vec.to(self.dtype),
-            node_scalars=graph.node_scalars,
-            node_vectors=graph.node_vectors,
-        )
+        lean = want_grad and not create_graph and self.lean
+        with recompute_gathers() if lean else contextlib.nullcontext():
+            out = self.model(
+                graph.numbers,
+                graph.edge_index,
+                edge_vec.to(self.dtype),
+                node_scalars=graph.node_scalars,
+                node_vectors=graph.node_vectors,
+            )
         energies = out["energy"].to(pos.dtype)
-        energy = torch.zeros(graph.n_systems, dtype=pos.dtype, device=pos.device).index_add(0, s, energies)
+        energy = torch.zeros(graph.n_systems, dtype=pos.dtype, device=pos.device)
+        energy = energy.index_add(0, s, energies)
         res = {"energy": energy, "energies": energies}
         if want_grad:
             inputs = [pos] if (forces and not self.direct_forces) else []
@@ -123,7 +139,8 @@ class Potential(torch.nn.Module):
                 vol = torch.linalg.det(graph.cell).abs()
                 periodic = graph.pbc.all(dim=1) & (vol > 1e-8)
                 safe = torch.where(periodic, vol, torch.ones_like(vol))
-                res["stress"] = torch.where(periodic.view(-1, 1, 1), grads[-1] / safe.view(-1, 1, 1), 0.0)
+                per_volume = grads[-1] / safe.view(-1, 1, 1)
+                res["stress"] = torch.where(periodic.view(-1, 1, 1), per_volume, 0.0)
                 res["has_stress"] = periodic
         if forces and self.direct_forces:
             res["forces"] = out["vector"].to(pos.dtype)

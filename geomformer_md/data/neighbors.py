@@ -160,13 +160,18 @@ def edge_vectors(positions: Tensor, cell: Tensor | None, edge_index: Tensor, shi
 
 
 def _finalize(pos: Tensor, cell: Tensor, sys_idx: Tensor, cutoff: float, i: Tensor, j: Tensor,
-              shifts: Tensor) -> EdgeList:
+              shifts: Tensor, exact: bool = True) -> EdgeList:
     """Apply the exact strict-cutoff test in the caller's dtype and sort.
 
     Backends pre-select candidates with a slightly larger radius; re-testing with the same
     formula callers use guarantees ``|r_ij| < cutoff`` holds bit-for-bit downstream.
+    ``exact=False`` returns the candidates as they are (within the cutoff plus a round-off
+    margin, unsorted): for callers that test distances themselves (D3's pair lists, with
+    10^4 pairs per atom, spent 70 % of their neighbour-list time here).
     """
     edge_index = torch.stack([i, j])
+    if not exact:
+        return edge_index, shifts
     r = edge_vectors(pos, cell, edge_index, shifts, sys_idx)
     keep = torch.nonzero(torch.linalg.norm(r, dim=-1) < cutoff)[:, 0]
     return sort_edges(edge_index.index_select(1, keep), shifts.index_select(0, keep))
@@ -178,9 +183,24 @@ def _margin(pos: Tensor, cutoff: float) -> float:
     return 1e-6 * cutoff + 64.0 * torch.finfo(pos.dtype).eps * scale
 
 
+# Above this many bins (and 8 per atom), a structure is mostly empty space and
+# matscipy_neighbor_list hands it to the sparse torch cell list; matscipy keeps ~4 bytes
+# per bin of its dense grid (measured), so this bounds its grid to ~16 MB.
+SPARSE_BINS = 1 << 22
+
+
+def _dense_bins(cell: np.ndarray, rc: float) -> float:
+    """Bins of edge >= rc of a dense grid over ``cell`` (heights between opposite faces)."""
+    vol = abs(np.linalg.det(cell))
+    heights = [vol / np.linalg.norm(np.cross(cell[(d + 1) % 3], cell[(d + 2) % 3]))
+               for d in range(3)]
+    return float(np.prod([max(1.0, np.floor(h / rc)) for h in heights]))
+
+
 # --------------------------------------------------------------------------- backends
 def matscipy_neighbor_list(positions: Tensor, cell: Tensor | None, pbc: Tensor | None,
-                           cutoff: float, system_idx: Tensor | None = None) -> EdgeList:
+                           cutoff: float, system_idx: Tensor | None = None,
+                           exact: bool = True) -> EdgeList:
     """CPU neighbour list using ``matscipy.neighbours.neighbour_list`` (loops over systems).
 
     matscipy needs a non-degenerate cell that contains atoms along non-periodic directions,
@@ -204,18 +224,24 @@ def matscipy_neighbor_list(positions: Tensor, cell: Tensor | None, pbc: Tensor |
             proj = p @ u
             c[d] = u * (proj.max() - proj.min() + 2 * rc + 1.0)
             p -= (proj.min() - rc) * u
-        i, j, shift = _ms_nl("ijS", positions=p, cell=c, pbc=pbc_np[s], cutoff=rc)
+        if _dense_bins(c, rc) > max(SPARSE_BINS, 8 * len(atoms)):
+            # Mostly empty space: matscipy's bins would fill it (a CO molecule in a periodic
+            # 3000 Å box took 0.8 GB); the torch cell list only stores occupied bins.
+            ei, shift = torch_cell_list(pos[atoms], cell[s], pbc[s], cutoff)
+            i, j, shift = ei[0].cpu().numpy(), ei[1].cpu().numpy(), shift.cpu().numpy()
+        else:
+            i, j, shift = _ms_nl("ijS", positions=p, cell=c, pbc=pbc_np[s], cutoff=rc)
         out_i.append(atoms[i]), out_j.append(atoms[j]), out_s.append(shift)
     if not out_i:
         return _empty(positions.device)
     dev = pos.device
     i, j, shift = (torch.as_tensor(np.concatenate(x), dtype=torch.long, device=dev)
                    for x in (out_i, out_j, out_s))
-    return _finalize(pos, cell, sys_idx, cutoff, i, j, shift.reshape(-1, 3))
+    return _finalize(pos, cell, sys_idx, cutoff, i, j, shift.reshape(-1, 3), exact)
 
 
 def torch_cell_list(positions: Tensor, cell: Tensor | None, pbc: Tensor | None, cutoff: float,
-                    system_idx: Tensor | None = None) -> EdgeList:
+                    system_idx: Tensor | None = None, exact: bool = True) -> EdgeList:
     """Vectorised O(N) cell list in pure torch over a whole batch (CPU or CUDA).
 
     Algorithm: wrap atoms into their cell along periodic directions (remembering the
@@ -264,13 +290,17 @@ def torch_cell_list(positions: Tensor, cell: Tensor | None, pbc: Tensor | None, 
     lo = lo.scatter_reduce(0, sys_g[:, None].expand(-1, 3), gpos, "amin")
     hi = hi.scatter_reduce(0, sys_g[:, None].expand(-1, 3), gpos, "amax")
     lo, hi = torch.nan_to_num(lo, posinf=0.0), torch.nan_to_num(hi, neginf=0.0)
-    nb = (torch.floor((hi - lo) / rc).long() + 1).clamp(min=1)
+    # Bins of edge rc, wider where a system spans more than 2^16 of them (a molecule in a
+    # periodic box of 10^6 Å) so the packed keys below (2^48 per system at most) cannot
+    # overflow int64 in a batch; wider bins are still exact, only less selective.
+    width = torch.clamp((hi - lo) / 2**16, min=rc)
+    nb = (torch.floor((hi - lo) / width).long() + 1).clamp(min=1)
     sys_off = torch.cumsum(nb.prod(1), 0) - nb.prod(1)
 
     def bin_key(b: Tensor, s: Tensor) -> Tensor:
         return sys_off[s] + (b[:, 0] * nb[s, 1] + b[:, 1]) * nb[s, 2] + b[:, 2]
 
-    gbin = torch.floor((gpos - lo[sys_g]) / rc).long().clamp(min=0)
+    gbin = torch.floor((gpos - lo[sys_g]) / width[sys_g]).long().clamp(min=0)
     gbin = torch.minimum(gbin, nb[sys_g] - 1)
     gkey = bin_key(gbin, sys_g)
     order = torch.argsort(gkey)
@@ -280,7 +310,7 @@ def torch_cell_list(positions: Tensor, cell: Tensor | None, pbc: Tensor | None, 
     starts = torch.cumsum(counts, 0) - counts
 
     # Query the 27 neighbouring bins of every real atom.
-    cbin = torch.floor((pos_w - lo[sys_idx]) / rc).long().clamp(min=0)
+    cbin = torch.floor((pos_w - lo[sys_idx]) / width[sys_idx]).long().clamp(min=0)
     cbin = torch.minimum(cbin, nb[sys_idx] - 1)
     offs = torch.tensor(list(itertools.product((-1, 0, 1), repeat=3)), device=dev)
     qbin = (cbin[:, None, :] + offs[None]).reshape(-1, 3)
@@ -307,11 +337,12 @@ def torch_cell_list(positions: Tensor, cell: Tensor | None, pbc: Tensor | None, 
     ok = torch.nonzero((j != centre) | (sh != 0).any(1))[:, 0]
     centre, j, sh = centre.index_select(0, ok), j.index_select(0, ok), sh.index_select(0, ok)
     shifts = sh - wrap.long().index_select(0, j) + wrap.long().index_select(0, centre)
-    return _finalize(pos, cell, sys_idx, cutoff, centre, j, shifts)
+    return _finalize(pos, cell, sys_idx, cutoff, centre, j, shifts, exact)
 
 
 def brute_force_neighbor_list(positions: Tensor, cell: Tensor | None, pbc: Tensor | None,
-                              cutoff: float, system_idx: Tensor | None = None) -> EdgeList:
+                              cutoff: float, system_idx: Tensor | None = None,
+                              exact: bool = True) -> EdgeList:
     """O(N^2 x images) reference: test every pair against every shift that could matter.
 
     For unwrapped positions, a shift ``S`` can only give ``|r_ij| < cutoff`` if
@@ -345,7 +376,7 @@ def brute_force_neighbor_list(positions: Tensor, cell: Tensor | None, pbc: Tenso
     if not out_i:
         return _empty(pos.device)
     return _finalize(pos, cell, sys_idx, cutoff, torch.cat(out_i), torch.cat(out_j),
-                     torch.cat(out_s))
+                     torch.cat(out_s), exact)
 
 
 # --------------------------------------------------------------------------- registry
@@ -380,10 +411,12 @@ def get_neighbor_backend(name: str, device: torch.device | str | None = None) ->
 
 
 def neighbor_list(positions: Tensor, cell: Tensor | None, pbc: Tensor | None, cutoff: float,
-                  system_idx: Tensor | None = None, backend: str = "matscipy") -> EdgeList:
-    """Compute a neighbour list with the named backend (see module docstring)."""
+                  system_idx: Tensor | None = None, backend: str = "matscipy",
+                  exact: bool = True) -> EdgeList:
+    """Compute a neighbour list with the named backend (see module docstring; ``exact=False``
+    skips the strict re-test and the sort, see ``_finalize``)."""
     fn = get_neighbor_backend(backend, positions.device).fn
-    return fn(positions, cell, pbc, cutoff, system_idx)
+    return fn(positions, cell, pbc, cutoff, system_idx, exact=exact)
 
 
 class VerletNeighborList:

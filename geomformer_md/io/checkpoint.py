@@ -4,6 +4,10 @@ A model file is a dict::
 
     {format_version, package_version, config, state_dict, species, cutoff, e0, metadata}
 
+A committee file (several models whose spread is an uncertainty, committee.py) is::
+
+    {format_version, package_version, kind: "committee", members: [model dict, ...], metadata}
+
 Nothing in it is pickled code, so ``torch.load(..., weights_only=True)`` reads
 it and a file from an untrusted source cannot execute anything.
 
@@ -23,6 +27,7 @@ from ..model import GeoMFormer, GeoMFormerConfig
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "config", "state_dict")
+COMMITTEE_KEYS = ("format_version", "kind", "members")
 
 
 class ModelFileError(ValueError):
@@ -78,8 +83,24 @@ def save_model(model: GeoMFormer, path: str | os.PathLike, metadata: dict | None
     atomic_save(model_to_dict(model, metadata), path)
 
 
+def save_committee(committee, path: str | os.PathLike, metadata: dict | None = None) -> None:
+    """Write a committee (committee.Committee) as one file, atomically."""
+    meta = dict(committee.metadata if metadata is None else metadata)
+    atomic_save({
+        "format_version": FORMAT_VERSION,
+        "package_version": _package_version(),
+        "kind": "committee",
+        "members": [model_to_dict(m, getattr(m, "metadata", {})) for m in committee.members],
+        "metadata": meta,
+    }, path)
+
+
+def is_committee_blob(blob: dict) -> bool:
+    return isinstance(blob, dict) and blob.get("kind") == "committee"
+
+
 def read_model_file(path: str | os.PathLike) -> dict:
-    """Read and check a model file without building the model."""
+    """Read and check a model or committee file without building the model."""
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"model file not found: {path}")
@@ -90,8 +111,9 @@ def read_model_file(path: str | os.PathLike) -> dict:
             f"cannot read model file {path}: it is corrupt, truncated or not a geomformer-md "
             f"model ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
         ) from None
-    if not isinstance(blob, dict) or any(k not in blob for k in REQUIRED_KEYS):
-        raise ModelFileError(f"{path} is not a geomformer-md model file (missing {REQUIRED_KEYS})")
+    needed = COMMITTEE_KEYS if is_committee_blob(blob) else REQUIRED_KEYS
+    if not isinstance(blob, dict) or any(k not in blob for k in needed):
+        raise ModelFileError(f"{path} is not a geomformer-md model file (missing {needed})")
     version = blob["format_version"]
     if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
         raise ModelFileError(
@@ -115,4 +137,43 @@ def model_from_dict(blob: dict, source: str = "<dict>") -> GeoMFormer:
 
 def load_model(path: str | os.PathLike) -> GeoMFormer:
     """Load a GeoMFormer from a model file (weights_only; nothing is executed)."""
-    return model_from_dict(read_model_file(path), str(path))
+    blob = read_model_file(path)
+    if is_committee_blob(blob):
+        raise ModelFileError(
+            f"{path} is a committee of {len(blob['members'])} models, not a single model: load it "
+            f"with load_potential(), load_committee() or GeoMFormerCalculator()")
+    return model_from_dict(blob, str(path))
+
+
+def load_committee(path: str | os.PathLike):
+    """Load a committee file (weights_only; nothing is executed)."""
+    blob = read_model_file(path)
+    if not is_committee_blob(blob):
+        raise ModelFileError(f"{path} is a single model, not a committee")
+    return committee_from_dict(blob, str(path))
+
+
+def committee_from_dict(blob: dict, path: str = "<dict>"):
+    from ..committee import Committee
+
+    members = blob["members"]
+    if not isinstance(members, list) or len(members) < 2:
+        raise ModelFileError(f"{path}: a committee file needs a list of at least 2 members")
+    models = []
+    for k, m in enumerate(members):
+        if not isinstance(m, dict) or any(key not in m for key in REQUIRED_KEYS):
+            raise ModelFileError(
+                f"{path}: committee member {k} is not a model (missing {REQUIRED_KEYS})")
+        models.append(model_from_dict(m, f"{path} (member {k})"))
+    try:
+        return Committee(models, blob.get("metadata", {})).eval()
+    except (TypeError, ValueError) as exc:
+        raise ModelFileError(f"{path}: {exc}") from None
+
+
+def load_any(path: str | os.PathLike):
+    """A GeoMFormer or a Committee, whichever the file holds."""
+    blob = read_model_file(path)
+    if is_committee_blob(blob):
+        return committee_from_dict(blob, str(path))
+    return model_from_dict(blob, str(path))

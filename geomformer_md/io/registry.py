@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 from ..model import GeoMFormer
-from .checkpoint import ModelFileError, load_model
+from .checkpoint import ModelFileError, load_any
 
 
 def potentials_dir() -> Path:
@@ -82,5 +82,8 @@ def resolve_potential(name_or_path: str | os.PathLike | None = None) -> Path:
 
 
 def load_potential(name_or_path: str | os.PathLike | None = None) -> GeoMFormer:
-    """Load a shipped potential by name (None = the default) or a model file by path."""
-    return load_model(resolve_potential(name_or_path))
+    """Load a shipped potential by name (None = the default) or a model file by path.
+
+    A committee (several models, committee.py) comes back as a ``Committee``.
+    """
+    return load_any(resolve_potential(name_or_path))

@@ -22,6 +22,7 @@ from .attention import (
     InvSelfAttention,
     edge_scores,
     edge_softmax,
+    index_add,
     scatter_sum,
 )
 from .config import GeoMFormerConfig
@@ -237,7 +238,9 @@ class GeoMFormer(nn.Module):
         self.inv_init = nn.Linear(w or cfg.n_rbf, d, bias=False)
         self.equ_init = nn.Linear(w or cfg.n_rbf, d, bias=False)
         self.scalar_in = nn.Linear(cfg.n_scalar_inputs, d) if cfg.n_scalar_inputs else None
-        self.vector_in = nn.Linear(cfg.n_vector_inputs, d, bias=False) if cfg.n_vector_inputs else None
+        self.vector_in = (
+            nn.Linear(cfg.n_vector_inputs, d, bias=False) if cfg.n_vector_inputs else None
+        )
         self.blocks = nn.ModuleList(
             GeoMFormerBlock(cfg, update_equ=cfg.vector_head or k < cfg.n_layers - 1)
             for k in range(cfg.n_layers)
@@ -316,9 +319,9 @@ class GeoMFormer(nn.Module):
 
         # Initial streams from geometric neighbours only (translation-invariant).
         norm = 1.0 / cfg.avg_neighbors
-        zi = self.embed(species).index_add(0, i, (m.unsqueeze(-1) * self.inv_init(rbf)) * norm)
+        zi = index_add(self.embed(species), i, (m.unsqueeze(-1) * self.inv_init(rbf)) * norm)
         msg = (m.unsqueeze(-1) * unit).unsqueeze(-1) * (self.equ_init(rbf) * norm).unsqueeze(1)
-        ze = torch.zeros(n, 3, cfg.d_model, dtype=zi.dtype, device=zi.device).index_add(0, i, msg)
+        ze = index_add(torch.zeros(n, 3, cfg.d_model, dtype=zi.dtype, device=zi.device), i, msg)
         if self.scalar_in is not None:
             zi = zi + self.scalar_in(node_scalars.to(zi.dtype))
         if self.vector_in is not None:

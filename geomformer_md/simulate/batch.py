@@ -38,8 +38,11 @@ from ase.filters import FrechetCellFilter
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from ..calculator import private_model
+from ..committee import Committee, make_potential
 from ..data.graph import AtomGraph, build_edges, validate_atoms
 from ..data.neighbors import get_neighbor_backend
+from ..dispersion import add_results, make_dispersion
+from ..memory import available_memory, bytes_per_edge, check_call_memory
 from ..potential import Potential
 from ._progress import progress_bar
 from .relax import RelaxResult, _fixed_indices, _optimizer_class, bottom_layer_indices
@@ -63,10 +66,6 @@ MEMORY_FRACTION = {"cpu": 0.5, "cuda": 0.8}
 CPU_MAX_EDGES = 24_000
 # A batch is shared among CPU worker threads only if each gets at least this many edges.
 MIN_EDGES_PER_WORKER = 2_000
-# Peak of a forward+backward on CPU relative to the activations saved for backward
-# (measured 1.05 for the default config: 32 kB/edge saved, 34 kB/edge peak RSS).
-_BACKWARD_FACTOR = 1.5
-_BYTES_PER_EDGE: dict[tuple[str, str], float] = {}  # per (model config, device)
 _OOM_MESSAGES = ("out of memory", "can't allocate memory", "cannot allocate memory")
 
 
@@ -82,71 +81,6 @@ def is_out_of_memory(err: BaseException) -> bool:
     if cuda_oom is not None and isinstance(err, cuda_oom):
         return True
     return isinstance(err, RuntimeError) and any(m in str(err).lower() for m in _OOM_MESSAGES)
-
-
-def available_memory(device: torch.device | str) -> int:
-    """Bytes that can still be allocated on ``device``.
-
-    CUDA: free device memory plus what torch's caching allocator holds unused.
-    CPU: ``psutil.virtual_memory().available`` if psutil is installed, else
-    MemAvailable from /proc/meminfo, else a conservative 4 GiB.
-    """
-    device = torch.device(device)
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
-    try:
-        import psutil
-
-        return int(psutil.virtual_memory().available)
-    except ImportError:
-        pass
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 4 << 30
-
-
-def _calibration_graph(cutoff: float, species: Sequence[int], device: torch.device) -> AtomGraph:
-    """A small dense periodic structure (simple cubic, 2.2 Å) of the model's elements."""
-    n = 3
-    grid = np.stack(np.meshgrid(*[np.arange(n)] * 3, indexing="ij"), -1).reshape(-1, 3) * 2.2
-    numbers = [species[k % len(species)] for k in range(len(grid))]
-    atoms = Atoms(numbers=numbers, positions=grid, cell=np.eye(3) * 2.2 * n, pbc=True)
-    graph = _assemble([atoms], device)
-    return build_edges(graph, cutoff, "torch" if device.type == "cuda" else "matscipy")
-
-
-def _measure_bytes_per_edge(potential: Potential, device: torch.device) -> float:
-    cfg = potential.model.config
-    graph = _calibration_graph(cfg.cutoff, cfg.species, device)
-    n_edges = graph.n_edges + graph.n_atoms
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        with torch.enable_grad():
-            out = potential(graph, forces=True, stress=True)
-        del out
-        torch.cuda.synchronize(device)
-        return (torch.cuda.max_memory_allocated(device) - base) / n_edges
-    # CPU has no peak counter: add up the activations autograd saves for backward.
-    params = {p.untyped_storage().data_ptr() for p in potential.parameters()}
-    saved: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in params:
-            saved[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        potential(graph, forces=True, stress=True)
-    return _BACKWARD_FACTOR * sum(saved.values()) / n_edges
 
 
 def _assemble(atoms_list: Sequence[Atoms], device: torch.device) -> AtomGraph:
@@ -227,6 +161,9 @@ class BatchEvaluator:
             minutes on 2 cores. Worth it for thousands of structures or long
             relaxations, not for a few. Float64 results equal eager ones to
             ~1e-10 (tests, marked slow).
+        dispersion, dispersion_xc, dispersion_cutoff: add DFT-D3(BJ) dispersion, as
+            in :class:`~geomformer_md.GeoMFormerCalculator` (computed per batch in
+            float64; not counted in the edge budget).
 
     ``timings`` accumulates seconds spent in conversion ("convert"),
     neighbour lists ("neighbors"), the model ("model") and unpacking ("unpack");
@@ -242,7 +179,11 @@ class BatchEvaluator:
         max_edges: int | None = None,
         workers: int | None = None,
         compile: bool = False,
+        dispersion: str | None = None,
+        dispersion_xc: str = "pbe",
+        dispersion_cutoff: float | None = None,
     ) -> None:
+        self.dispersion = make_dispersion(dispersion, dispersion_xc, dispersion_cutoff)
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
@@ -251,8 +192,11 @@ class BatchEvaluator:
         if dtype is None and self.device.type == "cuda":
             dtype = "float32"
         gm = private_model(model, dtype, self.device)
-        self.potential = Potential(gm)
+        self.potential = make_potential(gm)
+        self.is_committee = isinstance(gm, Committee)
         self.compiled = bool(compile)
+        if compile and self.is_committee:
+            raise ValueError("compile=True is not available for a committee; use one member")
         if compile:
             self.potential.model = torch.compile(gm, dynamic=True)
         self.cutoff = gm.config.cutoff
@@ -274,12 +218,9 @@ class BatchEvaluator:
 
     # ------------------------------------------------------------------ budget
     def bytes_per_edge(self) -> float:
-        """Peak bytes of a forward+backward pass per attention edge (measured once)."""
-        key = (repr(sorted(self.potential.model.config.to_dict().items())), str(self.device))
-        if key not in _BYTES_PER_EDGE:  # measured eager: an upper bound for a compiled model
-            eager = Potential(getattr(self.potential.model, "_orig_mod", self.potential.model))
-            _BYTES_PER_EDGE[key] = _measure_bytes_per_edge(eager, self.device)
-        return _BYTES_PER_EDGE[key]
+        """Peak bytes of a forward+backward pass per attention edge (measured once,
+        :func:`geomformer_md.memory.bytes_per_edge`)."""
+        return bytes_per_edge(self.potential)
 
     def max_edges(self) -> int:
         """Attention edges allowed in one batch.
@@ -426,6 +367,9 @@ class BatchEvaluator:
         self, graph: AtomGraph, stress: bool, labels: list[int]
     ) -> dict[str, torch.Tensor]:
         failure = None
+        if graph.n_systems == 1:  # refused up front with needed vs available
+            d3 = self.dispersion.estimate_bytes(graph) if self.dispersion is not None else 0
+            check_call_memory(self.potential, graph, f"structure {labels[0]}", d3)
         try:
             return self._forward(graph, stress)
         except Exception as err:
@@ -458,6 +402,8 @@ class BatchEvaluator:
         with torch.enable_grad():
             out = self.potential(graph, forces=True, stress=stress)
         out = {k: v.detach() for k, v in out.items()}
+        if self.dispersion is not None:
+            out = add_results(out, self.dispersion(graph, forces=True, stress=stress))
         if not stress:
             out["has_stress"] = torch.zeros(graph.n_systems, dtype=torch.bool, device=self.device)
             out["stress"] = torch.zeros(
@@ -574,6 +520,10 @@ class BatchEvaluator:
             }
             if has_stress[s]:
                 res["stress"] = full_3x3_to_voigt_6_stress(sigma[s])
+            if "forces_std" in out:  # a committee: the members' spread
+                res["energy_std"] = float(out["energy_std"][s])
+                res["energies_std"] = out["energies_std"][a:b].to("cpu", torch.float64).numpy()
+                res["forces_std"] = out["forces_std"][a:b].to("cpu", torch.float64).numpy()
             results[k] = res
         self.timings["unpack"] += time.perf_counter() - t0
 
@@ -588,6 +538,7 @@ def predict(
     progress: bool = False,
     max_edges: int | None = None,
     compile: bool = False,
+    dispersion: str | None = None,
 ) -> list[dict]:
     """Single-point energies, forces and stress of many structures, batched.
 
@@ -604,6 +555,7 @@ def predict(
         progress: show a progress bar.
         max_edges: override the edge budget per batch.
         compile: ``torch.compile`` the network (see :class:`BatchEvaluator`).
+        dispersion: "d3bj" adds PBE-D3(BJ) dispersion (see :class:`BatchEvaluator`).
 
     Returns:
         One dict per structure: ``energy``, ``free_energy``, ``energies``,
@@ -618,7 +570,8 @@ def predict(
         evaluator = model
     else:
         evaluator = BatchEvaluator(
-            model, device, dtype, neighbor_backend, max_edges, compile=compile
+            model, device, dtype, neighbor_backend, max_edges, compile=compile,
+            dispersion=dispersion,
         )
     return evaluator.evaluate(atoms_list, batch_size=batch_size, progress=progress)
 
@@ -699,6 +652,7 @@ def relax_many(
     pressure_bar: float = 0.0,
     layer_tolerance: float = 0.3,
     optimizer_kwargs: dict | None = None,
+    dispersion: str | None = None,
 ) -> list[tuple[Atoms, BatchRelaxResult]]:
     """Relax many structures with ASE optimizers, one batched forward pass per step.
 
@@ -732,6 +686,7 @@ def relax_many(
         pressure_bar: external pressure of the cell relaxation.
         layer_tolerance: Å, see ``fix_bottom_layers``.
         optimizer_kwargs: extra optimizer arguments (e.g. ``{"maxstep": 0.1}``).
+        dispersion: "d3bj" adds PBE-D3(BJ) dispersion (see :class:`BatchEvaluator`).
 
     Returns:
         Per structure, in input order: a relaxed copy (with a SinglePointCalculator
@@ -754,7 +709,8 @@ def relax_many(
     if isinstance(model, BatchEvaluator):
         evaluator = model
     else:
-        evaluator = BatchEvaluator(model, device, dtype, neighbor_backend)
+        evaluator = BatchEvaluator(model, device, dtype, neighbor_backend,
+                                   dispersion=dispersion)
     for k, atoms in enumerate(atoms_list):
         evaluator._validate(atoms, k)
         if relax_cell and not (atoms.pbc.all() and atoms.cell.rank == 3):

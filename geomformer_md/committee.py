@@ -1,0 +1,180 @@
+"""Committees: K GeoMFormer models behind one potential, their spread as an uncertainty.
+
+The prediction is the members' mean; the uncertainty is how far they disagree:
+
+    energy_std  [n_systems]  eV    std over members of each structure's total energy
+    energies_std [n_atoms]   eV    std over members of each per-atom energy
+    forces_std  [n_atoms]    eV/Å  sqrt(sum over x, y, z of the std of each force component):
+                                   the root-mean-square distance of the members' force
+                                   vectors from their mean force on that atom
+
+All stds are over the K members with ddof = 0. A committee of models that agree where
+they were trained and disagree elsewhere flags structures outside the training data;
+docs/committee.md says how the shipped committees were built and how well the flag
+catches large force errors.
+
+Cost: the members share the neighbour list and graph and run one after the other. A
+``torch.func.vmap`` over stacked member weights was measured at 6x slower than this loop
+on CPU (torch 2.13: the scatter and index operations of the attention have no batching
+rules and fall back to a per-member loop inside vmap), so the loop is the batched form
+we ship; benchmarks/bench_committee.py prints the cost ratio to one member.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .data.graph import AtomGraph
+from .model import GeoMFormer
+from .potential import Potential, model_with_dtype
+
+# Force uncertainty (max over atoms of forces_std, eV/Å) above which workflows warn and
+# flag a result as uncertain. Chosen on held-out frames of the shipped committee so that
+# the flag catches most frames with force errors above 0.3 eV/Å (docs/committee.md).
+DEFAULT_FORCE_STD_THRESHOLD = 0.05
+
+
+class Committee(torch.nn.Module):
+    """K GeoMFormer energy models with the same elements, cutoff and dtype.
+
+    ``config`` is the first member's (every member shares species, cutoff and dtype,
+    which is all the code around a model reads from it).
+    """
+
+    def __init__(self, members, metadata: dict | None = None) -> None:
+        super().__init__()
+        members = list(members)
+        if len(members) < 2:
+            raise ValueError(f"a committee needs at least 2 members, got {len(members)}")
+        for k, m in enumerate(members):
+            if not isinstance(m, GeoMFormer):
+                raise TypeError(f"committee member {k} is a {type(m).__name__}, not a GeoMFormer")
+        first = members[0].config
+        for k, m in enumerate(members[1:], start=1):
+            c = m.config
+            if (set(c.species), c.cutoff, c.dtype) != (set(first.species), first.cutoff,
+                                                       first.dtype):
+                raise ValueError(
+                    f"committee member {k} differs from member 0 in elements, cutoff or dtype "
+                    f"({sorted(c.species)}, {c.cutoff} Å, {c.dtype} against "
+                    f"{sorted(first.species)}, {first.cutoff} Å, {first.dtype})")
+            if not c.energy_head:
+                raise ValueError(f"committee member {k} has no energy head")
+        self.members = torch.nn.ModuleList(members)
+        self.metadata = dict(metadata or {})
+
+    @property
+    def config(self):
+        return self.members[0].config
+
+    @property
+    def cutoff(self) -> float:
+        return self.config.cutoff
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def species_index(self, numbers: torch.Tensor) -> torch.Tensor:
+        return self.members[0].species_index(numbers)
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def committee_with_dtype(committee: Committee, dtype) -> Committee:
+    """The committee itself if every member already has ``dtype``, else a converted copy."""
+    members = [model_with_dtype(m, dtype) for m in committee.members]
+    if all(a is b for a, b in zip(members, committee.members, strict=True)):
+        return committee
+    return Committee(members, committee.metadata).train(committee.training)
+
+
+class CommitteePotential(torch.nn.Module):
+    """Mean energies, forces and stress of a Committee, and their spread.
+
+    Returns what Potential returns (the members' mean) plus ``energy_std`` [n_systems],
+    ``energies_std`` [n_atoms], ``forces_std`` [n_atoms] (see the module docstring) and,
+    with ``members=True``, the stacked member results under ``member_energy``
+    [K, n_systems] and ``member_forces`` [K, n_atoms, 3].
+    """
+
+    def __init__(self, committee: Committee) -> None:
+        super().__init__()
+        self.committee = committee
+        self.potentials = torch.nn.ModuleList(Potential(m) for m in committee.members)
+
+    @property
+    def model(self) -> Committee:
+        return self.committee
+
+    @property
+    def cutoff(self) -> float:
+        return self.committee.cutoff
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.committee.config.torch_dtype
+
+    def forward(
+        self,
+        graph: AtomGraph,
+        forces: bool = True,
+        stress: bool = True,
+        create_graph: bool = False,
+        members: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        outs = [p(graph, forces=forces, stress=stress, create_graph=create_graph)
+                for p in self.potentials]
+        res = {}
+        for key in outs[0]:
+            stacked = torch.stack([o[key] for o in outs])
+            if key == "has_stress":
+                res[key] = stacked[0]
+                continue
+            res[key] = stacked.mean(0)
+            if key == "energy":
+                res["energy_std"] = stacked.std(0, correction=0)
+                if members:
+                    res["member_energy"] = stacked
+            elif key == "energies":
+                res["energies_std"] = stacked.std(0, correction=0)
+            elif key == "forces":
+                res["forces_std"] = (stacked - res[key]).pow(2).sum(-1).mean(0).sqrt()
+                if members:
+                    res["member_forces"] = stacked
+        return res
+
+
+def make_potential(model, direct_forces: bool = False):
+    """Potential for a GeoMFormer, CommitteePotential for a Committee."""
+    if isinstance(model, Committee):
+        if direct_forces:
+            raise ValueError("direct_forces is not available for a committee")
+        return CommitteePotential(model)
+    return Potential(model, direct_forces=direct_forces)
+
+
+def as_committee(models, metadata: dict | None = None) -> Committee:
+    """A Committee from GeoMFormer objects, model files or shipped names (a list)."""
+    from .io.registry import load_potential
+
+    loaded = []
+    for m in models:
+        if isinstance(m, GeoMFormer):
+            loaded.append(m)
+            continue
+        one = load_potential(m)
+        if isinstance(one, Committee):  # members of a committee join as members
+            loaded.extend(one.members)
+        else:
+            loaded.append(one)
+    return Committee(loaded, metadata)
+
+
+def max_force_std(results: dict) -> float:
+    """Largest per-atom force uncertainty in a results dict (eV/Å); nan without one."""
+    fs = results.get("forces_std")
+    if fs is None or len(fs) == 0:
+        return float("nan")
+    return float(max(fs))
+

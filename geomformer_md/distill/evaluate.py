@@ -1,0 +1,98 @@
+"""Errors of a committee per category, its calibration, and the progress plot.
+
+Force MAE is the mean absolute error over force components (x, y, z of every atom),
+meV/Å, the definition the trainer reports; energy MAE is per atom, meV/atom.
+Calibration: the Spearman rank correlation between each atom's force std and the norm
+of its force error, and the fraction of frames with a force error above 0.3 eV/Å (on
+any atom) whose largest force std passes the flag threshold (``caught``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from ase import Atoms
+
+from ..committee import DEFAULT_FORCE_STD_THRESHOLD
+
+LARGE_ERROR = 0.3  # eV/Å: a frame with a larger force error on any atom should be flagged
+
+
+def category_of(atoms: Atoms) -> str:
+    return str(atoms.info.get("holdout") or atoms.info.get("category") or "unknown")
+
+
+def committee_errors(committee, frames: list[Atoms]) -> list[dict]:
+    """Per frame: category, n, energy error (eV), force errors and stds per atom."""
+    from ..calculator import GeoMFormerCalculator
+
+    calc = GeoMFormerCalculator(committee, uncertainty_threshold=None)
+    rows = []
+    for atoms in frames:
+        ref_e = atoms.get_potential_energy()
+        ref_f = atoms.get_forces(apply_constraint=False)
+        work = atoms.copy()
+        work.constraints = []
+        work.calc = calc
+        e = work.get_potential_energy()
+        f = work.get_forces()
+        rows.append({"category": category_of(atoms), "n": len(atoms), "de": e - ref_e,
+                     "df": f - ref_f, "fstd": calc.results["forces_std"].copy()})
+    return rows
+
+
+def summarise(rows: list[dict], threshold: float = DEFAULT_FORCE_STD_THRESHOLD) -> dict:
+    from scipy.stats import spearmanr
+
+    out = {}
+    cats = sorted({r["category"] for r in rows})
+    for cat in [*cats, "all"]:
+        mine = [r for r in rows if cat in ("all", r["category"])]
+        e = np.mean([abs(r["de"]) / r["n"] for r in mine]) * 1000
+        f = np.mean(np.abs(np.concatenate([r["df"].ravel() for r in mine]))) * 1000
+        out[f"E_{cat}"] = float(e)
+        out[f"F_{cat}"] = float(f)
+    err = np.concatenate([np.linalg.norm(r["df"], axis=1) for r in rows])
+    std = np.concatenate([r["fstd"] for r in rows])
+    out["spearman"] = float(spearmanr(std, err).statistic) if len(err) > 2 else float("nan")
+    bad = [r for r in rows if np.linalg.norm(r["df"], axis=1).max() > LARGE_ERROR]
+    out["large_error_frames"] = len(bad)
+    out["caught"] = (float(np.mean([r["fstd"].max() > threshold for r in bad]))
+                     if bad else float("nan"))
+    flagged = [r for r in rows if r["fstd"].max() > threshold]
+    out["flagged_frames"] = len(flagged)
+    return out
+
+
+def evaluate_committee(committee, frames: list[Atoms]) -> dict:
+    return summarise(committee_errors(committee, frames))
+
+
+def plot_progress(rows: list[dict], path, title: str = "") -> None:
+    """Force and energy MAE per category, and the uncertainty of candidates, by iteration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    its = [r["iteration"] for r in rows]
+    cats = sorted({k[2:] for r in rows for k in r if k.startswith("F_")})
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for cat in cats:
+        style = dict(lw=2.5, color="k") if cat == "all" else dict(lw=1.2)
+        axes[0].plot(its, [r.get(f"F_{cat}", np.nan) for r in rows], "o-", label=cat, **style)
+        axes[1].plot(its, [r.get(f"E_{cat}", np.nan) for r in rows], "o-", label=cat, **style)
+    axes[0].set(xlabel="iteration", ylabel="force MAE (meV/Å)", yscale="log",
+                title="validation forces by category")
+    axes[1].set(xlabel="iteration", ylabel="energy MAE (meV/atom)", yscale="log",
+                title="validation energies by category")
+    axes[0].legend(fontsize=7)
+    for key, label in (("unc_median", "median"), ("unc_p90", "90th pct"), ("unc_max", "max")):
+        axes[2].plot(its, [r.get(key, np.nan) for r in rows], "o-", label=label)
+    axes[2].set(xlabel="iteration", ylabel="committee force std of candidates (eV/Å)",
+                yscale="log", title="exploration uncertainty")
+    axes[2].legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

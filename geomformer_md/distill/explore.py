@@ -1,0 +1,123 @@
+"""Exploration with the committee, and the choice of frames for the teacher.
+
+Each starting structure is explored one way: Langevin MD at one of the temperatures
+(a snapshot every ``snapshot_every`` steps), a FIRE relaxation (every step), or random
+rattles. Every snapshot is a candidate carrying ``force_std_max``, the committee's largest
+per-atom force std (eV/Å), in its info. A trajectory stops early where the committee
+goes unphysical (atoms closer than 0.5 Å, forces above 50 eV/Å, non-finite values): the
+snapshots up to there remain, and the last ones are the most informative to label.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from ase import Atoms, units
+from ase.md.langevin import Langevin
+from ase.optimize import FIRE
+
+from ..simulate.md import thermalize_momenta
+
+MIN_DISTANCE = 0.5  # Å: closer than this, a trajectory stops
+MAX_FORCE = 50.0  # eV/Å
+
+
+def _snapshot(atoms: Atoms, calc, trajectory: int, step: int, mode: str,
+              temperature) -> Atoms | None:
+    """A bare copy of the structure with its committee uncertainty, or None if unphysical."""
+    work = atoms.copy()
+    work.calc = calc
+    try:
+        forces = work.get_forces()
+    except Exception:  # noqa: BLE001 - any failure ends the trajectory
+        return None
+    if not np.isfinite(forces).all() or np.abs(forces).max() > MAX_FORCE:
+        return None
+    if len(work) > 1:
+        d = work.get_all_distances(mic=True)
+        np.fill_diagonal(d, np.inf)
+        if d.min() < MIN_DISTANCE:
+            return None
+    snap = atoms.copy()
+    snap.calc = None
+    snap.info.update(trajectory=trajectory, step=step, mode=mode,
+                     temperature_K=float(temperature or 0.0),
+                     force_std_max=float(calc.results["forces_std"].max()))
+    return snap
+
+
+def explore_structure(atoms: Atoms, calc, mode: str, cfg, rng: np.random.Generator,
+                      trajectory: int) -> list[Atoms]:
+    """Candidates from one starting structure (see the module docstring)."""
+    out = []
+    work = atoms.copy()
+    work.calc = calc
+    if mode == "rattle":
+        n = max(1, cfg.md_steps // cfg.snapshot_every)
+        free = np.ones(len(work), bool)
+        for c in work.constraints:
+            free[c.get_indices()] = False
+        for k in range(n):
+            trial = atoms.copy()
+            sigma = cfg.rattle * (k + 1) / n
+            trial.positions[free] += rng.normal(0, sigma / np.sqrt(3), (int(free.sum()), 3))
+            snap = _snapshot(trial, calc, trajectory, k, mode, None)
+            if snap is None:
+                break
+            out.append(snap)
+        return out
+    if mode == "relax":
+        opt = FIRE(work, logfile=None)
+        for step in range(cfg.relax_steps):
+            snap = _snapshot(work, calc, trajectory, step, mode, None)
+            if snap is None:
+                break
+            out.append(snap)
+            opt.run(fmax=0.0, steps=1)
+        return out
+    temperature = float(rng.choice(cfg.temperatures))
+    thermalize_momenta(work, temperature_K=temperature, rng=rng)
+    dyn = Langevin(work, cfg.timestep_fs * units.fs, temperature_K=temperature,
+                   friction=0.02 / units.fs, fixcm=False, rng=rng)
+    for step in range(0, cfg.md_steps + 1, cfg.snapshot_every):
+        snap = _snapshot(work, calc, trajectory, step, mode, temperature)
+        if snap is None:
+            break
+        out.append(snap)
+        if step < cfg.md_steps:
+            dyn.run(cfg.snapshot_every)
+    return out
+
+
+def select_frames(candidates: list[Atoms], cfg, rng: np.random.Generator) -> list[Atoms]:
+    """Up to ``frames_per_iteration`` candidates: the most uncertain first ("uncertainty")
+    or in random order ("random"), at most ``max_per_trajectory`` per trajectory and at
+    least ``min_separation`` snapshots apart within one (the diversity rule)."""
+    if not candidates:
+        return []
+    if cfg.selection == "uncertainty":
+        score = np.array([a.info["force_std_max"] for a in candidates])
+        order = np.lexsort((np.arange(len(score)), -score))  # ties keep candidate order
+    else:
+        order = rng.permutation(len(candidates))
+    seen: dict[int, int] = {}
+    position = []  # index of each candidate within its trajectory (stored in order)
+    for a in candidates:
+        t = int(a.info["trajectory"])
+        position.append(seen.get(t, 0))
+        seen[t] = position[-1] + 1
+    taken: dict[int, list[int]] = {}
+    chosen = []
+    for k in order:
+        a = candidates[k]
+        traj, idx = int(a.info["trajectory"]), position[k]
+        mine = taken.setdefault(traj, [])
+        if len(mine) >= cfg.max_per_trajectory:
+            continue
+        if any(abs(idx - j) < cfg.min_separation for j in mine):
+            continue
+        mine.append(idx)
+        chosen.append(a)
+        if len(chosen) == cfg.frames_per_iteration:
+            break
+    return chosen
+

@@ -1,0 +1,397 @@
+"""Active-learning distillation: a committee learns a teacher where it is least sure.
+
+Iteration 0 labels ``initial_frames`` random rattled structures of the space and trains
+K members. Each later iteration:
+
+    explore  start structures from the space, run MD / relaxations / rattles with the
+             current committee, keep snapshots with their force uncertainty
+    select   the most uncertain snapshots (or random ones), at most max_per_trajectory per
+             trajectory, within the frames_per_iteration budget
+    label    the teacher labels them; failures are logged and skipped, never stored
+    train    every member continues from its last weights on all data so far
+    evaluate the committee on the fixed validation set, per category; one CSV row
+
+Everything lives in ``out_dir``. Each phase writes its result atomically and is skipped
+when it exists; labelling stores one file per frame and training resumes from its
+checkpoint, so a run killed at any point continues where it stopped, and (all randomness
+being seeded per iteration and phase) ends with the same data and models as a run that
+was never interrupted. A re-run with a different config in the same out_dir is refused.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+from ase.io import read, write
+
+from ..io.checkpoint import load_any, save_committee
+from .config import DistillConfig, distill_config_from_dict, load_distill_config
+from .evaluate import category_of, evaluate_committee, plot_progress
+from .explore import explore_structure, select_frames
+from .space import KIND_CATEGORY, Space, matches, rule_name
+from .teacher import Teacher
+
+
+def _atomic_write_frames(path: Path, frames: list[Atoms]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp, frames, format="extxyz")
+    os.replace(tmp, path)
+
+
+def _read_frames(path: Path) -> list[Atoms]:
+    return read(path, index=":", format="extxyz") if path.stat().st_size else []
+
+
+def _atomic_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=float))
+    os.replace(tmp, path)
+
+
+class DistillRun:
+    """One distillation run in ``cfg.out_dir`` (see the module docstring)."""
+
+    def __init__(self, cfg: DistillConfig, log=print, progress: bool = True) -> None:
+        self.cfg, self.progress = cfg, progress
+        self.out = Path(cfg.out_dir)
+        self._log = log
+        self._check_out_dir()
+        self.teacher = Teacher(**{"max_force": 50.0, **cfg.teacher})
+        elements = set(cfg.space.elements)
+        for a in cfg.space.adsorbates:
+            elements |= set(Atoms(_formula_atoms(a.formula)).get_chemical_symbols())
+        self.elements = sorted(elements)
+        self._check_model_elements()
+        self.teacher.check_elements(self.elements)
+
+    # ------------------------------------------------------------------ setup
+    def log(self, msg: str) -> None:
+        self._log(msg)
+        with open(self.out / "log.txt", "a") as fh:
+            fh.write(time.strftime("%Y-%m-%d %H:%M:%S ") + msg + "\n")
+
+    def _check_out_dir(self) -> None:
+        """Continue a run only if it was started with this config (iterations may grow)."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        path = self.out / "config.json"
+        mine = self.cfg.to_dict()
+        if path.is_file():
+            stored = json.loads(path.read_text())
+            diff = sorted(k for k in set(mine) | set(stored)
+                          if k != "iterations" and json.dumps(mine.get(k), default=str)
+                          != json.dumps(stored.get(k), default=str))
+            if diff:
+                raise ValueError(
+                    f"{self.out} holds a distillation run with a different config (differs in "
+                    f"{', '.join(diff)}): use a new out_dir, or delete {self.out} to start over")
+        else:
+            _atomic_json(path, json.loads(json.dumps(mine, default=str)))
+
+    def _check_model_elements(self) -> None:
+        if not self.cfg.init_from:
+            return
+        base = load_any(_resolve(self.cfg.init_from))
+        from ase.data import chemical_symbols
+
+        known = {chemical_symbols[z] for z in base.config.species}
+        missing = sorted(set(self.elements) - known)
+        if missing:
+            raise ValueError(f"init_from {self.cfg.init_from} does not know element(s) {missing} "
+                             f"of the space; it knows {sorted(known)}")
+
+    def lattice_constants(self) -> dict[str, float]:
+        path = self.out / "lattice_constants.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        a0 = {}
+        for el in self.cfg.space.elements:
+            given = self.cfg.lattice_constants.get(el)
+            a0[el] = float(given) if given else self.teacher.lattice_constant(el)
+        _atomic_json(path, a0)
+        self.log("fcc lattice constants (Å): " + ", ".join(f"{k} {v:.3f}" for k, v in a0.items()))
+        return a0
+
+    def rng(self, *stream: int) -> np.random.Generator:
+        return np.random.default_rng([self.cfg.seed, *stream])
+
+    # ------------------------------------------------------------------ labelling
+    def label_all(self, frames: list[Atoms], folder: Path, desc: str) -> list[Atoms]:
+        """Label frames one file each (resumable); failures go to failures.csv."""
+        from ..simulate._progress import progress_bar
+
+        folder.mkdir(parents=True, exist_ok=True)
+        done = []
+        bar = progress_bar(len(frames), desc, enabled=self.progress, unit="frame")
+        for k, atoms in enumerate(frames):
+            ok, bad = folder / f"{k:05d}.extxyz", folder / f"{k:05d}.failed"
+            if not ok.exists() and not bad.exists():
+                labelled, why = self.teacher.label(atoms)
+                if labelled is None:
+                    bad.write_text(why)
+                    with open(self.out / "failures.csv", "a", newline="") as fh:
+                        csv.writer(fh).writerow([desc, k, atoms.get_chemical_formula(), why])
+                    self.log(f"{desc}: teacher failed on frame {k} "
+                             f"({atoms.get_chemical_formula()}): {why}; skipped")
+                else:
+                    _atomic_write_frames(ok, [labelled])
+            if ok.exists():
+                done.extend(_read_frames(ok))
+            bar.update(1)
+        bar.close()
+        return done
+
+    # ------------------------------------------------------------------ phases
+    def validation_set(self, space: Space) -> list[Atoms]:
+        path = self.out / "validation.extxyz"
+        if path.exists():
+            return _read_frames(path)
+        rng, frames = self.rng(0, 1), []
+        n, rules = self.cfg.validation_per_category, space.cfg.holdout
+        for k, (kind, args) in enumerate(space.kinds):  # every kind; about n per category
+            for rep in range(max(1, round(n / _kinds_in_category(space, kind)))):
+                atoms = space.build(kind, args, np.random.default_rng([self.cfg.seed, 1, k, rep]))
+                if not any(matches(atoms.info, rule) for rule in rules):
+                    frames.append(_rattled(atoms, rng, self.cfg.rattle))
+        for r, rule in enumerate(rules):  # held-out structures are only ever validation
+            for atoms in space.sample(self.rng(0, 2, r), n, rule=rule):
+                atoms.info["holdout"] = rule_name(rule)
+                frames.append(_rattled(atoms, rng, self.cfg.rattle))
+        labelled = self.label_all(frames, self.out / "validation", "label validation")
+        _atomic_write_frames(path, labelled)
+        return labelled
+
+    def initial_data(self, space: Space) -> Path:
+        path = self.out / "data" / "iter_000.extxyz"
+        if not path.exists():
+            rng = self.rng(0, 3)
+            frames = [_rattled(a, rng, self.cfg.rattle)
+                      for a in space.sample(rng, self.cfg.initial_frames)]
+            labelled = self.label_all(frames, self.out / "iter_000" / "label", "label initial")
+            path.parent.mkdir(exist_ok=True)
+            _atomic_write_frames(path, labelled)
+        return path
+
+    def explore(self, it: int, space: Space, committee) -> list[Atoms]:
+        path = self.out / f"iter_{it:03d}" / "candidates.extxyz"
+        if path.exists():
+            return _read_frames(path)
+        from ..calculator import GeoMFormerCalculator
+        from ..simulate._progress import progress_bar
+
+        calc = GeoMFormerCalculator(committee, uncertainty_threshold=None)
+        starts = space.sample(self.rng(it, 4), self.cfg.structures_per_iteration)
+        candidates = []
+        bar = progress_bar(len(starts), f"explore {it}", enabled=self.progress, unit="structure")
+        for k, atoms in enumerate(starts):
+            mode = self.cfg.explore[k % len(self.cfg.explore)]
+            candidates += explore_structure(atoms, calc, mode, self.cfg, self.rng(it, 5, k),
+                                            trajectory=k)
+            bar.update(1)
+        bar.close()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write_frames(path, candidates)
+        # what was stored (positions rounded by extxyz), so that a resumed run, which reads
+        # the file, labels exactly the same structures
+        return _read_frames(path)
+
+    def train_members(self, it: int, data_files: list[Path]) -> list[Path]:
+        """Train (iteration 0) or continue (later) every member; returns model files."""
+        from ..train import train
+
+        frames = [a for p in data_files for a in _read_frames(p)]
+        paths = []
+        for k in range(self.cfg.committee_size):
+            folder = self.out / f"iter_{it:03d}" / f"member_{k}"
+            model = folder / "model.pt"
+            paths.append(model)
+            if model.exists():
+                continue
+            folder.mkdir(parents=True, exist_ok=True)
+            train_file = folder / "train.extxyz"
+            if not train_file.exists():
+                chosen = frames
+                if self.cfg.bootstrap:
+                    idx = self.rng(it, 6, k).integers(0, len(frames), len(frames))
+                    chosen = [frames[i] for i in np.sort(idx)]
+                _atomic_write_frames(train_file, chosen)
+            previous = self._start_model(it, k)
+            settings = dict(self.cfg.training)
+            if it > 0 and not self.cfg.retrain:
+                settings.update(self.cfg.finetune)
+            settings.setdefault("num_threads", 1)
+            settings["seed"] = self.cfg.seed * 1000 + 10 * it + k
+            config = {
+                "out_dir": str(folder), "init_from": str(previous) if previous else None,
+                "refit_e0": self.cfg.refit_e0 if previous == self._base_member(k) else False,
+                "data": {"train_file": str(train_file), "val_fraction": 0.0,
+                         "test_fraction": 0.0, "max_force": self.teacher.max_force},
+                "model": {} if previous else {**self.cfg.model, "species": self._species()},
+                "training": settings,
+            }
+            self.log(f"iteration {it}: training member {k} on {len(frames)} frames"
+                     f"{' (bootstrap)' if self.cfg.bootstrap else ''}"
+                     f"{f' from {previous}' if previous else ' from scratch'}")
+            train(config, resume=True, progress=False, log=lambda m: None)
+        return paths
+
+    def _species(self) -> list[int]:
+        from ase.data import atomic_numbers
+
+        return sorted(atomic_numbers[e] for e in self.elements)
+
+    def _base_member(self, k: int) -> Path | None:
+        """Starting model of member k from init_from (None = new model)."""
+        if not self.cfg.init_from:
+            return None
+        base = load_any(_resolve(self.cfg.init_from))
+        path = self.out / "init" / f"member_{k}.pt"
+        if not path.exists():
+            from ..committee import Committee
+            from ..io.checkpoint import save_model
+
+            one = base.members[k % len(base)] if isinstance(base, Committee) else base
+            save_model(one, path, getattr(one, "metadata", {}))
+        return path
+
+    def _start_model(self, it: int, k: int) -> Path | None:
+        if it == 0 or self.cfg.retrain:
+            return self._base_member(k)
+        return self.out / f"iter_{it - 1:03d}" / f"member_{k}" / "model.pt"
+
+    def committee(self, it: int, member_files: list[Path]):
+        from ..committee import Committee
+        from ..io.checkpoint import load_model
+
+        path = self.out / f"iter_{it:03d}" / "committee.pt"
+        if not path.exists():
+            committee = Committee([load_model(p) for p in member_files],
+                                  {"distill_iteration": it, "teacher": self.teacher.name,
+                                   "config": self.cfg.to_dict()})
+            save_committee(committee, path, json.loads(json.dumps(committee.metadata, default=str)))
+        return load_any(path)
+
+    # ------------------------------------------------------------------ main loop
+    def run(self) -> dict:
+        start = time.time()
+        space = Space(self.cfg.space, self.lattice_constants())
+        validation = self.validation_set(space)
+        self.log(f"validation: {len(validation)} frames in categories "
+                 f"{sorted({category_of(a) for a in validation})}")
+        data = [self.initial_data(space)]
+        rows = self._rows()
+        for it in range(self.cfg.iterations + 1):
+            t0 = time.time()
+            added, failed, unc = None, 0, {}
+            if it > 0:
+                path = self.out / "data" / f"iter_{it:03d}.extxyz"
+                if not path.exists():
+                    committee = self.committee(it - 1, self._members(it - 1))
+                    candidates = self.explore(it, space, committee)
+                    selected = select_frames(candidates, self.cfg, self.rng(it, 7))
+                    labelled = self.label_all(selected, self.out / f"iter_{it:03d}" / "label",
+                                              f"label {it}")
+                    failed = len(selected) - len(labelled)
+                    _atomic_write_frames(path, labelled)
+                data.append(path)
+                cands = _read_frames(self.out / f"iter_{it:03d}" / "candidates.extxyz")
+                unc = _uncertainty_summary(cands, _read_frames(path))
+                added = len(_read_frames(path))
+                label_dir = self.out / f"iter_{it:03d}" / "label"
+                failed = failed or sum(1 for _ in label_dir.glob("*.failed"))
+            members = self.train_members(it, data)
+            committee = self.committee(it, members)
+            if any(r["iteration"] == it for r in rows):
+                continue
+            scores = evaluate_committee(committee, validation)
+            row = {"iteration": it, "frames_total": sum(len(_read_frames(p)) for p in data),
+                   "frames_added": added if added is not None else len(_read_frames(data[0])),
+                   "teacher_failures": failed, **unc, **scores,
+                   "wall_s": round(time.time() - t0, 1)}
+            rows.append(row)
+            self._write_rows(rows)
+            self.log(f"iteration {it}: " + ", ".join(
+                f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+        final = self.out / "committee.pt"
+        shutil.copyfile(self.out / f"iter_{self.cfg.iterations:03d}" / "committee.pt",
+                        final.with_name("committee.pt.tmp"))
+        os.replace(final.with_name("committee.pt.tmp"), final)
+        plot_progress(rows, self.out / "progress.png")
+        self.log(f"done in {time.time() - start:.0f} s: committee {final}, "
+                 f"progress {self.out / 'progress.csv'}, plot {self.out / 'progress.png'}")
+        return {"committee": str(final), "rows": rows}
+
+    def _members(self, it: int) -> list[Path]:
+        return [self.out / f"iter_{it:03d}" / f"member_{k}" / "model.pt"
+                for k in range(self.cfg.committee_size)]
+
+    def _rows(self) -> list[dict]:
+        path = self.out / "progress.json"
+        return json.loads(path.read_text()) if path.exists() else []
+
+    def _write_rows(self, rows: list[dict]) -> None:
+        _atomic_json(self.out / "progress.json", rows)
+        fields = list(dict.fromkeys(k for r in rows for k in r))
+        tmp = self.out / "progress.csv.tmp"
+        with open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=fields)
+            w.writeheader()
+            for r in rows:
+                w.writerow({k: r.get(k, "") for k in fields})
+        os.replace(tmp, self.out / "progress.csv")
+
+
+def _uncertainty_summary(candidates: list[Atoms], selected: list[Atoms]) -> dict:
+    u = np.array([a.info.get("force_std_max", np.nan) for a in candidates], float)
+    s = np.array([a.info.get("force_std_max", np.nan) for a in selected], float)
+    if not len(u):
+        return {}
+    return {"candidates": len(u), "unc_median": float(np.nanmedian(u)),
+            "unc_p90": float(np.nanpercentile(u, 90)), "unc_max": float(np.nanmax(u)),
+            "unc_selected_min": float(np.nanmin(s)) if len(s) else float("nan")}
+
+
+def _rattled(atoms: Atoms, rng, amount: float) -> Atoms:
+    out = atoms.copy()
+    sigma = rng.uniform(0.2, 1.0) * amount / 2
+    free = np.ones(len(out), bool)
+    for c in out.constraints:
+        free[c.get_indices()] = False
+    out.positions[free] += rng.normal(0, sigma, (int(free.sum()), 3))
+    out.info["mode"] = "rattle"
+    return out
+
+
+def _kinds_in_category(space: Space, kind: str) -> int:
+    mine = KIND_CATEGORY.get(kind, kind)
+    return sum(1 for k, _ in space.kinds if KIND_CATEGORY.get(k, k) == mine)
+
+
+def _formula_atoms(formula: str) -> Atoms:
+    from ..simulate.catalysis import adsorbate_from_name
+
+    return adsorbate_from_name(formula)[1]
+
+
+def _resolve(name: str) -> str:
+    from ..io.registry import resolve_potential
+
+    return str(resolve_potential(name))
+
+
+def distill(config, log=print, progress: bool = True) -> dict:
+    """Run (or continue) an active-learning distillation from a DistillConfig, a dict or
+    a YAML path; returns {"committee": path, "rows": per-iteration metrics}."""
+    if isinstance(config, (str, Path)):
+        config = load_distill_config(config)
+    elif isinstance(config, dict):
+        config = distill_config_from_dict(config)
+    return DistillRun(config, log=log, progress=progress).run()
+
+

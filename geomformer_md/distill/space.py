@@ -1,0 +1,441 @@
+"""The configuration space of a distillation run: which structures to start from.
+
+A space is elements plus any of: bulk (strained fcc), alloys (random solid solutions and
+ordered L1_2 / L1_0 phases of element pairs), surfaces by Miller index (with random alloy
+or segregated top layers for alloy pairs, adatoms and vacancies), clusters (icosahedra,
+octahedra / truncated octahedra / cuboctahedra, decahedra; pure or alloyed), and
+adsorbates by formula with a binding atom at coverages on surfaces and clusters, plus the
+gas-phase molecules themselves. ``sample`` draws starting structures, each tagged in
+``atoms.info`` with its ``category`` and the keys a hold-out rule can match:
+
+    category   bulk | alloy | surface | surface+ads | cluster | cluster+ads | gas
+    elements   metal elements, sorted and joined ("Cu", "Ag-Cu")
+    facet      Miller index of a surface ("111", "211"), "none" otherwise
+    adsorbate  adsorbate name, "none" for none
+    shape      cluster shape and metal atom count ("icosahedron13"), "none" otherwise
+
+(never an empty string: extxyz cannot read an empty value back)
+
+Lattice constants (fcc) come from the teacher (distill.teacher.lattice_constants) and mix
+by Vegard's law in alloys. Structures are built with ASE (ase.build, ase.cluster).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from dataclasses import dataclass, field
+
+import numpy as np
+from ase import Atoms
+from ase.build import bulk, surface
+from ase.cluster import Decahedron, Icosahedron, Octahedron
+from ase.constraints import FixAtoms
+from ase.data import atomic_numbers, covalent_radii
+
+from ..simulate.catalysis import adsorbate_from_name
+
+CATEGORIES = ("bulk", "alloy", "surface", "surface+ads", "cluster", "cluster+ads", "gas")
+KIND_CATEGORY = {"alloy_random": "alloy", "alloy_ordered": "alloy"}  # builder -> category
+CLUSTER_SHAPES = {
+    # name -> (ASE builder, the keyword arguments a config entry may give)
+    "icosahedron": (Icosahedron, ("noshells",)),
+    "octahedron": (Octahedron, ("length", "cutoff")),
+    "decahedron": (Decahedron, ("p", "q", "r")),
+}
+
+
+@dataclass(frozen=True)
+class Adsorbate:
+    """An adsorbate by name (element or ase.build.molecule name) and binding element."""
+
+    formula: str
+    binding: str | None = None
+
+
+@dataclass(frozen=True)
+class SpaceConfig:
+    """What to sample. Every section is optional; at least one must give structures.
+
+    Attributes:
+        elements: metal elements (fcc), e.g. [Cu, Ag, Au].
+        bulk: sample strained / rattled fcc bulk of each element.
+        bulk_size: repetitions of the 4-atom cubic cell (2 -> 32 atoms).
+        strain: largest strain component of bulk and alloy cells (0.04 = ±4 %).
+        alloy_pairs: element pairs for alloys, alloy surfaces and alloy clusters.
+        alloy_compositions: fractions x of the second element in random solid solutions.
+        ordered: ordered phases to build for each pair: "L12" (A3B) and/or "L10" (AB).
+        miller: surfaces by Miller index ("111", "100", "110", "211", "311").
+        surface_layers: atomic layers of a slab (the bottom one is fixed in exploration).
+        surface_size: in-plane repetitions of the surface cell.
+        vacuum: vacuum on each side of slabs and around clusters and molecules, Å.
+        defects: surface defects to draw from: "adatom", "vacancy".
+        clusters: cluster shapes, e.g. {shape: icosahedron, noshells: 2} (13 atoms),
+            {shape: octahedron, length: 4, cutoff: 1} (38, truncated octahedron),
+            {shape: octahedron, length: 3, cutoff: 1} (13, cuboctahedron).
+        adsorbates: adsorbates with their binding element.
+        coverages: adsorbates per top-layer surface atom (1/9 ... 1 ML) on surfaces.
+        gas: include the adsorbates as gas-phase molecules.
+    """
+
+    elements: tuple[str, ...] = ()
+    bulk: bool = True
+    bulk_size: int = 2
+    strain: float = 0.04
+    alloy_pairs: tuple[tuple[str, str], ...] = ()
+    alloy_compositions: tuple[float, ...] = (0.25, 0.5)
+    ordered: tuple[str, ...] = ("L12", "L10")
+    miller: tuple[str, ...] = ()
+    surface_layers: int = 3
+    surface_size: tuple[int, int] = (2, 2)
+    vacuum: float = 6.0
+    defects: tuple[str, ...] = ()
+    clusters: tuple[dict, ...] = ()
+    adsorbates: tuple[Adsorbate, ...] = ()
+    coverages: tuple[float, ...] = (0.25,)
+    gas: bool = True
+    holdout: tuple[dict, ...] = field(default=())
+
+
+def parse_space(raw: dict) -> SpaceConfig:
+    """A ``space:`` mapping from YAML -> SpaceConfig; ValueError names the bad key."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"space must be a mapping, got {type(raw).__name__}")
+    valid = {f.name for f in dataclasses.fields(SpaceConfig)}
+    unknown = sorted(set(raw) - valid)
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in space; valid keys: {sorted(valid)}")
+    d = dict(raw)
+    els = d.get("elements", ())
+    if isinstance(els, str) or not all(isinstance(e, str) for e in els):
+        raise ValueError(f"space.elements must be a list of element symbols, got {els!r}")
+    bad = [e for e in els if e not in atomic_numbers]
+    if bad:
+        raise ValueError(f"space.elements: {bad} are not element symbols")
+    d["elements"] = tuple(els)
+    pairs = []
+    for p in d.get("alloy_pairs", ()):
+        if isinstance(p, str):
+            p = p.split("-")
+        if len(p) != 2 or any(e not in d["elements"] for e in p) or p[0] == p[1]:
+            raise ValueError(f"space.alloy_pairs: {p!r} must be two different elements of "
+                             f"space.elements {list(d['elements'])}")
+        pairs.append(tuple(p))
+    d["alloy_pairs"] = tuple(pairs)
+    d["miller"] = tuple(_miller(m) for m in d.get("miller", ()))
+    for key in ("ordered", "defects"):
+        d[key] = tuple(d.get(key, SpaceConfig.__dataclass_fields__[key].default))
+    for o in d["ordered"]:
+        if o not in ("L12", "L10"):
+            raise ValueError(f"space.ordered: {o!r} is not L12 or L10")
+    for o in d["defects"]:
+        if o not in ("adatom", "vacancy"):
+            raise ValueError(f"space.defects: {o!r} is not adatom or vacancy")
+    clusters = []
+    for c in d.get("clusters", ()):
+        if not isinstance(c, dict) or c.get("shape") not in CLUSTER_SHAPES:
+            raise ValueError(f"space.clusters: {c!r} needs shape: one of {sorted(CLUSTER_SHAPES)}")
+        allowed = CLUSTER_SHAPES[c["shape"]][1]
+        extra = sorted(set(c) - {"shape", *allowed})
+        if extra or any(not isinstance(c.get(k), int) for k in allowed):
+            raise ValueError(
+                f"space.clusters: {c['shape']} takes integer {list(allowed)}, got {c!r}")
+        clusters.append(dict(c))
+    d["clusters"] = tuple(clusters)
+    ads = []
+    for a in d.get("adsorbates", ()):
+        a = {"formula": a} if isinstance(a, str) else dict(a)
+        if set(a) - {"formula", "binding"} or "formula" not in a:
+            raise ValueError(f"space.adsorbates: {a!r} must be {{formula: ..., binding: ...}}")
+        adsorbate_from_name(a["formula"])  # raises a clear ValueError for unknown names
+        ads.append(Adsorbate(str(a["formula"]), a.get("binding")))
+    d["adsorbates"] = tuple(ads)
+    for key in ("alloy_compositions", "coverages"):
+        vals = tuple(float(x) for x in d.get(key, SpaceConfig.__dataclass_fields__[key].default))
+        if not all(0 < x <= 1 for x in vals):
+            raise ValueError(f"space.{key} must be fractions in (0, 1], got {list(vals)}")
+        d[key] = vals
+    d["surface_size"] = tuple(d.get("surface_size", (2, 2)))
+    d["holdout"] = tuple(dict(h) for h in d.get("holdout", ()))
+    for h in d["holdout"]:
+        if not h or set(h) - {"category", "elements", "facet", "adsorbate", "shape"}:
+            raise ValueError(f"space.holdout: {h!r} must match on category, elements, facet, "
+                             f"adsorbate or shape")
+    cfg = SpaceConfig(**d)
+    if not cfg.elements:
+        raise ValueError("space.elements is empty: the configuration space has no structures")
+    if not (cfg.bulk or cfg.alloy_pairs or cfg.miller or cfg.clusters):
+        raise ValueError("the configuration space is empty: give bulk, alloy_pairs, miller or "
+                         "clusters")
+    return cfg
+
+
+def _miller(m) -> str:
+    s = str(m).strip().strip("()").replace(",", "").replace(" ", "")
+    if len(s) != 3 or not s.isdigit() or s == "000":
+        raise ValueError(f"space.miller: {m!r} is not a Miller index like 111 or 211")
+    return s
+
+
+def matches(info: dict, rule: dict) -> bool:
+    """Does a structure's tag set match a hold-out rule (every key equal)?"""
+    return all(str(info.get(k, "")) == str(v) for k, v in rule.items())
+
+
+def rule_name(rule: dict) -> str:
+    return "heldout:" + ",".join(f"{k}={v}" for k, v in sorted(rule.items()))
+
+
+# --------------------------------------------------------------------------- builders
+
+
+def _fcc(symbol: str, a: float, size: int) -> Atoms:
+    return bulk(symbol, "fcc", a=a, cubic=True) * (size, size, size)
+
+
+def _strain(atoms: Atoms, rng: np.random.Generator, amount: float) -> Atoms:
+    eps = rng.uniform(-amount, amount, (3, 3))
+    eps = 0.5 * (eps + eps.T)
+    atoms.set_cell(atoms.cell @ (np.eye(3) + eps), scale_atoms=True)
+    return atoms
+
+
+def _ordered(kind: str, a_el: str, b_el: str, a0: float) -> Atoms:
+    cell = bulk(a_el, "fcc", a=a0, cubic=True)  # 4 atoms at (0,0,0), (0,½,½), (½,0,½), (½,½,0)
+    symbols = [b_el, a_el, a_el, a_el] if kind == "L12" else [a_el, a_el, b_el, b_el]
+    if kind == "L10":  # layers along z: atoms at z = 0 are A, at z = ½ are B
+        symbols = [a_el if abs(p[2]) < 1e-6 else b_el for p in cell.positions]
+    cell.set_chemical_symbols(symbols)
+    return cell
+
+
+def _substitute(atoms: Atoms, rng, b_el: str, fraction: float, where=None) -> Atoms:
+    idx = np.arange(len(atoms)) if where is None else np.asarray(where)
+    n = max(1, int(round(fraction * len(idx))))
+    chosen = rng.choice(idx, size=min(n, len(idx)), replace=False)
+    symbols = atoms.get_chemical_symbols()
+    for k in chosen:
+        symbols[k] = b_el
+    atoms.set_chemical_symbols(symbols)
+    return atoms
+
+
+def top_layer(atoms: Atoms, tol: float = 0.5) -> np.ndarray:
+    z = atoms.positions[:, 2]
+    return np.flatnonzero(z > z.max() - tol)
+
+
+def bottom_layer(atoms: Atoms, tol: float = 0.5) -> np.ndarray:
+    z = atoms.positions[:, 2]
+    return np.flatnonzero(z < z.min() + tol)
+
+
+def _slab(host: str, a0: float, miller: str, layers: int, size, vacuum: float) -> Atoms:
+    hkl = tuple(int(c) for c in miller)
+    slab = surface(bulk(host, "fcc", a=a0, cubic=True), hkl, layers, vacuum=vacuum, periodic=True)
+    slab = slab * (size[0], size[1], 1)
+    slab.pbc = (True, True, False)
+    slab.wrap()
+    return slab
+
+
+def _surface_normal_sites(atoms: Atoms, rng, n: int, periodic: bool):
+    """n (position, outward normal) pairs on the outer atoms: top layer of a slab, or the
+    atoms farthest from a cluster's centre."""
+    if periodic:
+        outer = top_layer(atoms)
+        normals = np.tile([0.0, 0.0, 1.0], (len(outer), 1))
+    else:
+        centre = atoms.positions.mean(0)
+        r = np.linalg.norm(atoms.positions - centre, axis=1)
+        outer = np.flatnonzero(r > r.max() - 0.8)
+        normals = (atoms.positions[outer] - centre) / r[outer, None]
+    order = rng.permutation(len(outer))[:n]
+    return outer[order], normals[order]
+
+
+def _place(atoms: Atoms, ads: Adsorbate, rng, anchor: int, normal, tilt_deg: float,
+           tries: int = 10) -> Atoms:
+    """One adsorbate on a top, bridge or hollow site next to atom ``anchor``, tilted and
+    spun at random. A placement with any atom closer than 0.75x the covalent bond length
+    to the structure is redrawn; after ``tries`` the structure is returned unchanged."""
+    _, mol0, bind = adsorbate_from_name(ads.formula, _binding_index(ads))
+    for _ in range(tries):
+        mol = mol0.copy()
+        if len(mol) > 1:  # upright along +z, then a random tilt and spin
+            mol.rotate(rng.uniform(0, tilt_deg), rng.normal(size=3) * [1, 1, 0] + [1e-9, 0, 0])
+            mol.rotate(rng.uniform(0, 360), "z")
+        mol.rotate("z", normal)
+        site = atoms.positions[anchor].copy()
+        kind = rng.choice(["top", "bridge", "hollow"])
+        others = np.argsort(np.linalg.norm(atoms.positions - site, axis=1))[1:3]
+        if kind == "bridge":
+            site = 0.5 * (site + atoms.positions[others[0]])
+        elif kind == "hollow":
+            site = (site + atoms.positions[others].sum(0)) / 3.0
+        bond = covalent_radii[atoms.numbers[anchor]] + covalent_radii[mol.numbers[bind]]
+        height = {"top": 1.0, "bridge": 0.8, "hollow": 0.7}[kind] * bond
+        mol.positions += site + height * np.asarray(normal) - mol.positions[bind]
+        if _clear(atoms, mol):
+            return atoms + mol
+    return atoms
+
+
+def _clear(atoms: Atoms, mol: Atoms, fraction: float = 0.75) -> bool:
+    """No atom of ``mol`` closer than fraction x the covalent bond length to ``atoms``
+    (periodic images included)."""
+    both = atoms + mol
+    n = len(atoms)
+    for k in range(n, len(both)):
+        d = both.get_distances(k, range(n), mic=bool(both.pbc.any()))
+        limit = fraction * (covalent_radii[both.numbers[k]] + covalent_radii[both.numbers[:n]])
+        if (d < limit).any():
+            return False
+    return True
+
+
+def _binding_index(ads: Adsorbate) -> int | None:
+    if ads.binding is None:
+        return None
+    _, mol, _ = adsorbate_from_name(ads.formula)
+    symbols = mol.get_chemical_symbols()
+    if ads.binding not in symbols:
+        raise ValueError(
+            f"space.adsorbates: binding {ads.binding!r} is not an atom of {ads.formula}")
+    return symbols.index(ads.binding)
+
+
+class Space:
+    """Draws tagged starting structures from a SpaceConfig."""
+
+    def __init__(self, cfg: SpaceConfig, lattice_constants: dict[str, float]) -> None:
+        self.cfg = cfg
+        self.a0 = dict(lattice_constants)
+        self.kinds = self._kinds()
+        if not self.kinds:
+            raise ValueError("the configuration space is empty: no structure kind to sample")
+
+    def _kinds(self) -> list[tuple]:
+        """Every (builder, arguments) the space offers, in a fixed order."""
+        c, kinds = self.cfg, []
+        if c.bulk:
+            kinds += [("bulk", (el,)) for el in c.elements]
+        for pair in c.alloy_pairs:
+            kinds += [("alloy_random", (pair, x)) for x in c.alloy_compositions]
+            kinds += [("alloy_ordered", (pair, o)) for o in c.ordered]
+        hosts = [(el,) for el in c.elements] + list(c.alloy_pairs)
+        for m, host in itertools.product(c.miller, hosts):
+            kinds.append(("surface", (host, m)))
+            kinds += [("surface+ads", (host, m, a)) for a in c.adsorbates]
+        for shape, host in itertools.product(c.clusters, hosts):
+            kinds.append(("cluster", (host, shape)))
+            kinds += [("cluster+ads", (host, shape, a)) for a in c.adsorbates]
+        if c.gas:
+            kinds += [("gas", (a,)) for a in c.adsorbates]
+        return kinds
+
+    def vegard(self, host) -> float:
+        return float(np.mean([self.a0[e] for e in host]))
+
+    def sample(self, rng: np.random.Generator, n: int, rule: dict | None = None) -> list[Atoms]:
+        """n structures, kinds drawn uniformly: those that no hold-out rule matches (for
+        training), or with ``rule`` those that it matches (held-out validation)."""
+        out, tries = [], 0
+        while len(out) < n:
+            tries += 1
+            if tries > 50 * n + 100:
+                which = f"structures matching hold-out rule {rule}" if rule else (
+                    "structures outside the hold-out rules")
+                raise ValueError(f"the configuration space has no {which} (check space)")
+            kind, args = self.kinds[rng.integers(len(self.kinds))]
+            atoms = self.build(kind, args, rng)
+            if rule is not None:
+                keep = matches(atoms.info, rule)
+            else:
+                keep = not any(matches(atoms.info, r) for r in self.cfg.holdout)
+            if keep:
+                out.append(atoms)
+        return out
+
+    def build(self, kind: str, args: tuple, rng: np.random.Generator) -> Atoms:
+        c = self.cfg
+        ads_names = "none"
+        if kind == "bulk":
+            (el,) = args
+            atoms = _strain(_fcc(el, self.a0[el], c.bulk_size), rng, c.strain)
+            tags = {"category": "bulk", "elements": el}
+        elif kind in ("alloy_random", "alloy_ordered"):
+            (a_el, b_el), x = args
+            x_b = {"L12": 0.25, "L10": 0.5}.get(x, x)  # fraction of B, for Vegard's law
+            a0 = (1 - x_b) * self.a0[a_el] + x_b * self.a0[b_el]
+            if kind == "alloy_random":
+                atoms = _substitute(_fcc(a_el, a0, c.bulk_size), rng, b_el, x)
+            else:
+                atoms = _ordered(x, a_el, b_el, a0) * ((c.bulk_size,) * 3)
+            atoms = _strain(atoms, rng, c.strain)
+            tags = {"category": "alloy", "elements": "-".join(sorted((a_el, b_el)))}
+        elif kind in ("surface", "surface+ads"):
+            host, miller = args[0], args[1]
+            atoms = _slab(host[0], self.vegard(host), miller, c.surface_layers, c.surface_size,
+                          c.vacuum)
+            if len(host) == 2:  # alloy surface: random everywhere, or a segregated top layer
+                where = top_layer(atoms) if rng.random() < 0.5 else None
+                atoms = _substitute(atoms, rng, host[1], rng.choice([0.25, 0.5, 0.75]), where)
+            if c.defects and rng.random() < 0.5:
+                atoms = self._defect(atoms, rng, rng.choice(list(c.defects)))
+            atoms.set_constraint(FixAtoms(indices=bottom_layer(atoms)))
+            if kind == "surface+ads":
+                n_top = len(top_layer(atoms))
+                cov = rng.choice(list(c.coverages))
+                n_ads = max(1, int(round(cov * n_top)))
+                anchors, normals = _surface_normal_sites(atoms, rng, n_ads, periodic=True)
+                for k, nrm in zip(anchors, normals, strict=True):
+                    atoms = _place(atoms, args[2], rng, int(k), nrm, tilt_deg=60)
+                ads_names = args[2].formula
+            tags = {"category": kind, "elements": "-".join(sorted(set(host))), "facet": miller}
+        elif kind in ("cluster", "cluster+ads"):
+            host, shape = args[0], args[1]
+            build, keys = CLUSTER_SHAPES[shape["shape"]]
+            atoms = build(host[0], **{k: shape[k] for k in keys},
+                          latticeconstant=self.vegard(host))
+            atoms = Atoms(atoms.get_chemical_symbols(), atoms.positions)
+            if len(host) == 2:
+                atoms = _substitute(atoms, rng, host[1], rng.choice([0.25, 0.5]))
+            if kind == "cluster+ads":
+                anchors, normals = _surface_normal_sites(atoms, rng, 1, periodic=False)
+                atoms = _place(atoms, args[2], rng, int(anchors[0]), normals[0], tilt_deg=60)
+                ads_names = args[2].formula
+            atoms.center(vacuum=c.vacuum)
+            tags = {"category": kind, "elements": "-".join(sorted(set(host))),
+                    "shape": f"{shape['shape']}{sum(1 for z in atoms.numbers if z not in _LIGHT)}"}
+        elif kind == "gas":
+            (ads,) = args
+            _, atoms, _ = adsorbate_from_name(ads.formula)
+            atoms = atoms.copy()
+            atoms.center(vacuum=c.vacuum)
+            atoms.pbc = False
+            ads_names = ads.formula
+            tags = {"category": "gas", "elements": "none"}
+        else:  # pragma: no cover - kinds come from _kinds
+            raise AssertionError(kind)
+        info = {"category": "none", "elements": "none", "facet": "none", "adsorbate": ads_names,
+                "shape": "none"}
+        info.update(tags)
+        atoms.info.update(info)
+        return atoms
+
+    def _defect(self, atoms: Atoms, rng, kind: str) -> Atoms:
+        top = top_layer(atoms)
+        if kind == "vacancy" and len(top) > 1:
+            keep = np.ones(len(atoms), bool)
+            keep[rng.choice(top)] = False
+            return atoms[keep]
+        anchor = int(rng.choice(top))  # an adatom of a top-layer element, in a hollow
+        el = atoms[anchor].symbol
+        nearest = np.argsort(np.linalg.norm(atoms.positions[top] - atoms.positions[anchor], axis=1))
+        hollow = atoms.positions[top[nearest[:3]]].mean(0)
+        atoms += Atoms(el, [hollow + [0, 0, 0.8 * 2 * covalent_radii[atomic_numbers[el]]]])
+        return atoms
+
+
+_LIGHT = {1, 6, 7, 8}

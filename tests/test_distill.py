@@ -1,0 +1,227 @@
+"""Active-learning distillation end to end with EMT as the teacher, kill-and-resume,
+teacher failures, the configuration space, selection, and one-line errors."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from ase.calculators.emt import EMT
+from ase.data import covalent_radii
+from ase.io import read
+
+from geomformer_md.cli import main
+from geomformer_md.committee import Committee
+from geomformer_md.distill.config import distill_config_from_dict
+from geomformer_md.distill.explore import select_frames
+from geomformer_md.distill.space import Space, parse_space
+
+TINY = {
+    "seed": 0,
+    "teacher": {"calculator": "ase.calculators.emt.EMT"},
+    "space": {
+        "elements": ["Cu", "Ag"], "bulk_size": 1, "alloy_pairs": [["Cu", "Ag"]],
+        "miller": ["111"], "surface_size": [2, 2], "surface_layers": 2,
+        "adsorbates": [{"formula": "O"}], "coverages": [0.25],
+        "clusters": [{"shape": "octahedron", "length": 3, "cutoff": 1}], "gas": False,
+    },
+    "model": {"d_model": 8, "n_heads": 2, "n_layers": 1, "n_rbf": 6, "cutoff": 4.0},
+    "committee_size": 2, "iterations": 1, "initial_frames": 8, "frames_per_iteration": 4,
+    "structures_per_iteration": 3, "md_steps": 8, "snapshot_every": 2, "relax_steps": 4,
+    "validation_per_category": 1,
+    "training": {"epochs": 2, "batch_size": 4, "lr": 3.0e-3, "warmup_steps": 2},
+    "finetune": {"epochs": 1},
+}
+
+
+def _write(tmp_path: Path, name: str, **changes) -> Path:
+    cfg = {**TINY, "out_dir": str(tmp_path / name), **changes}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("distill")
+    cfg = _write(tmp, "straight")
+    assert main(["-q", "distill", str(cfg)]) == 0
+    return tmp, tmp / "straight"
+
+
+def test_distill_end_to_end_with_emt(finished, capsys):
+    _, out = finished
+    committee = torch.load(out / "committee.pt", weights_only=True)
+    assert committee["kind"] == "committee" and len(committee["members"]) == 2
+    from geomformer_md import load_potential
+
+    assert isinstance(load_potential(str(out / "committee.pt")), Committee)
+    rows = list(yaml.safe_load((out / "progress.json").read_text()))
+    assert [r["iteration"] for r in rows] == [0, 1]
+    assert rows[1]["frames_total"] == rows[0]["frames_total"] + rows[1]["frames_added"]
+    assert 0 < rows[1]["frames_added"] <= TINY["frames_per_iteration"]
+    assert rows[1]["candidates"] >= rows[1]["frames_added"]
+    assert all(np.isfinite(r["F_all"]) and np.isfinite(r["E_all"]) for r in rows)
+    assert (out / "progress.csv").read_text().count("\n") == 3
+    assert (out / "progress.png").stat().st_size > 0
+    # labels are the teacher's, recomputed here
+    for frame in read(out / "data" / "iter_001.extxyz", ":"):
+        ref = frame.copy()
+        ref.calc = EMT()
+        assert frame.get_potential_energy() == pytest.approx(ref.get_potential_energy(), abs=1e-6)
+        np.testing.assert_allclose(frame.get_forces(), ref.get_forces(), atol=1e-5)
+        assert frame.info["teacher"] == "EMT" and frame.info["force_std_max"] > 0
+    validation = read(out / "validation.extxyz", ":")
+    assert {a.info["category"] for a in validation} >= {"bulk", "alloy", "surface", "cluster"}
+
+
+def test_same_config_continues_and_another_is_refused(finished, capsys):
+    tmp, out = finished
+    before = (out / "progress.json").read_text()
+    assert main(["-q", "distill", str(tmp / "straight.yaml")]) == 0  # finished: nothing to redo
+    assert (out / "progress.json").read_text() == before
+    other = _write(tmp, "straight", seed=1)
+    assert main(["-q", "distill", str(other)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "different config (differs in seed)" in err[0]
+
+
+def _state(out: Path):
+    data = [read(p, ":") for p in sorted((out / "data").glob("*.extxyz"))]
+    blob = torch.load(out / "committee.pt", weights_only=True)
+    return data, [m["state_dict"] for m in blob["members"]]
+
+
+def test_killed_run_resumes_to_the_same_data_and_models(finished, tmp_path):
+    _, straight = finished
+    cfg = _write(tmp_path, "killed")
+    out = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "geomformer_md.cli", "-q", "distill", str(cfg)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    target = out / "iter_001" / "label" / "00001.extxyz"  # mid-labelling of iteration 1
+    deadline = time.time() + 120
+    while not target.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "committee.pt").exists()
+    assert main(["-q", "distill", str(cfg)]) == 0
+    data_a, models_a = _state(straight)
+    data_b, models_b = _state(out)
+    assert [len(d) for d in data_a] == [len(d) for d in data_b]
+    for fa, fb in zip(data_a, data_b, strict=True):
+        for a, b in zip(fa, fb, strict=True):
+            np.testing.assert_array_equal(a.positions, b.positions)
+            assert a.get_potential_energy() == b.get_potential_energy()
+    for sa, sb in zip(models_a, models_b, strict=True):
+        for key in sa:
+            assert torch.equal(sa[key], sb[key]), key
+
+
+class FlakyEMT(EMT):
+    """EMT that fails on every structure with oxygen and a metal (a stand-in for an SCF
+    failure); a lone O atom (the element check) passes."""
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=None):
+        if "O" in atoms.get_chemical_symbols() and len(atoms) > 1:
+            raise RuntimeError("SCF did not converge")
+        super().calculate(atoms, properties, system_changes or [])
+
+
+def test_teacher_failures_are_logged_and_never_stored(tmp_path):
+    space = {**TINY["space"], "elements": ["Cu"], "alloy_pairs": [], "clusters": []}
+    cfg = _write(tmp_path, "flaky", space=space, iterations=0, initial_frames=6,
+                 teacher={"calculator": "test_distill.FlakyEMT"})
+    assert main(["-q", "distill", str(cfg)]) == 0
+    out = tmp_path / "flaky"
+    stored = [a for p in (out / "data").glob("*.extxyz") for a in read(p, ":")]
+    stored += read(out / "validation.extxyz", ":")
+    assert stored and not any("O" in a.get_chemical_symbols() for a in stored)
+    failures = (out / "failures.csv").read_text()
+    assert "SCF did not converge" in failures
+
+
+def _error(tmp_path, capsys, name, **changes) -> str:
+    cfg = _write(tmp_path, name, **changes)
+    assert main(["-q", "distill", str(cfg)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+class Broken:
+    def __init__(self, **kwargs):
+        raise RuntimeError("licence server down")
+
+
+def test_bad_input_is_one_clear_line(tmp_path, capsys):
+    err = _error(tmp_path, capsys, "a", teacher={"calculator": "nosuchpkg.Calc"})
+    assert "teacher.calculator 'nosuchpkg.Calc' cannot be imported" in err
+    err = _error(tmp_path, capsys, "b", teacher={"calculator": "test_distill.Broken"})
+    assert "could not be created" in err and "licence server down" in err
+    space = {**TINY["space"], "elements": ["Cu", "Fe"], "alloy_pairs": []}
+    err = _error(tmp_path, capsys, "c", space=space)
+    assert "fails on element Fe" in err
+    space = {**TINY["space"], "elements": ["Cu", "Al"], "alloy_pairs": []}
+    err = _error(tmp_path, capsys, "d", space=space, model={},
+                 init_from="geomformer-catalysis-v11")
+    assert "does not know element(s) ['Al']" in err
+    err = _error(tmp_path, capsys, "e", space={"elements": []})
+    assert "space.elements is empty" in err
+    err = _error(tmp_path, capsys, "f", space={"elements": ["Cu"], "bulk": False})
+    assert "configuration space is empty" in err
+    err = _error(tmp_path, capsys, "g", training={"lr": "2e-4"})
+    assert "training.lr must be a number" in err
+    err = _error(tmp_path, capsys, "h", iterations="3")
+    assert "iterations must be an integer" in err
+
+
+def test_space_structures_are_physical_and_respect_holdout():
+    cfg = parse_space({
+        "elements": ["Cu", "Pt"], "alloy_pairs": [["Cu", "Pt"]], "miller": ["111", "100", "211"],
+        "defects": ["adatom", "vacancy"], "adsorbates": [{"formula": "CO", "binding": "C"},
+                                                         {"formula": "OH"}],
+        "coverages": [0.25, 1.0], "clusters": [{"shape": "icosahedron", "noshells": 2}],
+        "holdout": [{"facet": "100"}, {"category": "cluster+ads"}],
+    })
+    space = Space(cfg, {"Cu": 3.6, "Pt": 3.97})
+    rng = np.random.default_rng(0)
+    seen = set()
+    for atoms in space.sample(rng, 80):
+        seen.add(atoms.info["category"])
+        assert atoms.info["facet"] != "100" and atoms.info["category"] != "cluster+ads"
+        d = atoms.get_all_distances(mic=True)
+        np.fill_diagonal(d, np.inf)
+        limit = 0.6 * (covalent_radii[atoms.numbers][:, None] + covalent_radii[atoms.numbers])
+        assert (d > limit).all(), atoms.info
+    assert seen >= {"bulk", "alloy", "surface", "surface+ads", "cluster", "gas"}
+    held = space.sample(rng, 5, rule={"facet": "100"})
+    assert all(a.info["facet"] == "100" for a in held)
+
+
+def test_selection_takes_the_most_uncertain_within_the_diversity_rule():
+    from ase import Atoms
+
+    cands = []
+    for traj in range(3):
+        for step in range(6):
+            a = Atoms("Cu")
+            a.info.update(trajectory=traj, step=step, force_std_max=float(traj * 10 + step))
+            cands.append(a)
+    cfg = distill_config_from_dict({**TINY, "frames_per_iteration": 4, "max_per_trajectory": 2,
+                                    "min_separation": 2})
+    chosen = select_frames(cands, cfg, np.random.default_rng(0))
+    got = [(a.info["trajectory"], a.info["step"]) for a in chosen]
+    assert got == [(2, 5), (2, 3), (1, 5), (1, 3)]  # two per trajectory, two steps apart
+    cfg = distill_config_from_dict({**TINY, "selection": "random", "frames_per_iteration": 4})
+    rand = select_frames(cands, cfg, np.random.default_rng(0))
+    picked = [(a.info["trajectory"], a.info["step"]) for a in rand]
+    assert len(picked) == 4 and picked != got

@@ -1,0 +1,87 @@
+"""The README's Python runs as written, its paths exist, and no document names an old
+potential as the default."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+import geomformer_md
+from geomformer_md.io.registry import default_potential_name
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+SNIPPETS = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+
+needs_potential = pytest.mark.skipif(
+    not geomformer_md.list_potentials(), reason="no shipped potential"
+)
+
+
+def test_readme_has_python_snippets():
+    assert len(SNIPPETS) >= 2
+
+
+@needs_potential
+@pytest.mark.parametrize("k", range(len(SNIPPETS)))
+def test_readme_snippet_runs(k, tmp_path, monkeypatch, capsys):
+    """Each ```python block of the README, run as a user would paste it (in an empty
+    working directory: the MD snippet writes md.traj and md.log there)."""
+    if "dispersion=" in SNIPPETS[k]:
+        pytest.importorskip("tad_dftd3")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(SNIPPETS[k], f"README.md python block {k}", "exec"), {"__name__": "__main__"})
+    assert capsys.readouterr().out.strip(), "the snippet printed nothing"
+
+
+def test_readme_paths_exist():
+    """Every repository path the README names exists, and none points outside it."""
+    assert "../" not in README
+    paths = set(re.findall(r"`((?:docs|potentials|scripts|benchmarks|examples|data|geomformer_md)"
+                           r"/[^`\s]*)`", README))
+    assert paths, "the README names no repository paths"
+    missing = sorted(p for p in paths if not (ROOT / p.rstrip("/")).exists())
+    assert not missing, f"README names missing paths: {missing}"
+
+
+def test_simulate_exports_what_the_readme_lists():
+    from geomformer_md import simulate
+
+    for name in ("relax", "run_md", "adsorption_energies", "phonons", "predict", "relax_many",
+                 "run_md_many"):
+        obj = getattr(simulate, name)
+        assert callable(obj) and not isinstance(obj, type(simulate)), name
+    import geomformer_md.simulate.relax  # noqa: F401  (the module, imported by name)
+    from geomformer_md.simulate import relax
+
+    assert callable(relax), "the module shadowed the function"
+
+
+@needs_potential
+def test_only_the_default_model_card_says_default():
+    """Model cards of superseded potentials say so; only the default's card claims it."""
+    default = default_potential_name()
+    for card in sorted((ROOT / "potentials").glob("*.md")):
+        status = card.read_text().split("\n\n")[1]  # the bold status paragraph
+        if card.stem == default:
+            assert "the default" in status and "superseded" not in status, card.name
+        else:
+            assert "superseded" in status.lower(), f"{card.name} does not say it is superseded"
+    assert f"`{default}`" in README
+
+
+def test_license_and_citation():
+    """MIT as pyproject says; CITATION.cff cites GeoMFormer and SevenNet (the labeller)."""
+    import yaml
+
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License")
+    assert 'license = { text = "MIT" }' in (ROOT / "pyproject.toml").read_text()
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert cff["cff-version"] == "1.2.0" and cff["license"] == "MIT"
+    assert cff["version"] == geomformer_md.__version__
+    refs = {r["title"].split(":")[0]: r for r in cff["references"]}
+    geom = refs["GeoMFormer"]
+    assert geom["year"] == 2024 and "Machine Learning" in geom["collection-title"]
+    assert [a["family-names"] for a in geom["authors"]][0] == "Chen"
+    seven = next(r for r in cff["references"] if "SevenNet" in r.get("notes", ""))
+    assert seven["doi"] == "10.1021/acs.jctc.4c00190"
