@@ -28,6 +28,7 @@ import math
 import os
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -191,12 +192,15 @@ def export(model, output: str | os.PathLike, dtype: str | None = None, log=print
         f"{time.perf_counter() - t0:.0f} s)")
     auto = {0: Dim.AUTO, 1: Dim.AUTO}
     shapes = [{0: Dim.AUTO}, {1: Dim.AUTO}, {0: Dim.AUTO}] + [auto] * (gm.config.n_layers + 1)
-    program = torch.export.export(fx, tuple(example), dynamic_shapes=shapes, strict=False)
-    log("compiling with AOTInductor (a few minutes) ...")
-    t0 = time.perf_counter()
     # Compiled under its final name in a private folder (the name is the package's top
     # folder), then moved into place: a failed export leaves no file that looks finished.
-    with tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.name}.") as tmpdir:
+    # torch's own deprecation notices (FutureWarning) are not the user's to act on.
+    with tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.name}.") as tmpdir, \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        program = torch.export.export(fx, tuple(example), dynamic_shapes=shapes, strict=False)
+        log("compiling with AOTInductor (a few minutes) ...")
+        t0 = time.perf_counter()
         tmp = os.path.join(tmpdir, output.name)
         torch._inductor.aoti_compile_and_package(
             program, package_path=tmp,
