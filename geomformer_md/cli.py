@@ -40,6 +40,7 @@ examples:
   geomformer-md adsorb Cu211 O --sites step_fcc,step_bridge
   geomformer-md train config.yaml --resume
   geomformer-md distill examples/07_distill/emt_cuag.yaml   committee from an EMT teacher
+  geomformer-md lammps export geomformer-catalysis-v11 -o v11.pt2   for pair_style geomformer
 
 Every command accepts --model NAME_OR_FILE (default: the shipped default
 potential), --device cpu|cuda|auto and --dtype float32|float64; every command that
@@ -1041,6 +1042,10 @@ def build_parser() -> argparse.ArgumentParser:
              "(any ASE calculator) over a configuration space; re-running the same config "
              "continues the run", cmd_distill, (debug,))
     sp.add_argument("config", help="distillation config (YAML; see docs/distill.md)")
+
+    from .lammps.commands import add_parser as add_lammps
+
+    add_lammps(sub, [debug], _HelpFormatter)
     return p
 
 
