@@ -34,6 +34,8 @@ examples:
   geomformer-md adsorb Pt111 CO                    CO on every site of Pt(111)
   geomformer-md adsorb Cu211 O --sites step_fcc,step_bridge
   geomformer-md train config.yaml --resume
+  geomformer-md train config.yaml --set training.lr=1e-4 --set training.epochs=20
+  geomformer-md export runs/my-potential -o model.pt   model file from a run's checkpoint
 
 Every command accepts --model NAME_OR_FILE (default: the shipped default
 potential), --device cpu|cuda|auto and --dtype float32|float64.
@@ -242,6 +244,8 @@ def cmd_eval(args) -> int:
     from ase.units import GPa
     from tqdm.auto import tqdm
 
+    from .train.metrics import ErrorSums, zero_force_atoms, zero_force_message
+
     frames = _read(args.file, args.index)
     calc = _calculator(args)
     _check_elements(calc, frames)
@@ -251,11 +255,13 @@ def cmd_eval(args) -> int:
         f"{'frame':>5}  {'formula':<16}{'atoms':>6}{'E/eV':>15}{'E/atom':>12}{'max|F|':>10}"
         f"{'P/GPa':>10}"
     ]
-    errors = {"energy": [], "forces": [], "stress": []}  # against labels the file carries
+    errors = ErrorSums()  # against the labels the file carries; definitions in train/metrics.py
     offsets = []  # (numbers, E_label - E_model) per labelled frame
+    zeroed = []  # (frame, atoms) whose force labels look zeroed by FixAtoms
     for k, atoms in enumerate(tqdm(frames, desc="eval", disable=not _progress(args))):
         ref = dict(atoms.calc.results) if atoms.calc is not None else {}
         a = atoms.copy()
+        a.constraints = []  # labels are raw forces: compare them with raw predictions
         a.calc = calc
         try:
             e = a.get_potential_energy()
@@ -271,13 +277,15 @@ def cmd_eval(args) -> int:
                 p = f"{-np.mean(s[:3]) / GPa:10.3f}"
             except PropertyNotImplementedError:
                 pass
-        if "energy" in ref:
-            errors["energy"].append(abs(e - ref["energy"]) / len(a))
-            offsets.append((atoms.numbers, ref["energy"] - e))
-        if "forces" in ref:
-            errors["forces"].append(np.abs(f - ref["forces"]).mean())
-        if "stress" in ref and "stress" in res:
-            errors["stress"].append(np.abs(res["stress"] - ref["stress"]).mean())
+        e_ref = ref.get("energy", ref.get("free_energy"))
+        f_ref = ref.get("forces")
+        if f_ref is not None and zero_force_atoms(f_ref).any():
+            zeroed.append((k, int(zero_force_atoms(f_ref).sum())))
+        if e_ref is not None or f_ref is not None:
+            errors.add(e, e_ref, len(a), f, f_ref, res.get("stress"), ref.get("stress"),
+                       category=atoms.info.get(args.by, "(none)") if args.by else None)
+        if e_ref is not None:
+            offsets.append((atoms.numbers, e_ref - e))
         done = atoms.copy()
         done.calc = SinglePointCalculator(done, **res)
         results.append(done)
@@ -288,13 +296,14 @@ def cmd_eval(args) -> int:
         )
     _write(out, results, "extxyz")
     print("\n".join(rows))
-    scale = {"energy": (1e3, "meV/atom"), "forces": (1e3, "meV/Å"), "stress": (1e3, "meV/Å³")}
-    parts = [
-        f"{key} {scale[key][0] * np.mean(v):.2f} {scale[key][1]} (n={len(v)})"
-        for key, v in errors.items() if v
-    ]
-    if parts:  # the file carries reference labels (e.g. DFT): the mean absolute errors
-        print("MAE against the file's labels: " + ", ".join(parts))
+    counts = errors.counts()
+    if counts.get(None):  # the file carries reference labels (e.g. DFT): the mean absolute errors
+        print("MAE against the file's labels: " + _mae_text(errors.summary(), counts[None]))
+        for cat, v in errors.by_category().items():
+            print(f"  {args.by}={cat}: " + _mae_text(v, v["n_structures"]))
+    if zeroed:
+        print(f"{PROG}: warning: " + zero_force_message(len(zeroed), f"frame {zeroed[0][0]}",
+                                                      zeroed[0][1], args.file), file=sys.stderr)
     elements = sorted({int(z) for numbers, _ in offsets for z in numbers})
     if len(offsets) >= 2 * len(elements) + 2:
         # Another DFT code or setting shifts every energy by per-element constants, which
@@ -307,6 +316,15 @@ def cmd_eval(args) -> int:
         print(f"energy MAE after fitting per-element offsets: {1e3 * left.mean():.2f} meV/atom")
     print(f"wrote {out}")
     return 0
+
+
+def _mae_text(v: dict, n: int) -> str:
+    import math
+
+    parts = [f"{name} {v[key]:.2f} {unit}" for name, key, unit in (
+        ("energy", "energy_mae_meV_atom", "meV/atom"), ("forces", "forces_mae_meV_A", "meV/Å"),
+        ("stress", "stress_mae_meV_A3", "meV/Å³")) if not math.isnan(v[key])]
+    return ", ".join(parts) + f" (n={n})"
 
 
 def cmd_relax(args) -> int:
@@ -541,23 +559,43 @@ def cmd_train(args) -> int:
     if not config.is_file():
         raise CLIError(f"cannot read {args.config}: no such file")
     try:
-        from . import train as train_module
+        from .train import train
+        from .train.config import read_settings
     except ImportError as exc:
         raise CLIError(f"training is not available in this installation ({exc})") from None
-    entry = getattr(train_module, "cli_train", None) or getattr(train_module, "train", None)
-    if entry is None:
-        raise CLIError(
-            "training is not available in this installation "
-            "(geomformer_md.train has no cli_train/train entry point)"
-        )
-    metrics = entry(str(config), resume=args.resume)
-    if isinstance(metrics, dict) and metrics:
-        print(
-            "final metrics: "
-            + ", ".join(
-                f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()
-            )
-        )
+    try:
+        settings = read_settings(args.set or [])
+    except ValueError as exc:
+        raise CLIError(f"--set {exc}") from None
+    metrics = train(str(config), resume=args.resume, progress=_progress(args), settings=settings)
+    if int(os.environ.get("RANK", "0")) == 0 and isinstance(metrics, dict):  # one rank prints
+        if not metrics.get("complete", True):
+            print(f"stopped at step {metrics.get('step')}; continue with --resume")
+        else:
+            test, val = metrics.get("test") or {}, metrics.get("val") or {}
+            parts = [f"{name} {_mae_text(v, v.get('n_structures', 0))}"
+                     for name, v in (("test", test), ("val", val)) if v]
+            print("final metrics: " + "; ".join(parts) if parts else "final metrics: no val/test frames")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .train.trainer import CHECKPOINT, export_checkpoint
+
+    src = Path(args.checkpoint)
+    if not src.exists():
+        raise CLIError(f"cannot read {args.checkpoint}: no such file or directory")
+    if src.is_dir() and not (src / CHECKPOINT).is_file():
+        raise CLIError(f"{args.checkpoint} has no {CHECKPOINT} (is it a training out_dir?)")
+    out = Path(args.output)
+    if out.exists() and not args.force:
+        raise CLIError(f"{out} exists; pass --force to overwrite it")
+    from .io.checkpoint import read_model_file
+
+    export_checkpoint(src, out, use_ema=not args.no_ema)
+    meta = read_model_file(out)["metadata"]
+    print(f"wrote {out} (epoch {meta.get('epoch')}, step {meta.get('step')}, "
+          f"{'EMA' if meta.get('ema') else 'live'} weights)")
     return 0
 
 
@@ -634,6 +672,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--index", default=":", help="frames to evaluate (ASE index syntax)")
     sp.add_argument(
         "-o", "--output", help="output extxyz (default: FILE_STEM.eval.extxyz beside FILE)"
+    )
+    sp.add_argument(
+        "--by", metavar="INFO_KEY", default=None,
+        help="also report the errors per value of this atoms.info key (e.g. config_type)",
     )
 
     sp = add("relax", "relax a structure (positions, optionally the cell)", cmd_relax)
@@ -751,9 +793,26 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--vacuum", type=_positive(), default=10.0, help="Å on each side")
     sp.add_argument("--csv", default=None, help="CSV path (default: SPEC_ADSORBATE_adsorption.csv)")
 
-    sp = add("train", "train a potential from a YAML config", cmd_train, (debug,))
-    sp.add_argument("config", help="training config (YAML)")
+    sp = add("train", "train or fine-tune a potential from a YAML config", cmd_train, (debug,))
+    sp.add_argument("config", help="training config (YAML; keys in geomformer_md/train/config.py)")
     sp.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    sp.add_argument(
+        "--set",
+        action="append",
+        metavar="SECTION.KEY=VALUE",
+        help="override a config value, e.g. training.lr=1e-4 (repeatable)",
+    )
+
+    sp = add(
+        "export",
+        "write a model file from a training checkpoint (a run still going or stopped)",
+        cmd_export,
+        (debug,),
+    )
+    sp.add_argument("checkpoint", help="checkpoint.pt or the run's out_dir")
+    sp.add_argument("-o", "--output", required=True, help="model file to write")
+    sp.add_argument("--no-ema", action="store_true", help="the live weights, not the EMA average")
+    sp.add_argument("--force", action="store_true", help="overwrite an existing output file")
     return p
 
 
@@ -787,7 +846,7 @@ def _one_line(exc: BaseException) -> str:
     msg = " ".join(str(exc).split()) or type(exc).__name__
     if isinstance(exc, KeyError):
         msg = f"unknown key {msg}"
-    elif not isinstance(exc, (CLIError, ValueError, FileNotFoundError, ModelFileError)):
+    elif not isinstance(exc, (CLIError, ValueError, FileNotFoundError, FileExistsError, ModelFileError)):
         msg = f"{type(exc).__name__}: {msg}"
     return msg[:500]
 
