@@ -167,8 +167,9 @@ class ReplayConfig:
         file: structures to replay instead of generated ones (any ASE-readable file, e.g.
             the base model's own training data in a source checkout); their labels are
             ignored and replaced by the starting model's.
-        skip_covered: leave out replay structures whose elements all occur in the new
-            data (their chemistry is what the new labels are meant to change).
+        skip_covered: leave out replay structures made mostly (more than half their atoms)
+            of the new data's elements: their chemistry is what the new labels are meant to
+            change, and the starting model's labels there would pull against them.
         rattle: standard deviation of the random displacement of generated structures, Å.
         seed: the random seed of the generated structures.
     """

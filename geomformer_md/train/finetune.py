@@ -35,6 +35,9 @@ def refit_reference_energies(model: GeoMFormer, samples: list[Sample], mode: str
     (minimum norm) of the new labels' residual against the model; every other element keeps
     its e0. ``all``: every element is fitted from the new data alone, the network part
     taken as it is (each element must occur in the data). ``none``: nothing changes.
+    The fits minimise the squared error of the energy per atom, the quantity of the
+    training loss: a fit of total energies would let the large slabs pull the small gas
+    molecules (whose per-atom error it multiplies by 1/N) far off.
     Returns element -> {old, new, atoms, frames} and logs one line per element.
     """
     species = list(model.config.species)
@@ -49,10 +52,11 @@ def refit_reference_energies(model: GeoMFormer, samples: list[Sample], mode: str
     pred = predict_energies(model, samples, device)
     before = np.abs(labels - pred) / a.sum(1)
     new = old.copy()
+    per_atom = 1.0 / a.sum(1, keepdims=True)
     if mode == "present":
-        new[present] = old[present] + offsets_from_counts(a, labels - pred)[present]
+        new[present] = old[present] + offsets_from_counts(a * per_atom, (labels - pred) * per_atom[:, 0])[present]
     elif mode == "all":
-        new = offsets_from_counts(a, labels - (pred - a @ old))
+        new = offsets_from_counts(a * per_atom, (labels - (pred - a @ old)) * per_atom[:, 0])
     with torch.no_grad():
         model.e0.copy_(torch.as_tensor(new, dtype=model.e0.dtype))
     after = np.abs(labels - (pred + a @ (new - old))) / a.sum(1)
@@ -121,12 +125,12 @@ def label_with_model(model: GeoMFormer, structures, device, source: str, max_for
 
 def model_lattice_constant(model: GeoMFormer, device):
     """symbol -> the model's own lattice constant (ASE's reference if it has no minimum)."""
+    import copy
+
     from ase.data import atomic_numbers, reference_states
 
     from ..calculator import GeoMFormerCalculator
     from ..simulate.catalysis import bulk_lattice_constant
-
-    import copy
 
     calc = GeoMFormerCalculator(copy.deepcopy(model), device=str(device))  # it sets eval mode
 

@@ -40,9 +40,21 @@ def _elements(name: str) -> set[int]:
     return {atomic_numbers[s] for s in string2symbols(name)}
 
 
+def mostly_covered(numbers, covered) -> bool:
+    """Whether more than half of these atoms are of the ``covered`` elements (the new data's).
+
+    Such a structure's chemistry is what the new labels are meant to change: replaying the
+    starting model's labels there would pull against them (a Pt slab with N replayed at the
+    old level of theory contradicts the new data's clean Pt slabs), while a Cu slab with O
+    keeps the old Cu and lets O on Pt follow the new data.
+    """
+    numbers = np.asarray(numbers)
+    return bool(np.isin(numbers, list(covered)).sum() * 2 > len(numbers))
+
+
 def replay_recipes(species, covered=frozenset()) -> list[tuple[str, tuple]]:
-    """(kind, recipe) of every structure type the model's elements allow, minus those whose
-    elements all lie in ``covered`` (the new data's elements)."""
+    """(kind, recipe) of every structure type the model's elements allow, minus those made
+    mostly of the ``covered`` elements (mostly_covered; a slab counts as 16 metal atoms)."""
     species = set(int(z) for z in species)
     metals = sorted(z for z in species if _crystal(z))
     recipes = []
@@ -55,11 +67,19 @@ def replay_recipes(species, covered=frozenset()) -> list[tuple[str, tuple]]:
                         if _elements(ads) <= species]
     recipes += [("gas", (name,)) for name in GAS if _elements(name) <= species]
 
-    def elements(kind, recipe):
-        names = recipe[:1] + recipe[2:] if kind != "gas" else recipe
-        return set().union(*(_elements(n) for n in names))
+    def numbers(kind, recipe):
+        if kind == "gas":
+            return list(_gas_or_atom(recipe[0]).numbers)
+        host = [atomic_numbers[recipe[0]]] * 16
+        return host + (list(_gas_or_atom(recipe[2]).numbers) if kind == "adsorbate" else [])
 
-    return [(k, r) for k, r in recipes if not elements(k, r) <= set(covered)]
+    return [(k, r) for k, r in recipes if not mostly_covered(numbers(k, r), covered)]
+
+
+def _gas_or_atom(name: str) -> Atoms:
+    from ase.build import molecule
+
+    return Atoms(name) if name in atomic_numbers else molecule(name)
 
 
 def _bulk(sym: str, a: float, rng) -> Atoms:
@@ -95,9 +115,7 @@ def _slab(sym: str, facet: str, a: float, ads: str | None, rng) -> Atoms:
 
 
 def _gas(name: str) -> Atoms:
-    from ase.build import molecule
-
-    mol = Atoms(name) if name in atomic_numbers else molecule(name)
+    mol = _gas_or_atom(name)
     mol.center(vacuum=5.0)
     mol.pbc = False
     return mol
@@ -112,7 +130,7 @@ def generate_replay_structures(species, n: int, lattice_constant: Callable[[str]
         species: the model's atomic numbers.
         n: how many structures.
         lattice_constant: symbol -> lattice constant in Å (the starting model's own).
-        covered: atomic numbers of the new data; structures made only of them are left out.
+        covered: atomic numbers of the new data; structures made mostly of them are left out.
         rattle: standard deviation of the random displacement of every atom, Å.
         seed: random seed; the same arguments give the same structures.
     """

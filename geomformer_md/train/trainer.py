@@ -44,6 +44,7 @@ from .finetune import (
     refit_reference_energies,
 )
 from .metrics import ErrorSums, zero_force_atoms, zero_force_message
+from .replay import generate_replay_structures, mostly_covered
 
 CHECKPOINT = "checkpoint.pt"
 METRIC_FIELDS = [
@@ -92,8 +93,11 @@ class EMA:
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
         # Two multi-tensor kernels on a GPU instead of two per parameter (~200 launches a
         # step, which bound a GPU training step); the same arithmetic as s * d + p (1 - d).
-        torch._foreach_mul_(self.shadow, d)
-        torch._foreach_add_(self.shadow, [p.detach() for p in self.params], alpha=1 - d)
+        # Frozen parameters are skipped: s * d + s * (1 - d) is not s in floating point.
+        pairs = [(s, p.detach()) for s, p in zip(self.shadow, self.params, strict=True) if p.requires_grad]
+        shadow, live = [s for s, _ in pairs], [p for _, p in pairs]
+        torch._foreach_mul_(shadow, d)
+        torch._foreach_add_(shadow, live, alpha=1 - d)
 
     @torch.no_grad()
     def swap(self) -> None:
@@ -322,13 +326,10 @@ class Trainer:
         species = self.model.config.species
         with self._eval_mode():
             if r.file:
-                pool = [a for a in read_frames(r.file)
-                        if not set(a.get_atomic_numbers().tolist()) <= covered]
+                pool = [a for a in read_frames(r.file) if not mostly_covered(a.numbers, covered)]
                 pick = np.random.default_rng(r.seed).permutation(len(pool))[: r.frames]
                 structures, source = [pool[k] for k in sorted(pick)], r.file
             else:
-                from .replay import generate_replay_structures
-
                 structures = generate_replay_structures(
                     species, r.frames, model_lattice_constant(self.model, self.device),
                     covered=covered, rattle=r.rattle, seed=r.seed)
@@ -347,7 +348,7 @@ class Trainer:
         self.log(f"replay: {len(samples)} structures from {source} labelled by the starting model, "
                  f"loss weight {r.weight:g} ({', '.join(f'{v} {k}' for k, v in sorted(kinds.items()))}"
                  f"{f'; {dropped} dropped, |F| > {data.max_force} eV/Å' if dropped else ''}); "
-                 f"structures made only of the new data's elements left out: {skipped}")
+                 f"structures made mostly of the new data's elements ({skipped}) left out")
         if not samples:
             self.log("warning: replay is on but no replay structure is left: the new data covers "
                      "every element of the starting model")
