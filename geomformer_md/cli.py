@@ -575,7 +575,7 @@ def cmd_train(args) -> int:
             test, val = metrics.get("test") or {}, metrics.get("val") or {}
             parts = [f"{name} {_mae_text(v, v.get('n_structures', 0))}"
                      for name, v in (("test", test), ("val", val)) if v]
-            print("final metrics: " + "; ".join(parts) if parts else "final metrics: no val/test frames")
+            print("final metrics: " + ("; ".join(parts) if parts else "no val/test frames"))
     return 0
 
 
@@ -846,7 +846,8 @@ def _one_line(exc: BaseException) -> str:
     msg = " ".join(str(exc).split()) or type(exc).__name__
     if isinstance(exc, KeyError):
         msg = f"unknown key {msg}"
-    elif not isinstance(exc, (CLIError, ValueError, FileNotFoundError, FileExistsError, ModelFileError)):
+    elif not isinstance(exc, (CLIError, ValueError, FileNotFoundError, FileExistsError,
+                              ModelFileError)):
         msg = f"{type(exc).__name__}: {msg}"
     return msg[:500]
 

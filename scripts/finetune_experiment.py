@@ -1,7 +1,7 @@
 """The fine-tuning experiment of docs/finetune.md: geomformer-catalysis-v11 fine-tuned on
 Pt(111) frames labelled by another model, measured on the new domain and far from it.
 
-    OMP_NUM_THREADS=1 nice -n 10 python scripts/finetune_experiment.py --out runs/finetune-experiment
+    OMP_NUM_THREADS=1 nice -n 10 python scripts/finetune_experiment.py
 
 What it does (every step skips work already done, so a killed run continues):
 1. Sets. ``pt111.extxyz``: the Pt(111) frames of data/catalysis-v2 (7net-l3i5 labels, standing in
@@ -123,9 +123,11 @@ def frame_errors(calc, frames, keep=None) -> dict:
         a = atoms.copy()
         a.constraints = []
         a.calc = calc
-        sums.add(a.get_potential_energy(), e, len(a), a.get_forces(), f, category=atoms.info["combo"])
-    return {**sums.summary(), "n_structures": sum(v["n_structures"] for v in sums.by_category().values()),
-            "categories": sums.by_category()}
+        sums.add(a.get_potential_energy(), e, len(a), a.get_forces(), f,
+                 category=atoms.info["combo"])
+    cats = sums.by_category()
+    return {**sums.summary(), "n_structures": sum(v["n_structures"] for v in cats.values()),
+            "categories": cats}
 
 
 def adsorption(calc, data_dir: Path) -> list[dict]:
@@ -138,7 +140,8 @@ def adsorption(calc, data_dir: Path) -> list[dict]:
     from geomformer_md.simulate.relax import bottom_layer_indices, relax
 
     def relaxed(atoms):
-        return relax(atoms, calculator=calc, fmax=0.05, steps=300, optimizer="BFGS", progress=False)[1]
+        return relax(atoms, calculator=calc, fmax=0.05, steps=300, optimizer="BFGS",
+                     progress=False)[1]
 
     def fixed(atoms):
         atoms = atoms.copy()
@@ -159,7 +162,8 @@ def adsorption(calc, data_dir: Path) -> list[dict]:
                                              vacuum=r["vacuum_each_side"]))).energy
         start = read(data_dir / "reference" / f"{case['case']}.extxyz", index=0)
         res = relaxed(fixed(start))
-        e_gas = sum(float(c) * gas[m] for c, m in re.findall(r"([-+]?[\d.]+)\*E\((\w+)\)", case["gas_reference"]))
+        terms = re.findall(r"([-+]?[\d.]+)\*E\((\w+)\)", case["gas_reference"])
+        e_gas = sum(float(c) * gas[m] for c, m in terms)
         ours = res.energy - slabs[key] - e_gas
         rows.append({"case": case["case"], "metal": r["metal"], "heldout": case["heldout"],
                      "labeller": case["E_ads"], "model": ours, "error": ours - case["E_ads"],
@@ -202,10 +206,12 @@ def table(results: dict) -> str:
     out += row("same: energy MAE", lambda r: f"{r['heldout']['energy_mae_meV_atom']:.1f} meV/atom")
     out += row("in-domain test frames vs new labels: force MAE",
                lambda r: f"{r['test_in_domain']['forces_mae_meV_A']:.1f} meV/Å")
-    out += row("same: energy MAE", lambda r: f"{r['test_in_domain']['energy_mae_meV_atom']:.1f} meV/atom")
+    out += row("same: energy MAE",
+               lambda r: f"{r['test_in_domain']['energy_mae_meV_atom']:.1f} meV/atom")
     out += row("adsorption energies on Pt(111) vs new labeller (4 cases): mean abs. error",
                lambda r: mae(r["adsorption_pt111_vs_new"]))
-    out += row("far frames vs base labeller (Cu(100)+O, Ni(111)+H, Pd(211)+CO, Au bulk): raw energy MAE",
+    out += row("far frames vs base labeller (Cu(100)+O, Ni(111)+H, Pd(211)+CO, Au bulk): "
+               "raw energy MAE",
                lambda r: f"{r['far']['energy_mae_meV_atom']:.1f} meV/atom")
     out += row("same: force MAE", lambda r: f"{r['far']['forces_mae_meV_A']:.1f} meV/Å")
     out += row("adsorption energies off Pt vs base labeller (5 cases): mean abs. error",

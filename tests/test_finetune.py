@@ -71,7 +71,8 @@ def e0_of(model, z):
     return float(model.e0[model.config.species.index(z)])
 
 
-def test_elements_absent_from_the_new_data_keep_their_reference_energies(base_file, data_file, tmp_path):
+def test_elements_absent_from_the_new_data_keep_their_reference_energies(base_file, data_file,
+                                                                        tmp_path):
     # A new labeller with another zero of energy: every label shifted by -7 eV per atom.
     frames = read_frames(data_file)
     for a in frames:
@@ -104,7 +105,8 @@ def test_elements_absent_from_the_new_data_keep_their_reference_energies(base_fi
     assert all(e0_of(tuned, z) == e0_of(shifted, z) for z in SPECIES)
 
 
-def test_replay_frames_are_the_starting_models_labels_and_enter_the_loss(base_file, data_file, tmp_path):
+def test_replay_frames_are_the_starting_models_labels_and_enter_the_loss(base_file, data_file,
+                                                                         tmp_path):
     cfg = ft_config(data_file, tmp_path / "r", base_file, replay=8)
     cfg["replay"]["weight"] = 2.5
     trainer = Trainer(train_config_from_dict(cfg), **QUIET)
@@ -175,7 +177,8 @@ def test_epoch_zero_row_and_trainer_errors_equal_eval(base_file, data_file, tmp_
         assert main(["eval", str(tmp_path / name), "--model", str(model), "--dtype", "float64",
                      "--device", "cpu", "--by", "config_type"]) == 0
         out = capsys.readouterr().out
-        m = re.search(r"MAE against the file's labels: energy ([\d.]+) meV/atom, forces ([\d.]+) meV/Å", out)
+        m = re.search(r"MAE against the file's labels: "
+                      r"energy ([\d.]+) meV/atom, forces ([\d.]+) meV/Å", out)
         return float(m.group(1)), float(m.group(2)), out
 
     e, f, _ = eval_mae(base_file, val, "val.extxyz")  # the starting model on val: row 0
@@ -189,9 +192,10 @@ def test_epoch_zero_row_and_trainer_errors_equal_eval(base_file, data_file, tmp_
     # per-category columns in metrics.csv; the starting model's errors in the report; plots
     assert any(k.startswith("val_forces_mae_meV_A[") for k in rows[0])
     report = json.loads((tmp_path / "run" / "test_metrics.json").read_text())
-    assert report["start"]["val"]["forces_mae_meV_A"] == pytest.approx(float(rows[0]["val_forces_mae_meV_A"]))
+    row0 = float(rows[0]["val_forces_mae_meV_A"])
+    assert report["start"]["val"]["forces_mae_meV_A"] == pytest.approx(row0)
     assert set(report["start"]["test_categories"]) == set(report["test_categories"])
-    assert (tmp_path / "run" / "parity.png").is_file() and (tmp_path / "run" / "parity-val.png").is_file()
+    assert all((tmp_path / "run" / name).is_file() for name in ("parity.png", "parity-val.png"))
 
 
 def test_zeroed_forces_of_fixed_atoms_are_reported(base_file, tmp_path, capsys):
@@ -203,7 +207,8 @@ def test_zeroed_forces_of_fixed_atoms_are_reported(base_file, tmp_path, capsys):
         slab.set_constraint(FixAtoms(indices=[a.index for a in slab if a.tag == 3]))
         slab.calc = EMT()
         # The common mistake: get_forces() applies FixAtoms and returns zeros for fixed atoms.
-        slab.calc = SinglePointCalculator(slab, energy=slab.get_potential_energy(), forces=slab.get_forces())
+        e, f = slab.get_potential_energy(), slab.get_forces()
+        slab.calc = SinglePointCalculator(slab, energy=e, forces=f)
         slab.info["config_id"] = f"s{k}"
         frames.append(slab)
     good = bulk("Cu", cubic=True)
@@ -215,7 +220,8 @@ def test_zeroed_forces_of_fixed_atoms_are_reported(base_file, tmp_path, capsys):
     warned = [line for line in lines if "exactly zero" in line]
     assert len(warned) == 3  # train, val and test each hold some of the 8 flagged frames
     assert "apply_constraint=False" in warned[0] and "4 atoms" in warned[0]
-    assert main(["eval", str(tmp_path / "fixed.extxyz"), "--model", str(base_file), "--device", "cpu"]) == 0
+    assert main(["eval", str(tmp_path / "fixed.extxyz"), "--model", str(base_file),
+                 "--device", "cpu"]) == 0
     err = capsys.readouterr().err
     assert "8 frame(s) have atoms whose force label is exactly zero" in err
 
@@ -236,7 +242,8 @@ def test_bad_config_is_refused_before_the_data_is_read(base_file, tmp_path, caps
 
     text = yaml.safe_dump(cfg).replace("lr: 0.003", "lr: '2e-4'")
     refused(None, r"training.lr must be a number, got the text '2e-4'", text)
-    refused({**cfg, "training": {**cfg["training"], "epochs": 2.5}}, "training.epochs must be an integer")
+    refused({**cfg, "training": {**cfg["training"], "epochs": 2.5}},
+            "training.epochs must be an integer")
     refused({**cfg, "data": {**cfg["data"], "stratify_keys": "metal"}},
             "data.stratify_keys must be a list of strings")
     refused({**cfg, "model": {"d_model": 8}}, "the model section is not used with init_from")
@@ -276,10 +283,12 @@ def test_holdout_list_test_file_with_random_split_and_frozen_layers(base_file, d
     assert not torch.equal(a["energy_mlp.0.weight"], b["energy_mlp.0.weight"])
 
 
-def test_set_on_the_command_line_and_export_of_a_stopped_run(base_file, data_file, tmp_path, capsys):
+def test_set_on_the_command_line_and_export_of_a_stopped_run(base_file, data_file, tmp_path,
+                                                             capsys):
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(ft_config(data_file, tmp_path / "run", base_file, epochs=5)))
-    assert main(["train", str(path), "--set", "training.max_steps=3", "--set", "training.lr=1e-4"]) == 0
+    assert main(["train", str(path), "--set", "training.max_steps=3",
+                 "--set", "training.lr=1e-4"]) == 0
     assert "continue with --resume" in capsys.readouterr().out
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["training"]["max_steps"] == 3 and saved["training"]["lr"] == 1e-4

@@ -63,7 +63,8 @@ def config(data_file, out_dir, **training):
     t.update(training)
     return {
         "out_dir": str(out_dir),
-        "data": {"train_file": str(data_file), "val_fraction": 0.25, "test_fraction": 0.25, "split_key": "config_id"},
+        "data": {"train_file": str(data_file), "val_fraction": 0.25, "test_fraction": 0.25,
+                 "split_key": "config_id"},
         "model": TINY_MODEL,
         "training": t,
     }
@@ -111,7 +112,8 @@ def test_stage_two_switches_loss_weights_and_holds_the_learning_rate(data_file, 
     quiet = {"progress": False, "log": lambda *a: None}
     two = {"stage_two_epoch": 3, "stage_two_lr": 1e-4}
     same = train(config(data_file, tmp_path / "same", **two), **quiet)
-    heavy = train(config(data_file, tmp_path / "heavy", stage_two_energy_weight=100.0, **two), **quiet)
+    two_heavy = {**two, "stage_two_energy_weight": 100.0}
+    heavy = train(config(data_file, tmp_path / "heavy", **two_heavy), **quiet)
     rows = {}
     for name in ("same", "heavy"):
         lines = (tmp_path / name / "metrics.csv").read_text().strip().splitlines()[1:]
@@ -124,9 +126,9 @@ def test_stage_two_switches_loss_weights_and_holds_the_learning_rate(data_file, 
     lrs = [r[2] for r in rows["heavy"]]
     assert lrs[2] == pytest.approx(1e-4) and lrs[0] > lrs[1] > 3e-3 * 0.02
     # Killed in stage one and resumed: the same model as the straight run.
-    part = train(config(data_file, tmp_path / "part", stage_two_energy_weight=100.0, max_steps=5, **two), **quiet)
+    part = train(config(data_file, tmp_path / "part", max_steps=5, **two_heavy), **quiet)
     assert not part["complete"]
-    resumed = train(config(data_file, tmp_path / "part", stage_two_energy_weight=100.0, **two), resume=True, **quiet)
+    resumed = train(config(data_file, tmp_path / "part", **two_heavy), resume=True, **quiet)
     assert resumed["test"] == pytest.approx(heavy["test"], rel=1e-9)
 
 
@@ -242,7 +244,8 @@ def test_sigkill_then_resume_equals_uninterrupted(data_file, tmp_path):
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     code = f"from geomformer_md.train import train; train({str(cfg_path)!r}, progress=False)"
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
     ckpt = tmp_path / "killed" / "checkpoint.pt"
     deadline = time.time() + 120
     while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
@@ -253,7 +256,8 @@ def test_sigkill_then_resume_equals_uninterrupted(data_file, tmp_path):
     assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
     assert not (tmp_path / "killed" / "model.pt").exists()
     resumed = train(str(cfg_path), resume=True, **quiet)
-    straight = train(config(data_file, tmp_path / "straight", epochs=12, checkpoint_every=1), **quiet)
+    straight = train(config(data_file, tmp_path / "straight", epochs=12, checkpoint_every=1),
+                     **quiet)
     assert resumed["test"] == pytest.approx(straight["test"], rel=1e-9)
 
 
@@ -297,7 +301,8 @@ def test_fine_tune_from_model_file_refits_reference_energies(data_file, tmp_path
     tuned = load_potential(tmp_path / "ft" / "model.pt")
     assert tuned.config.species == base.config.species
     assert res["test"]["energy_mae_meV_atom"] < 1000  # the 7 eV/atom shift went into E0
-    assert float(tuned.e0[base.config.species.index(29)]) < float(base.e0[base.config.species.index(29)]) - 5
+    cu = base.config.species.index(29)
+    assert float(tuned.e0[cu]) < float(base.e0[cu]) - 5
 
 
 def test_bad_training_input_is_refused_clearly(tmp_path):

@@ -5,7 +5,7 @@ out_dir: runs/my-potential
 init_from: null            # a shipped potential name or a model file to fine-tune
 refit_e0: present          # fine-tuning: which per-element reference energies to refit
 data:    {train_file: data.extxyz, val_fraction: 0.1, test_fraction: 0.1, ...}
-model:   {d_model: 64, n_layers: 3, cutoff: 5.0, ...}   # GeoMFormerConfig fields (not with init_from)
+model:   {d_model: 64, n_layers: 3, cutoff: 5.0, ...}   # GeoMFormerConfig (not with init_from)
 training: {epochs: 100, batch_size: 8, lr: 1.0e-3, ...}
 replay:  {frames: 200, weight: 1.0}                     # fine-tuning only, see ReplayConfig
 ```
@@ -167,6 +167,9 @@ class ReplayConfig:
         file: structures to replay instead of generated ones (any ASE-readable file, e.g.
             the base model's own training data in a source checkout); their labels are
             ignored and replaced by the starting model's.
+        resample: new replay structures every epoch (seeded by ``seed`` and the epoch, so a
+            resumed run sees the same ones): the same cost per epoch, more of the old domain
+            covered over a run. Off: the same structures every epoch.
         skip_covered: leave out replay structures made mostly (more than half their atoms)
             of the new data's elements: their chemistry is what the new labels are meant to
             change, and the starting model's labels there would pull against them.
@@ -177,6 +180,7 @@ class ReplayConfig:
     frames: int = 200
     weight: float = 1.0
     file: str | None = None
+    resample: bool = True
     skip_covered: bool = True
     rattle: float = 0.05
     seed: int = 0
@@ -269,7 +273,7 @@ def _build(cls, raw, where: str):
     if not isinstance(raw, dict):
         raise ValueError(f"config section {where!r} must be a mapping, got {_show(raw)}")
     hints = typing.get_type_hints(cls)
-    valid = [f.name for f in dataclasses.fields(cls) if f.name not in _SECTIONS and f.name != "model"]
+    valid = [f.name for f in dataclasses.fields(cls) if f.name not in (*_SECTIONS, "model")]
     unknown = sorted(set(raw) - set(valid))
     if unknown:
         raise ValueError(f"unknown key(s) {unknown} in {where}; valid keys: {sorted(valid)}")
@@ -345,7 +349,8 @@ def train_config_from_dict(raw: dict) -> TrainConfig:
         data = _build(DataConfig, data_raw, "data")
     except ValueError as err:
         if "extra_train_files" in str(err):
-            raise ValueError(f"data.extra_train_files must be a list of file paths ({err})") from None
+            raise ValueError(
+                f"data.extra_train_files must be a list of file paths ({err})") from None
         raise
     cfg = dataclasses.replace(
         top, data=data,
@@ -358,8 +363,10 @@ def train_config_from_dict(raw: dict) -> TrainConfig:
     _check_training(cfg.training, cfg)
     r = cfg.replay
     _require(r.frames >= 0, f"replay.frames must be >= 0 (0 = replay off), got {r.frames}")
-    _require(math.isfinite(r.weight) and r.weight >= 0, f"replay.weight must be >= 0, got {r.weight}")
-    _require(math.isfinite(r.rattle) and r.rattle >= 0, f"replay.rattle must be >= 0 Å, got {r.rattle}")
+    _require(math.isfinite(r.weight) and r.weight >= 0,
+             f"replay.weight must be >= 0, got {r.weight}")
+    _require(math.isfinite(r.rattle) and r.rattle >= 0,
+             f"replay.rattle must be >= 0 Å, got {r.rattle}")
     return cfg
 
 
@@ -381,7 +388,8 @@ def _check_data(d: DataConfig) -> None:
     test = test_fraction_of(d)
     _require(0 <= test < 1, f"data.test_fraction must be in [0, 1), got {d.test_fraction}")
     _require(d.val_fraction + test < 1,
-             f"data.val_fraction + data.test_fraction must be below 1, got {d.val_fraction + test:g}")
+             "data.val_fraction + data.test_fraction must be below 1, got "
+             f"{d.val_fraction + test:g}")
     _require(math.isfinite(d.max_force) and d.max_force > 0,
              f"data.max_force must be a positive number (eV/Å), got {d.max_force}")
     _require(not (d.holdout_value is not None and d.holdout_key is None),
@@ -409,13 +417,15 @@ def _check_training(t: TrainingConfig, cfg: TrainConfig) -> None:
                 "stress_weight", "checkpoint_every"):
         value = getattr(t, key)
         _require(math.isfinite(value) and value >= 0, f"training.{key} must be >= 0, got {value}")
-    _require(0 <= t.min_lr_ratio <= 1, f"training.min_lr_ratio must be in [0, 1], got {t.min_lr_ratio}")
+    _require(0 <= t.min_lr_ratio <= 1,
+             f"training.min_lr_ratio must be in [0, 1], got {t.min_lr_ratio}")
     _require(0 <= t.ema_decay < 1, f"training.ema_decay must be in [0, 1), got {t.ema_decay}")
     _require(t.dtype in ("float32", "float64"),
              f"training.dtype must be float32 or float64, got {t.dtype!r}")
     _require(t.num_threads is None or t.num_threads >= 1,
              f"training.num_threads must be >= 1 (or unset: OMP_NUM_THREADS), got {t.num_threads}")
-    _require(t.max_steps is None or t.max_steps >= 1, f"training.max_steps must be >= 1, got {t.max_steps}")
+    _require(t.max_steps is None or t.max_steps >= 1,
+             f"training.max_steps must be >= 1, got {t.max_steps}")
     _require(t.max_minutes is None or t.max_minutes > 0,
              f"training.max_minutes must be > 0, got {t.max_minutes}")
     _require(bool(re.fullmatch(r"cpu|cuda(:\d+)?|mps|auto", t.device)),

@@ -154,7 +154,8 @@ def collate_samples(samples: list[Sample]) -> Batch:
         energy=torch.tensor([s.energy for s in samples], dtype=torch.float64),
         n_atoms=torch.tensor([s.n_atoms for s in samples], dtype=torch.float64),
         forces=torch.cat([s.forces for s in samples]),
-        stress=torch.stack([s.stress if s.stress is not None else torch.zeros(3, 3, dtype=torch.float64) for s in samples]),
+        stress=torch.stack([s.stress if s.stress is not None
+                            else torch.zeros(3, 3, dtype=torch.float64) for s in samples]),
         has_stress=torch.tensor([s.stress is not None for s in samples]),
         energy_weight=torch.tensor([s.energy_weight for s in samples], dtype=torch.float64),
         weight=torch.tensor([s.weight for s in samples], dtype=torch.float64),

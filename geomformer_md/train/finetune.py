@@ -6,6 +6,8 @@ did, so that a fine-tune never changes what the base model knew without telling.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 from ase.data import chemical_symbols
@@ -16,7 +18,8 @@ from .data import Sample, composition_matrix, make_samples, offsets_from_counts
 
 
 @torch.no_grad()
-def predict_energies(model: GeoMFormer, samples: list[Sample], device, batch_size: int = 16) -> np.ndarray:
+def predict_energies(model: GeoMFormer, samples: list[Sample], device,
+                     batch_size: int = 16) -> np.ndarray:
     """The model's total energies (eV) of the samples, without forces."""
     from .data import collate_samples
 
@@ -54,7 +57,8 @@ def refit_reference_energies(model: GeoMFormer, samples: list[Sample], mode: str
     new = old.copy()
     per_atom = 1.0 / a.sum(1, keepdims=True)
     if mode == "present":
-        new[present] = old[present] + offsets_from_counts(a * per_atom, (labels - pred) * per_atom[:, 0])[present]
+        delta = offsets_from_counts(a * per_atom, (labels - pred) * per_atom[:, 0])
+        new[present] = old[present] + delta[present]
     elif mode == "all":
         new = offsets_from_counts(a * per_atom, (labels - (pred - a @ old)) * per_atom[:, 0])
     with torch.no_grad():
@@ -65,7 +69,8 @@ def refit_reference_energies(model: GeoMFormer, samples: list[Sample], mode: str
     for k, z in enumerate(species):
         sym = chemical_symbols[z]
         n_atoms, n_frames = int(a[:, k].sum()), int((a[:, k] > 0).sum())
-        report[sym] = {"old": float(old[k]), "new": float(new[k]), "atoms": n_atoms, "frames": n_frames}
+        report[sym] = {"old": float(old[k]), "new": float(new[k]), "atoms": n_atoms,
+                       "frames": n_frames}
         if mode != "none" and present[k]:
             lines.append(f"  {sym:>2} {old[k]:12.5f} -> {new[k]:12.5f} eV ({new[k] - old[k]:+.5f}; "
                          f"{n_atoms} atoms in {n_frames} frames)")
@@ -87,7 +92,7 @@ def freeze_parameters(model: GeoMFormer, prefixes) -> list[str]:
     for prefix in prefixes:
         hit = [n for n in names if n == prefix or n.startswith(prefix.rstrip(".") + ".")]
         if not hit:
-            tops = sorted({".".join(n.split(".")[:2]) if n.startswith("blocks.") else n.split(".")[0]
+            tops = sorted({".".join(n.split(".")[: 2 if n.startswith("blocks.") else 1])
                            for n in names})
             raise ValueError(f"training.freeze: {prefix!r} names no parameter of this model; "
                              f"valid prefixes include {tops}")
@@ -120,7 +125,8 @@ def label_with_model(model: GeoMFormer, structures, device, source: str, max_for
         a = atoms.copy()
         a.calc = SinglePointCalculator(a, **res)
         labelled.append(a)
-    return make_samples(labelled, model.config.cutoff, model.config.species, source, max_force, backend)
+    return make_samples(labelled, model.config.cutoff, model.config.species, source, max_force,
+                        backend)
 
 
 def model_lattice_constant(model: GeoMFormer, device):
@@ -141,3 +147,85 @@ def model_lattice_constant(model: GeoMFormer, device):
             return float(reference_states[atomic_numbers[symbol]]["a"])
 
     return get
+
+
+class Replay:
+    """The replay frames of ``cfg.replay``: structures of the starting model's domain (generated,
+    or drawn from ``replay.file``) labelled by the starting model, each with the replay loss
+    weight. With ``replay.resample`` every epoch gets new structures (seeded by the seed and
+    the epoch, so a resumed run sees the same ones), always ``frames`` of them."""
+
+    def __init__(self, model: GeoMFormer, cfg, new_samples: list[Sample], device, log=print):
+        from .data import read_frames
+        from .replay import mostly_covered
+
+        self.cfg, self.device, self.log = cfg, device, log
+        self.labeller = copy.deepcopy(model).eval()  # the starting model, never trained
+        r = cfg.replay
+        self.covered = ({int(z) for s in new_samples for z in s.graph.numbers.tolist()}
+                        if r.skip_covered else set())
+        self.pool = None
+        if r.file:
+            self.pool = [a for a in read_frames(r.file)
+                         if not mostly_covered(a.numbers, self.covered)]
+        else:
+            get, known = model_lattice_constant(self.labeller, device), {}
+
+            def lattice(sym: str) -> float:  # fitted once per metal, then reused every epoch
+                if sym not in known:
+                    known[sym] = get(sym)
+                return known[sym]
+
+            self.lattice = lattice
+        self.dropped = 0
+
+    def _label(self, structures, source) -> list[Sample]:
+        data = self.cfg.data
+        samples, dropped = label_with_model(self.labeller, structures, self.device, source,
+                                            data.max_force, self.cfg.training.neighbor_backend)
+        self.dropped += dropped
+        return samples
+
+    def samples(self, epoch: int) -> list[Sample]:
+        """The replay frames of ``epoch`` (0-based; every epoch's are epoch 0's unless
+        replay.resample)."""
+        from .replay import generate_replay_structures
+
+        r = self.cfg.replay
+        seed = [r.seed, epoch] if r.resample else [r.seed]
+        out: list[Sample] = []
+        if self.pool is not None:  # in a seeded order until `frames` are kept (or none left)
+            order = np.random.default_rng(seed).permutation(len(self.pool))
+            for start in range(0, len(order), r.frames):
+                if len(out) >= r.frames:
+                    break
+                chunk = [self.pool[k] for k in order[start : start + r.frames]]
+                out += self._label(chunk, r.file)
+        else:  # generated: more candidates than needed, then the first `frames` kept
+            for rnd in range(20):
+                want = r.frames - len(out)
+                if want <= 0:
+                    break
+                structures = generate_replay_structures(
+                    self.labeller.config.species, want + want // 4 + 4, self.lattice,
+                    covered=self.covered, rattle=r.rattle, seed=[*seed, rnd])
+                out += self._label(structures, "replay")
+        out = out[: r.frames]
+        for s in out:
+            s.weight = float(r.weight)
+        return out
+
+    def describe(self, samples: list[Sample]) -> str:
+        r, data = self.cfg.replay, self.cfg.data
+        kinds: dict[str, int] = {}
+        for s in samples:
+            kind = str(s.info.get("replay", "file")).split("/")[0]
+            kinds[kind] = kinds.get(kind, 0) + 1
+        skipped = ", ".join(chemical_symbols[z] for z in sorted(self.covered)) or "none"
+        counts = ", ".join(f"{v} {k}" for k, v in sorted(kinds.items()))
+        dropped = (f"; {self.dropped} candidates dropped, |F| > {data.max_force} eV/Å"
+                   if self.dropped else "")
+        every = "new ones every epoch" if r.resample else "the same every epoch"
+        return (f"replay: {len(samples)} structures from {r.file or 'generated recipes'} labelled "
+                f"by the starting model, {every}, loss weight {r.weight:g} ({counts}{dropped}); "
+                f"structures made mostly of the new data's elements ({skipped}) left out")

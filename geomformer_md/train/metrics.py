@@ -93,3 +93,34 @@ def zero_force_message(n_frames: int, example: str, n_atoms: int, source: str) -
             f"with atoms.get_forces(), which zeroes the forces of FixAtoms atoms. Those are not "
             f"the labeller's forces: store atoms.get_forces(apply_constraint=False) (or the "
             f"calculator's results['forces']), or remove the constraint before labelling")
+
+
+def totals(res: dict) -> dict:
+    """An evaluation without its per-category errors and parity data."""
+    return {k: v for k, v in res.items() if k not in ("pairs", "categories")}
+
+
+def final_report(metrics: dict) -> str:
+    """The final errors, starting model -> trained model, per split and category."""
+    lines = [f"{'':22s}{'energy meV/atom':>22s}{'forces meV/Å':>22s}   (starting model -> trained)"]
+
+    def line(label, a, b, n):
+        nan = float("nan")
+        e = (f"{a.get('energy_mae_meV_atom', nan):8.2f} -> "
+             f"{b.get('energy_mae_meV_atom', nan):8.2f}")
+        f = f"{a.get('forces_mae_meV_A', nan):8.1f} -> {b.get('forces_mae_meV_A', nan):8.1f}"
+        lines.append(f"{label[:22]:22s}{e:>22s}{f:>22s}   n={n}")
+
+    for name in ("val", "test"):
+        if not metrics[name]:
+            continue
+        line(name, metrics["start"][name], metrics[name], metrics[name].get("n_structures", ""))
+        for cat, v in metrics.get(f"{name}_categories", {}).items():
+            before = metrics["start"][f"{name}_categories"].get(cat, {})
+            line(f"  {cat}", before, v, v["n_structures"])
+    if "replay" in metrics:
+        r = metrics["replay"]
+        lines.append(f"replay frames: the trained model is {r['energy_mae_meV_atom']:.2f} "
+                     f"meV/atom and {r['forces_mae_meV_A']:.1f} meV/Å from the starting model's "
+                     "labels")
+    return "final errors:\n" + "\n".join(lines)

@@ -30,8 +30,9 @@ def relative_energies(pairs: dict, offsets: np.ndarray | None = None, elements=N
     return 1000 * (e[:, 0] - shift) / n, 1000 * (e[:, 1] - shift) / n, offsets, elements
 
 
-def parity_plots(pairs: dict, path: str | Path, metrics: dict | None = None, start: dict | None = None,
-                 start_metrics: dict | None = None, title: str = "") -> None:
+def parity_plots(pairs: dict, path: str | Path, metrics: dict | None = None,
+                 start: dict | None = None, start_metrics: dict | None = None,
+                 title: str = "") -> None:
     """Two panels: energy per atom (relative to fitted per-element references) and force
     components, reference vs model; the starting model's predictions in grey behind."""
     import matplotlib
@@ -58,8 +59,9 @@ def parity_plots(pairs: dict, path: str | Path, metrics: dict | None = None, sta
         ax.plot([lo, hi], [lo, hi], color="0.6", lw=1)
         if "start" in data:
             mae = start_metrics.get(key)
+            note = f": MAE {mae:.1f} {unit}" if mae is not None else ""
             ax.scatter(*data["start"], s=4, alpha=0.35, color="0.55", edgecolors="none",
-                       label="starting model" + (f": MAE {mae:.1f} {unit}" if mae is not None else ""))
+                       label=f"starting model{note}")
         mae = metrics.get(key)
         ax.scatter(*data["final"], s=4, alpha=0.6, color="C0", edgecolors="none",
                    label="trained" + (f": MAE {mae:.1f} {unit}" if mae is not None else ""))

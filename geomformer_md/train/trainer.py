@@ -37,16 +37,11 @@ from .data import (
     weight_by_size,
     weight_path_ends,
 )
-from .finetune import (
-    freeze_parameters,
-    label_with_model,
-    model_lattice_constant,
-    refit_reference_energies,
-)
-from .metrics import ErrorSums, zero_force_atoms, zero_force_message
-from .replay import generate_replay_structures, mostly_covered
+from .finetune import Replay, freeze_parameters, refit_reference_energies
+from .metrics import ErrorSums, final_report, totals, zero_force_atoms, zero_force_message
 
 CHECKPOINT = "checkpoint.pt"
+_EXISTS = "{} exists: pass resume (--resume) to continue it, or use a new out_dir"
 METRIC_FIELDS = [
     "epoch", "step", "lr", "train_loss", "val_energy_mae_meV_atom",
     "val_forces_mae_meV_A", "val_stress_mae_meV_A3", "elapsed_s",
@@ -94,7 +89,8 @@ class EMA:
         # Two multi-tensor kernels on a GPU instead of two per parameter (~200 launches a
         # step, which bound a GPU training step); the same arithmetic as s * d + p (1 - d).
         # Frozen parameters are skipped: s * d + s * (1 - d) is not s in floating point.
-        pairs = [(s, p.detach()) for s, p in zip(self.shadow, self.params, strict=True) if p.requires_grad]
+        pairs = [(s, p.detach()) for s, p in zip(self.shadow, self.params, strict=True)
+                 if p.requires_grad]
         shadow, live = [s for s, _ in pairs], [p for _, p in pairs]
         torch._foreach_mul_(shadow, d)
         torch._foreach_add_(shadow, live, alpha=1 - d)
@@ -130,12 +126,14 @@ def batch_errors(out: dict, batch: Batch) -> dict[str, torch.Tensor]:
     res = {
         "e_sq": (batch.energy_weight.to(de.dtype) * w * de**2).sum(),
         "e_abs": de.abs().sum(), "e_n": torch.tensor(float(de.numel())),
-        "f_sq": (w_atom * df**2).sum(), "f_abs": df.abs().sum(), "f_n": torch.tensor(float(df.numel())),
+        "f_sq": (w_atom * df**2).sum(), "f_abs": df.abs().sum(),
+        "f_n": torch.tensor(float(df.numel())),
     }
     if "stress" in out and bool(batch.has_stress.any()):
         ds = (out["stress"] - batch.stress)[batch.has_stress]
         ws = w[batch.has_stress].view(-1, 1, 1)
-        res.update(s_sq=(ws * ds**2).sum(), s_abs=ds.abs().sum(), s_n=torch.tensor(float(ds.numel())))
+        res.update(s_sq=(ws * ds**2).sum(), s_abs=ds.abs().sum(),
+                   s_n=torch.tensor(float(ds.numel())))
     else:
         zero = out["energy"].new_zeros(())
         res.update(s_sq=zero, s_abs=zero.detach(), s_n=torch.tensor(0.0))
@@ -171,7 +169,7 @@ class Trainer:
         """What can fail without reading the data fails here, before it is read."""
         ckpt = self.out / CHECKPOINT
         if resume is False and ckpt.exists():
-            raise FileExistsError(f"{ckpt} exists: pass resume (--resume) to continue it, or use a new out_dir")
+            raise FileExistsError(_EXISTS.format(ckpt))
         d = self.cfg.data
         files = [("data.train_file", d.train_file), ("data.test_file", d.test_file),
                  ("replay.file", self.cfg.replay.file if self.cfg.init_from else None)]
@@ -196,7 +194,8 @@ class Trainer:
     def _samples(self, frames, idx, name: str) -> list:
         data = self.cfg.data
         chosen = [frames[k] for k in idx]
-        out, dropped = make_samples(chosen, self.model.config.cutoff, self.model.config.species, name,
+        mcfg = self.model.config
+        out, dropped = make_samples(chosen, mcfg.cutoff, mcfg.species, name,
                                     data.max_force, self.tcfg.neighbor_backend)
         idx = list(idx)
         for s in out:
@@ -246,7 +245,18 @@ class Trainer:
         if not self.train_set:
             raise ValueError("no training structures left after the split")
         self._set_energy_reference()
-        self.replay_set = self._replay_samples() if self.cfg.init_from else []
+        self.replay, self.replay_set, self.replay_epoch = None, [], 0
+        r = self.cfg.replay
+        if self.cfg.init_from and r.frames and r.weight:
+            self.replay = Replay(self.model, self.cfg, self.train_set, self.device, self.log)
+            self.replay_set = self.replay.samples(0)
+            self.log(self.replay.describe(self.replay_set))
+            if not self.replay_set:
+                self.log("warning: replay is on but no replay structure is left: the new data "
+                         "covers the starting model's domain")
+        elif self.cfg.init_from:
+            self.log("replay: off")
+        self.n_new = len(self.train_set)  # new-data frames first, then this epoch's replay
         self.train_set += self.replay_set
         self.log(f"train: {describe(self.train_set)}"
                  + (f" ({len(self.replay_set)} replay)" if self.replay_set else "")
@@ -261,13 +271,15 @@ class Trainer:
             # instead of (d, 1). Both describe the same memory, so DDP's warning about it is noise.
             import warnings
 
-            warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+            warnings.filterwarnings("ignore",
+                                    message="Grad strides do not match bucket view strides")
             # Only a direct-force (vector) head is left untouched by an energy loss; asking DDP to
             # look for unused parameters otherwise makes every rank warn that it found none.
             self.module = torch.nn.parallel.DistributedDataParallel(
                 self.potential, find_unused_parameters=bool(self.model.config.vector_head))
         trainable = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(trainable, lr=self.tcfg.lr, weight_decay=self.tcfg.weight_decay)
+        self.optimizer = torch.optim.AdamW(trainable, lr=self.tcfg.lr,
+                                           weight_decay=self.tcfg.weight_decay)
         self.ema = EMA(self.model.parameters(), self.tcfg.ema_decay)
         self.steps_per_epoch = math.ceil(len(self.train_set) / self.tcfg.batch_size)
         self.total_steps = self.tcfg.epochs * self.steps_per_epoch
@@ -278,7 +290,8 @@ class Trainer:
         self.history: list[dict] = []
         self.metric_fields = list(METRIC_FIELDS) + (REPLAY_FIELDS if self.replay_set else [])
         for cat in self._categories(self.val_set):
-            self.metric_fields += [f"val_energy_mae_meV_atom[{cat}]", f"val_forces_mae_meV_A[{cat}]"]
+            self.metric_fields += [f"val_{q}[{cat}]" for q in ("energy_mae_meV_atom",
+                                                                "forces_mae_meV_A")]
         self.log(init_summary(self.model))
 
     def _categories(self, samples) -> list[str]:
@@ -311,48 +324,10 @@ class Trainer:
             model.e0.copy_(torch.as_tensor(e0))
         from ase.data import chemical_symbols
 
-        self.e0_report = {chemical_symbols[z]: {"new": float(e)} for z, e in zip(species, e0, strict=True)}
+        self.e0_report = {chemical_symbols[z]: {"new": float(e)}
+                          for z, e in zip(species, e0, strict=True)}
         self.log("E0 (eV): " + ", ".join(
             f"{chemical_symbols[z]} {e:.4f}" for z, e in zip(species, e0, strict=True)))
-
-    def _replay_samples(self) -> list:
-        """Structures of the starting model's domain labelled by it (config.replay)."""
-        r, data = self.cfg.replay, self.cfg.data
-        if r.frames == 0 or r.weight == 0:
-            self.log("replay: off")
-            return []
-        covered = ({int(z) for s in self.train_set for z in s.graph.numbers.tolist()}
-                   if r.skip_covered else set())
-        species = self.model.config.species
-        with self._eval_mode():
-            if r.file:
-                pool = [a for a in read_frames(r.file) if not mostly_covered(a.numbers, covered)]
-                pick = np.random.default_rng(r.seed).permutation(len(pool))[: r.frames]
-                structures, source = [pool[k] for k in sorted(pick)], r.file
-            else:
-                structures = generate_replay_structures(
-                    species, r.frames, model_lattice_constant(self.model, self.device),
-                    covered=covered, rattle=r.rattle, seed=r.seed)
-                source = "replay"
-            samples, dropped = label_with_model(self.model, structures, self.device, source,
-                                                data.max_force, self.tcfg.neighbor_backend)
-        for s in samples:
-            s.weight = float(r.weight)
-        from ase.data import chemical_symbols
-
-        skipped = ", ".join(chemical_symbols[z] for z in sorted(covered)) or "none"
-        kinds = {}
-        for s in samples:
-            kind = str(s.info.get("replay", "file")).split("/")[0]
-            kinds[kind] = kinds.get(kind, 0) + 1
-        self.log(f"replay: {len(samples)} structures from {source} labelled by the starting model, "
-                 f"loss weight {r.weight:g} ({', '.join(f'{v} {k}' for k, v in sorted(kinds.items()))}"
-                 f"{f'; {dropped} dropped, |F| > {data.max_force} eV/Å' if dropped else ''}); "
-                 f"structures made mostly of the new data's elements ({skipped}) left out")
-        if not samples:
-            self.log("warning: replay is on but no replay structure is left: the new data covers "
-                     "every element of the starting model")
-        return samples
 
     # ------------------------------------------------------------------ checkpoints
     def _checkpoint_state(self, epoch: int, step_in_epoch: int) -> dict:
@@ -487,8 +462,9 @@ class Trainer:
             for k, s in enumerate(chunk):
                 f = forces[first : first + s.n_atoms]
                 first += s.n_atoms
+                has = s.stress is not None
                 sums.add(energy[k], s.energy, s.n_atoms, f, s.forces.numpy(),
-                         None if s.stress is None else stress[k], None if s.stress is None else s.stress.numpy(),
+                         stress[k] if has else None, s.stress.numpy() if has else None,
                          category=_category(s, key) if key else None)
                 if collect:
                     pairs["energy"].append((s.energy, energy[k]))
@@ -499,8 +475,9 @@ class Trainer:
         if key:
             res["categories"] = sums.by_category()
         if collect and samples:
-            res["pairs"] = {"energy": np.array(pairs["energy"]), "n_atoms": np.array(pairs["n_atoms"]),
-                            "numbers": pairs["numbers"], "forces": np.concatenate(pairs["forces"])}
+            res["pairs"] = {"energy": np.array(pairs["energy"]),
+                            "n_atoms": np.array(pairs["n_atoms"]), "numbers": pairs["numbers"],
+                            "forces": np.concatenate(pairs["forces"])}
         return res
 
     @contextlib.contextmanager
@@ -521,7 +498,7 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         ckpt = self.out / CHECKPOINT
         if ckpt.exists() and not resume:
-            raise FileExistsError(f"{ckpt} exists: pass resume (--resume) to continue it, or use a new out_dir")
+            raise FileExistsError(_EXISTS.format(ckpt))
         epoch, skip = (self.load_checkpoint() if resume and ckpt.exists() else (0, 0))
         if self.rank == 0:
             with open(self.out / "config.json", "w") as fh:
@@ -530,6 +507,7 @@ class Trainer:
             self._metrics_row(0, [], 0.0)
         stopped = False
         while epoch < t.epochs and not stopped:
+            self._use_replay(epoch)
             order = self._epoch_order(epoch)
             if t.stage_two_epoch == epoch + 1 and skip == 0:
                 w_e, w_f, w_s = self.loss_weights(self.stage_two_step)
@@ -550,7 +528,8 @@ class Trainer:
                     self.save_checkpoint(epoch, b + 1)
                     stopped = True
                     break
-                if t.checkpoint_every and self.step % t.checkpoint_every == 0 and b + 1 < self.steps_per_epoch:
+                due = t.checkpoint_every and self.step % t.checkpoint_every == 0
+                if due and b + 1 < self.steps_per_epoch:
                     self.save_checkpoint(epoch, b + 1)
             if bar is not None:
                 bar.close()
@@ -565,12 +544,21 @@ class Trainer:
             return {"complete": False, "step": self.step}
         return self.finish()
 
+    def _use_replay(self, epoch: int) -> None:
+        """Put epoch ``epoch``'s replay frames (0-based) into the training set."""
+        if self.replay is None or not self.cfg.replay.resample or epoch == self.replay_epoch:
+            return
+        self.replay_set = self.replay.samples(epoch)
+        self.train_set[self.n_new :] = self.replay_set
+        self.replay_epoch = epoch
+
     def _bar(self, epoch: int, skip: int):
         if not self.progress or self.rank != 0:
             return None
         from tqdm.auto import tqdm
 
-        return tqdm(total=self.steps_per_epoch, initial=skip, desc=f"epoch {epoch + 1}/{self.tcfg.epochs}",
+        return tqdm(total=self.steps_per_epoch, initial=skip,
+                    desc=f"epoch {epoch + 1}/{self.tcfg.epochs}",
                     leave=False, dynamic_ncols=True)
 
     def _end_of_epoch(self, epoch: int, losses: list[float], elapsed: float) -> None:
@@ -599,11 +587,12 @@ class Trainer:
             row[f"val_energy_mae_meV_atom[{cat}]"] = v["energy_mae_meV_atom"]
             row[f"val_forces_mae_meV_A[{cat}]"] = v["forces_mae_meV_A"]
         self.history.append(row)
-        extra = (f" | replay E {row['replay_energy_mae_meV_atom']:.2f} F {row['replay_forces_mae_meV_A']:.1f}"
-                 if replay else "")
+        extra = (f" | replay E {row['replay_energy_mae_meV_atom']:.2f} "
+                 f"F {row['replay_forces_mae_meV_A']:.1f}" if replay else "")
         self.log(
             f"epoch {epoch:4d} step {self.step:6d} loss {row['train_loss']:.4g} | val E "
-            f"{row['val_energy_mae_meV_atom']:.2f} meV/atom  F {row['val_forces_mae_meV_A']:.1f} meV/Å  "
+            f"{row['val_energy_mae_meV_atom']:.2f} meV/atom  "
+            f"F {row['val_forces_mae_meV_A']:.1f} meV/Å  "
             f"S {row['val_stress_mae_meV_A3']:.2f} meV/Å³{extra}"
             + ("  (starting model)" if epoch == 0 else "")
         )
@@ -621,15 +610,15 @@ class Trainer:
             start = {name: self.evaluate(samples, collect=True) if samples else {}
                      for name, samples in (("val", self.val_set), ("test", self.test_set))}
         metrics = {
-            "test": _totals(final["test"]),
-            "val": _totals(final["val"]),
-            "start": {name: _totals(v) for name, v in start.items()},
+            "test": totals(final["test"]),
+            "val": totals(final["val"]),
+            "start": {name: totals(v) for name, v in start.items()},
             "steps": self.step,
             "n_parameters": self.model.n_parameters(),
             "reference_energies": self.e0_report,
         }
         if "replay" in final:
-            metrics["replay"] = _totals(final["replay"])
+            metrics["replay"] = totals(final["replay"])
         for name in ("val", "test"):
             if "categories" in final[name]:
                 metrics[f"{name}_categories"] = final[name]["categories"]
@@ -648,39 +637,14 @@ class Trainer:
             for name, path in (("test", "parity.png"), ("val", "parity-val.png")):
                 if "pairs" in final[name]:
                     parity_plots(final[name]["pairs"], self.out / path, final[name],
-                                 start=start[name].get("pairs"), start_metrics=start[name], title=name)
-            self.log(_report(metrics))
+                                 start=start[name].get("pairs"), start_metrics=start[name],
+                                 title=name)
+            self.log(final_report(metrics))
             self.log(f"model written to {self.out / 'model.pt'}")
         self.ema.swap()
         if self.distributed:
             dist.barrier()
         return {"complete": True, **metrics}
-
-
-def _totals(res: dict) -> dict:
-    return {k: v for k, v in res.items() if k not in ("pairs", "categories")}
-
-
-def _report(metrics: dict) -> str:
-    """The final errors, starting model -> trained model, per split and category."""
-    lines = [f"{'':22s}{'energy meV/atom':>22s}{'forces meV/Å':>22s}   (starting model -> trained)"]
-
-    def line(label, a, b, n):
-        e = f"{a.get('energy_mae_meV_atom', float('nan')):8.2f} -> {b.get('energy_mae_meV_atom', float('nan')):8.2f}"
-        f = f"{a.get('forces_mae_meV_A', float('nan')):8.1f} -> {b.get('forces_mae_meV_A', float('nan')):8.1f}"
-        lines.append(f"{label[:22]:22s}{e:>22s}{f:>22s}   n={n}")
-
-    for name in ("val", "test"):
-        if not metrics[name]:
-            continue
-        line(name, metrics["start"][name], metrics[name], metrics[name].get("n_structures", ""))
-        for cat, v in metrics.get(f"{name}_categories", {}).items():
-            line(f"  {cat}", metrics["start"][f"{name}_categories"].get(cat, {}), v, v["n_structures"])
-    if "replay" in metrics:
-        r = metrics["replay"]
-        lines.append(f"replay frames: the trained model is {r['energy_mae_meV_atom']:.2f} meV/atom and "
-                     f"{r['forces_mae_meV_A']:.1f} meV/Å from the starting model's labels")
-    return "final errors:\n" + "\n".join(lines)
 
 
 def _category(sample, key: str) -> str:
@@ -709,7 +673,8 @@ def train(config, resume: bool = False, progress: bool = True, log=print,
     return Trainer(config, log=log, progress=progress, resume=resume).run(resume=resume)
 
 
-def export_checkpoint(checkpoint: str | Path, model_path: str | Path, use_ema: bool = True) -> GeoMFormer:
+def export_checkpoint(checkpoint: str | Path, model_path: str | Path,
+                      use_ema: bool = True) -> GeoMFormer:
     """Write a model file from a training checkpoint (EMA weights by default).
 
     Lets a run that is still going, or was stopped, be evaluated or shipped as is.
@@ -723,8 +688,10 @@ def export_checkpoint(checkpoint: str | Path, model_path: str | Path, use_ema: b
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ValueError(f"cannot read {path} as a training checkpoint ({type(exc).__name__})") from None
-    if not isinstance(state, dict) or not str(state.get("format", "")).startswith("geomformer-md-train-checkpoint"):
+        raise ValueError(
+            f"cannot read {path} as a training checkpoint ({type(exc).__name__})") from None
+    kind = str(state.get("format", "")) if isinstance(state, dict) else ""
+    if not kind.startswith("geomformer-md-train-checkpoint"):
         raise ValueError(f"{path} is not a geomformer-md training checkpoint (a model file is "
                          f"already exported: use it as it is)")
     model = GeoMFormer(GeoMFormerConfig.from_dict(state["model_config"]))
