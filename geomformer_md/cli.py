@@ -297,10 +297,10 @@ def cmd_eval(args) -> int:
     _write(out, results, "extxyz")
     print("\n".join(rows))
     counts = errors.counts()
-    if counts.get(None):  # the file carries reference labels (e.g. DFT): the mean absolute errors
-        print("MAE against the file's labels: " + _mae_text(errors.summary(), counts[None]))
+    if any(counts.values()):  # the file carries reference labels (e.g. DFT): the MAEs
+        print("MAE against the file's labels: " + _mae_text(errors.summary(), counts))
         for cat, v in errors.by_category().items():
-            print(f"  {args.by}={cat}: " + _mae_text(v, v["n_structures"]))
+            print(f"  {args.by}={cat}: " + _mae_text(v))
     if zeroed:
         print(f"{PROG}: warning: " + zero_force_message(len(zeroed), f"frame {zeroed[0][0]}",
                                                       zeroed[0][1], args.file), file=sys.stderr)
@@ -318,13 +318,19 @@ def cmd_eval(args) -> int:
     return 0
 
 
-def _mae_text(v: dict, n: int) -> str:
+def _mae_text(v: dict, counts: dict | None = None) -> str:
+    """'energy 1.23 meV/atom (n=4), forces ...': each MAE with the number of structures it is
+    over (``counts`` per quantity, or v's n_structures after the last)."""
     import math
 
-    parts = [f"{name} {v[key]:.2f} {unit}" for name, key, unit in (
-        ("energy", "energy_mae_meV_atom", "meV/atom"), ("forces", "forces_mae_meV_A", "meV/Å"),
-        ("stress", "stress_mae_meV_A3", "meV/Å³")) if not math.isnan(v[key])]
-    return ", ".join(parts) + f" (n={n})"
+    parts = []
+    for name, key, unit in (("energy", "energy_mae_meV_atom", "meV/atom"),
+                            ("forces", "forces_mae_meV_A", "meV/Å"),
+                            ("stress", "stress_mae_meV_A3", "meV/Å³")):
+        if not math.isnan(v[key]):
+            parts.append(f"{name} {v[key]:.2f} {unit}"
+                         + (f" (n={counts[name]})" if counts else ""))
+    return ", ".join(parts) + ("" if counts else f" (n={v.get('n_structures', '?')})")
 
 
 def cmd_relax(args) -> int:
@@ -573,7 +579,7 @@ def cmd_train(args) -> int:
             print(f"stopped at step {metrics.get('step')}; continue with --resume")
         else:
             test, val = metrics.get("test") or {}, metrics.get("val") or {}
-            parts = [f"{name} {_mae_text(v, v.get('n_structures', 0))}"
+            parts = [f"{name} {_mae_text(v)}"
                      for name, v in (("test", test), ("val", val)) if v]
             print("final metrics: " + ("; ".join(parts) if parts else "no val/test frames"))
     return 0

@@ -133,6 +133,24 @@ def test_replay_frames_are_the_starting_models_labels_and_enter_the_loss(base_fi
     assert float(rows[1]["replay_forces_mae_meV_A"]) > 0  # trained: it moved, and it is measured
 
 
+def test_replay_is_resampled_every_epoch_and_a_resumed_run_sees_the_same(base_file, data_file,
+                                                                         tmp_path):
+    cfg = ft_config(data_file, tmp_path / "a", base_file, replay=6, epochs=2)
+    trainer = Trainer(train_config_from_dict(cfg), **QUIET)
+    first = [s.graph.positions.clone() for s in trainer.replay.samples(0)]
+    second = trainer.replay.samples(1)
+    assert len(second) == len(first) == 6
+    assert not all(torch.equal(a, b.graph.positions) for a, b in zip(first, second, strict=True))
+    straight = trainer.run()
+    part = train(ft_config(data_file, tmp_path / "b", base_file, replay=6, epochs=2,
+                           max_steps=trainer.steps_per_epoch + 1), **QUIET)  # stops in epoch 2
+    assert not part["complete"]
+    resumed = train(ft_config(data_file, tmp_path / "b", base_file, replay=6, epochs=2),
+                    resume=True, **QUIET)
+    assert resumed["test"] == pytest.approx(straight["test"], rel=1e-9)
+    assert resumed["replay"] == pytest.approx(straight["replay"], rel=1e-9)
+
+
 def test_generated_replay_structures_are_reproducible_and_sane():
     from ase.build import bulk as ase_bulk
 
@@ -178,7 +196,7 @@ def test_epoch_zero_row_and_trainer_errors_equal_eval(base_file, data_file, tmp_
                      "--device", "cpu", "--by", "config_type"]) == 0
         out = capsys.readouterr().out
         m = re.search(r"MAE against the file's labels: "
-                      r"energy ([\d.]+) meV/atom, forces ([\d.]+) meV/Å", out)
+                      r"energy ([\d.]+) meV/atom \(n=\d+\), forces ([\d.]+) meV/Å", out)
         return float(m.group(1)), float(m.group(2)), out
 
     e, f, _ = eval_mae(base_file, val, "val.extxyz")  # the starting model on val: row 0

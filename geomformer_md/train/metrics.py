@@ -22,18 +22,21 @@ class ErrorSums:
     """Sums of absolute errors, in total and per category, one structure at a time."""
 
     def __init__(self) -> None:
-        self._sums = defaultdict(lambda: np.zeros(6))  # e_abs, e_n, f_abs, f_n, s_abs, s_n
+        # e_abs, e_n, f_abs, f_n, s_abs, s_n (n: structures / components / components), and
+        # the number of structures with forces and with stress
+        self._sums = defaultdict(lambda: np.zeros(8))
 
     def add(self, energy: float, energy_ref: float, n_atoms: int, forces=None, forces_ref=None,
             stress=None, stress_ref=None, category=None) -> None:
         """One structure's predictions and labels (eV, eV/Å, eV/Å³); a label that is None
         is not counted."""
-        row = np.zeros(6)
+        row = np.zeros(8)
         if energy_ref is not None:
             row[:2] = abs(float(energy) - float(energy_ref)) / n_atoms, 1
         if forces_ref is not None:
             df = np.abs(np.asarray(forces, float) - np.asarray(forces_ref, float))
             row[2:4] = df.sum(), df.size
+            row[6] = 1
         if stress_ref is not None and stress is not None:
             from ase.stress import voigt_6_to_full_3x3_stress
 
@@ -41,6 +44,7 @@ class ErrorSums:
             full = [voigt_6_to_full_3x3_stress(s) if s.shape == (6,) else s for s in full]
             ds = np.abs(full[0] - full[1])
             row[4:6] = ds.sum(), ds.size
+            row[7] = 1
         self._sums[None] += row
         if category is not None:
             self._sums[str(category)] += row
@@ -51,8 +55,9 @@ class ErrorSums:
 
     @staticmethod
     def _summary(row: np.ndarray, n_structures: int | None = None) -> dict:
-        e_abs, e_n, f_abs, f_n, s_abs, s_n = (float(x) for x in row)  # plain floats: checkpoints
-        out = {                                                         # load weights_only
+        # plain floats: these go into checkpoints, which load with weights_only
+        e_abs, e_n, f_abs, f_n, s_abs, s_n = (float(x) for x in row[:6])
+        out = {
             "energy_mae_meV_atom": 1000 * e_abs / e_n if e_n else float("nan"),
             "forces_mae_meV_A": 1000 * f_abs / f_n if f_n else float("nan"),
             "stress_mae_meV_A3": 1000 * s_abs / s_n if s_n else float("nan"),
@@ -67,7 +72,9 @@ class ErrorSums:
         return self._summary(self._sums[None])
 
     def counts(self) -> dict:
-        return {key: int(row[1]) for key, row in self._sums.items()}
+        """How many structures carried each label: {"energy": n, "forces": n, "stress": n}."""
+        row = self._sums[None]
+        return {"energy": int(row[1]), "forces": int(row[6]), "stress": int(row[7])}
 
     def by_category(self) -> dict:
         """Category -> the same dict as summary(), with n_structures, sorted by category."""
