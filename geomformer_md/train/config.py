@@ -173,7 +173,8 @@ class ReplayConfig:
         skip_covered: leave out replay structures made mostly (more than half their atoms)
             of the new data's elements: their chemistry is what the new labels are meant to
             change, and the starting model's labels there would pull against them.
-        rattle: standard deviation of the random displacement of generated structures, Å.
+        rattle: the displacement scale of generated structures, Å (each structure's atoms
+            move with a standard deviation drawn from 0.5 to 3 times it).
         seed: the random seed of the generated structures.
     """
 

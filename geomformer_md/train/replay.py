@@ -86,7 +86,7 @@ def _bulk(sym: str, a: float, rng) -> Atoms:
     from ase.build import bulk
 
     atoms = bulk(sym, a=a).repeat((3, 3, 3) if rng.random() < 0.3 else (2, 2, 2))
-    strain = np.eye(3) + rng.uniform(-0.03, 0.03, (3, 3))
+    strain = np.eye(3) + rng.uniform(-0.05, 0.05, (3, 3))  # equations of state span ±5 %
     atoms.set_cell(atoms.cell[:] @ (0.5 * (strain + strain.T)), scale_atoms=True)
     return atoms
 
@@ -131,7 +131,8 @@ def generate_replay_structures(species, n: int, lattice_constant: Callable[[str]
         n: how many structures.
         lattice_constant: symbol -> lattice constant in Å (the starting model's own).
         covered: atomic numbers of the new data; structures made mostly of them are left out.
-        rattle: standard deviation of the random displacement of every atom, Å.
+        rattle: the scale of the random displacements, Å: each structure's atoms are
+            displaced with a standard deviation drawn from 0.5 to 3 times it.
         seed: random seed; the same arguments give the same structures.
     """
     recipes = replay_recipes(species, covered)
@@ -159,7 +160,10 @@ def generate_replay_structures(species, n: int, lattice_constant: Callable[[str]
                 atoms = _bulk(sym, a, rng)
             else:
                 atoms = _slab(sym, recipe[1], a, recipe[2] if kind == "adsorbate" else None, rng)
-        atoms.positions += rng.normal(0.0, rattle, atoms.positions.shape)
+        # From near a minimum to hot MD (the base data's MD ran at 300-1200 K): each
+        # structure's displacement scale is drawn from 0.5 to 3 times ``rattle``.
+        sigma = rattle * rng.uniform(0.5, 3.0)
+        atoms.positions += rng.normal(0.0, sigma, atoms.positions.shape)
         atoms.info = {"replay": "/".join((kind, *recipe)), "replay_index": k}
         out.append(atoms)
     return out
