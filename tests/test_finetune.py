@@ -148,7 +148,7 @@ def test_replay_is_resampled_every_epoch_and_a_resumed_run_sees_the_same(base_fi
     resumed = train(ft_config(data_file, tmp_path / "b", base_file, replay=6, epochs=2),
                     resume=True, **QUIET)
     assert resumed["test"] == pytest.approx(straight["test"], rel=1e-9)
-    assert resumed["replay"] == pytest.approx(straight["replay"], rel=1e-9)
+    assert resumed["replay"] == pytest.approx(straight["replay"], rel=1e-9, nan_ok=True)
 
 
 def test_generated_replay_structures_are_reproducible_and_sane():

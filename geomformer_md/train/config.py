@@ -375,7 +375,7 @@ def _check_top(cfg: TrainConfig, raw: dict) -> None:
     _require(cfg.refit_e0 in REFIT_E0,
              f"refit_e0 must be one of {', '.join(REFIT_E0)}, got {cfg.refit_e0!r}")
     if not cfg.init_from:
-        if raw.get("replay"):
+        if cfg.replay != ReplayConfig():  # a dict written by to_dict() has the defaults
             raise ValueError("the replay section needs init_from: it replays the domain of the "
                              "model fine-tuning starts from")
         _require(not cfg.training.freeze, "training.freeze needs init_from (a trained model "
