@@ -7,7 +7,7 @@ refit_e0: present          # fine-tuning: which per-element reference energies t
 data:    {train_file: data.extxyz, val_fraction: 0.1, test_fraction: 0.1, ...}
 model:   {d_model: 64, n_layers: 3, cutoff: 5.0, ...}   # GeoMFormerConfig (not with init_from)
 training: {epochs: 100, batch_size: 8, lr: 1.0e-3, ...}
-replay:  {frames: 200, weight: 1.0}                     # fine-tuning only, see ReplayConfig
+replay:  {frames: 200, weight: 3.0}                     # fine-tuning only, see ReplayConfig
 ```
 
 Every key is checked at load, before any data is read: unknown keys are an error that lists
@@ -164,6 +164,8 @@ class ReplayConfig:
             model's elements: bulk crystals, clean slabs and slabs with an adsorbate of its
             non-metal elements, gas molecules, all rattled (train/replay.py).
         weight: multiplier of the replay frames' energy, force and stress terms in the loss.
+            3 kept far-away chemistry within 1.22x the starting model's force error in the
+            measured example (docs/finetune.md); lower it to favour the new domain.
         file: structures to replay instead of generated ones (any ASE-readable file, e.g.
             the base model's own training data in a source checkout); their labels are
             ignored and replaced by the starting model's.
@@ -179,7 +181,7 @@ class ReplayConfig:
     """
 
     frames: int = 200
-    weight: float = 1.0
+    weight: float = 3.0
     file: str | None = None
     resample: bool = True
     skip_covered: bool = True
