@@ -322,3 +322,13 @@ def test_set_on_the_command_line_and_export_of_a_stopped_run(base_file, data_fil
     assert "not a geomformer-md training checkpoint" in capsys.readouterr().err
     assert main(["train", str(path), "--set", "training.lr"]) == 1
     assert "not KEY=VALUE" in capsys.readouterr().err
+
+
+def test_only_rank_zero_prints_the_final_line(base_file, data_file, tmp_path, capsys, monkeypatch):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(ft_config(data_file, tmp_path / "r0", base_file)))
+    assert main(["train", str(path)]) == 0
+    assert "final metrics: test energy" in capsys.readouterr().out
+    monkeypatch.setenv("RANK", "1")  # what torchrun sets for the second process
+    assert main(["train", str(path), "--set", f"out_dir={tmp_path / 'r1'}"]) == 0
+    assert "final metrics" not in capsys.readouterr().out

@@ -296,6 +296,7 @@ def test_fine_tune_from_model_file_refits_reference_energies(data_file, tmp_path
     write(tmp_path / "shifted.extxyz", frames)
     cfg = config(tmp_path / "shifted.extxyz", tmp_path / "ft", epochs=1)
     cfg["init_from"] = str(path)
+    cfg["replay"] = {"frames": 8}  # the default route, kept small (tests/test_finetune.py)
     cfg.pop("model")
     res = train(cfg, progress=False, log=lambda *a: None)
     tuned = load_potential(tmp_path / "ft" / "model.pt")
