@@ -594,8 +594,8 @@ def cmd_export(args) -> int:
     if src.is_dir() and not (src / CHECKPOINT).is_file():
         raise CLIError(f"{args.checkpoint} has no {CHECKPOINT} (is it a training out_dir?)")
     out = Path(args.output)
-    if out.exists() and not args.force:
-        raise CLIError(f"{out} exists; pass --force to overwrite it")
+    if out.exists() and not args.overwrite:
+        raise CLIError(f"{out} exists; pass --overwrite to replace it")
     from .io.checkpoint import read_model_file
 
     export_checkpoint(src, out, use_ema=not args.no_ema)
@@ -818,7 +818,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("checkpoint", help="checkpoint.pt or the run's out_dir")
     sp.add_argument("-o", "--output", required=True, help="model file to write")
     sp.add_argument("--no-ema", action="store_true", help="the live weights, not the EMA average")
-    sp.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    sp.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     return p
 
 

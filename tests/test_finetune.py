@@ -317,7 +317,7 @@ def test_set_on_the_command_line_and_export_of_a_stopped_run(base_file, data_fil
     for p, s in zip(model.parameters(), state["ema"]["shadow"], strict=True):
         assert torch.equal(p, s)
     assert main(["export", str(tmp_path / "run"), "-o", str(tmp_path / "m.pt")]) == 1
-    assert "exists; pass --force" in capsys.readouterr().err
+    assert "exists; pass --overwrite" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "m.pt"), "-o", str(tmp_path / "x.pt")]) == 1
     assert "not a geomformer-md training checkpoint" in capsys.readouterr().err
     assert main(["train", str(path), "--set", "training.lr"]) == 1
