@@ -54,16 +54,17 @@ def parity_plots(pairs: dict, path: str | Path, metrics: dict | None = None,
         (forces, "force component (eV/Å)", "forces_mae_meV_A", "meV/Å"),
     ]
     for ax, (data, label, key, unit) in zip(axes, panels, strict=True):
+        size = 12 if len(data["final"][0]) < 1000 else 4  # a few frames' energies stay visible
         values = np.concatenate([np.concatenate(v) for v in data.values()])
         lo, hi = float(values.min()), float(values.max())
         ax.plot([lo, hi], [lo, hi], color="0.6", lw=1)
         if "start" in data:
             mae = start_metrics.get(key)
             note = f": MAE {mae:.1f} {unit}" if mae is not None else ""
-            ax.scatter(*data["start"], s=4, alpha=0.35, color="0.55", edgecolors="none",
+            ax.scatter(*data["start"], s=size, alpha=0.35, color="0.55", edgecolors="none",
                        label=f"starting model{note}")
         mae = metrics.get(key)
-        ax.scatter(*data["final"], s=4, alpha=0.6, color="C0", edgecolors="none",
+        ax.scatter(*data["final"], s=size, alpha=0.6, color="C0", edgecolors="none",
                    label="trained" + (f": MAE {mae:.1f} {unit}" if mae is not None else ""))
         ax.set_xlabel(f"reference {label}")
         ax.set_ylabel(f"GeoMFormer {label}")
