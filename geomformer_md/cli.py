@@ -39,8 +39,10 @@ examples:
   geomformer-md adsorb Pt111 CO                    CO on every site of Pt(111)
   geomformer-md adsorb Cu211 O --sites step_fcc,step_bridge
   geomformer-md train config.yaml --resume
-  geomformer-md distill examples/07_distill/emt_cuag.yaml   committee from an EMT teacher
+  geomformer-md distill examples/07_distill/emt_cuagau.yaml   committee from EMT
   geomformer-md lammps export geomformer-catalysis-v11 -o v11.pt2   for pair_style geomformer
+  geomformer-md train config.yaml --set training.lr=1e-4 --set training.epochs=20
+  geomformer-md export runs/my-potential -o model.pt   model file from a run's checkpoint
 
 Every command accepts --model NAME_OR_FILE (default: the shipped default
 potential), --device cpu|cuda|auto and --dtype float32|float64; every command that
@@ -382,6 +384,7 @@ def cmd_eval(args) -> int:
     from ase.units import GPa
 
     from .simulate._progress import progress_bar
+    from .train.metrics import ErrorSums, zero_force_atoms, zero_force_message
 
     frames = _read(args.file, args.index)
     out = Path(args.output) if args.output else _output(args, args.file, ".eval.extxyz")
@@ -393,12 +396,14 @@ def cmd_eval(args) -> int:
         f"{'frame':>5}  {'formula':<16}{'atoms':>6}{'E/eV':>15}{'E/atom':>12}{'max|F|':>10}"
         f"{'P/GPa':>10}"
     ]
-    errors = {"energy": [], "forces": [], "stress": []}  # against labels the file carries
+    errors = ErrorSums()  # against the labels the file carries; definitions in train/metrics.py
     offsets = []  # (numbers, E_label - E_model) per labelled frame
+    zeroed = []  # (frame, atoms) whose force labels look zeroed by FixAtoms
     bar = progress_bar(len(frames), "eval", _progress(args), unit="frame")
     for k, atoms in enumerate(frames):
         ref = dict(atoms.calc.results) if atoms.calc is not None else {}
         a = atoms.copy()
+        a.constraints = []  # labels are raw forces: compare them with raw predictions
         a.calc = calc
         try:
             e = a.get_potential_energy()
@@ -415,13 +420,15 @@ def cmd_eval(args) -> int:
                 p = f"{-np.mean(s[:3]) / GPa:10.3f}"
             except PropertyNotImplementedError:
                 pass
-        if "energy" in ref:
-            errors["energy"].append(abs(e - ref["energy"]) / len(a))
-            offsets.append((atoms.numbers, ref["energy"] - e))
-        if "forces" in ref:
-            errors["forces"].append(np.abs(f - ref["forces"]).mean())
-        if "stress" in ref and "stress" in res:
-            errors["stress"].append(np.abs(res["stress"] - ref["stress"]).mean())
+        e_ref = ref.get("energy", ref.get("free_energy"))
+        f_ref = ref.get("forces")
+        if f_ref is not None and zero_force_atoms(f_ref).any():
+            zeroed.append((k, int(zero_force_atoms(f_ref).sum())))
+        if e_ref is not None or f_ref is not None:
+            errors.add(e, e_ref, len(a), f, f_ref, res.get("stress"), ref.get("stress"),
+                       category=atoms.info.get(args.by, "(none)") if args.by else None)
+        if e_ref is not None:
+            offsets.append((atoms.numbers, e_ref - e))
         done = atoms.copy()
         done.calc = SinglePointCalculator(done, **res)
         results.append(done)
@@ -434,13 +441,14 @@ def cmd_eval(args) -> int:
     bar.close()
     _write(out, results, "extxyz")
     print("\n".join(rows))
-    scale = {"energy": (1e3, "meV/atom"), "forces": (1e3, "meV/Å"), "stress": (1e3, "meV/Å³")}
-    parts = [
-        f"{key} {scale[key][0] * np.mean(v):.2f} {scale[key][1]} (n={len(v)})"
-        for key, v in errors.items() if v
-    ]
-    if parts:  # the file carries reference labels (e.g. DFT): the mean absolute errors
-        print("MAE against the file's labels: " + ", ".join(parts))
+    counts = errors.counts()
+    if any(counts.values()):  # the file carries reference labels (e.g. DFT): the MAEs
+        print("MAE against the file's labels: " + _mae_text(errors.summary(), counts))
+        for cat, v in errors.by_category().items():
+            print(f"  {args.by}={cat}: " + _mae_text(v))
+    if zeroed:
+        print(f"{PROG}: warning: " + zero_force_message(len(zeroed), f"frame {zeroed[0][0]}",
+                                                      zeroed[0][1], args.file), file=sys.stderr)
     elements = sorted({int(z) for numbers, _ in offsets for z in numbers})
     if len(offsets) >= 2 * len(elements) + 2:
         # Another DFT code or setting shifts every energy by per-element constants, which
@@ -453,6 +461,21 @@ def cmd_eval(args) -> int:
         print(f"energy MAE after fitting per-element offsets: {1e3 * left.mean():.2f} meV/atom")
     print(f"wrote {out}")
     return 0
+
+
+def _mae_text(v: dict, counts: dict | None = None) -> str:
+    """'energy 1.23 meV/atom (n=4), forces ...': each MAE with the number of structures it is
+    over (``counts`` per quantity, or v's n_structures after the last)."""
+    import math
+
+    parts = []
+    for name, key, unit in (("energy", "energy_mae_meV_atom", "meV/atom"),
+                            ("forces", "forces_mae_meV_A", "meV/Å"),
+                            ("stress", "stress_mae_meV_A3", "meV/Å³")):
+        if not math.isnan(v[key]):
+            parts.append(f"{name} {v[key]:.2f} {unit}"
+                         + (f" (n={counts[name]})" if counts else ""))
+    return ", ".join(parts) + ("" if counts else f" (n={v.get('n_structures', '?')})")
 
 
 def cmd_relax(args) -> int:
@@ -753,23 +776,43 @@ def cmd_train(args) -> int:
     if not config.is_file():
         raise CLIError(f"cannot read {args.config}: no such file")
     try:
-        from . import train as train_module
+        from .train import train
+        from .train.config import read_settings
     except ImportError as exc:
         raise CLIError(f"training is not available in this installation ({exc})") from None
-    entry = getattr(train_module, "cli_train", None) or getattr(train_module, "train", None)
-    if entry is None:
-        raise CLIError(
-            "training is not available in this installation "
-            "(geomformer_md.train has no cli_train/train entry point)"
-        )
-    metrics = entry(str(config), resume=args.resume)
-    if isinstance(metrics, dict) and metrics:
-        print(
-            "final metrics: "
-            + ", ".join(
-                f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()
-            )
-        )
+    try:
+        settings = read_settings(args.set or [])
+    except ValueError as exc:
+        raise CLIError(f"--set {exc}") from None
+    metrics = train(str(config), resume=args.resume, progress=_progress(args), settings=settings)
+    if int(os.environ.get("RANK", "0")) == 0 and isinstance(metrics, dict):  # one rank prints
+        if not metrics.get("complete", True):
+            print(f"stopped at step {metrics.get('step')}; continue with --resume")
+        else:
+            test, val = metrics.get("test") or {}, metrics.get("val") or {}
+            parts = [f"{name} {_mae_text(v)}"
+                     for name, v in (("test", test), ("val", val)) if v]
+            print("final metrics: " + ("; ".join(parts) if parts else "no val/test frames"))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .train.trainer import CHECKPOINT, export_checkpoint
+
+    src = Path(args.checkpoint)
+    if not src.exists():
+        raise CLIError(f"cannot read {args.checkpoint}: no such file or directory")
+    if src.is_dir() and not (src / CHECKPOINT).is_file():
+        raise CLIError(f"{args.checkpoint} has no {CHECKPOINT} (is it a training out_dir?)")
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:
+        raise CLIError(f"{out} exists; pass --overwrite to replace it")
+    from .io.checkpoint import read_model_file
+
+    export_checkpoint(src, out, use_ema=not args.no_ema)
+    meta = read_model_file(out)["metadata"]
+    print(f"wrote {out} (epoch {meta.get('epoch')}, step {meta.get('step')}, "
+          f"{'EMA' if meta.get('ema') else 'live'} weights)")
     return 0
 
 
@@ -882,6 +925,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--index", default=":", help="frames to evaluate (ASE index syntax)")
     sp.add_argument(
         "--output", metavar="FILE", help="output extxyz (default: FILE_STEM.eval.extxyz)"
+    )
+    sp.add_argument(
+        "--by", metavar="INFO_KEY", default=None,
+        help="also report the errors per value of this atoms.info key (e.g. config_type)",
     )
 
     sp = add("relax", "relax a structure (positions, optionally the cell)", cmd_relax)
@@ -1034,9 +1081,26 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0, help="random seed of the tilted starts")
     sp.add_argument("--csv", default=None, help="CSV path (default: SPEC_ADSORBATE_adsorption.csv)")
 
-    sp = add("train", "train a potential from a YAML config", cmd_train, (debug,))
-    sp.add_argument("config", help="training config (YAML)")
+    sp = add("train", "train or fine-tune a potential from a YAML config", cmd_train, (debug,))
+    sp.add_argument("config", help="training config (YAML; keys in geomformer_md/train/config.py)")
     sp.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    sp.add_argument(
+        "--set",
+        action="append",
+        metavar="SECTION.KEY=VALUE",
+        help="override a config value, e.g. training.lr=1e-4 (repeatable)",
+    )
+
+    sp = add(
+        "export",
+        "write a model file from a training checkpoint (a run still going or stopped)",
+        cmd_export,
+        (debug,),
+    )
+    sp.add_argument("checkpoint", help="checkpoint.pt or the run's out_dir")
+    sp.add_argument("-o", "--output", required=True, help="model file to write")
+    sp.add_argument("--no-ema", action="store_true", help="the live weights, not the EMA average")
+    sp.add_argument("--overwrite", action="store_true", help="replace an existing output file")
 
     sp = add("distill", "active-learning distillation of a committee potential from a teacher "
              "(any ASE calculator) over a configuration space; re-running the same config "
@@ -1095,7 +1159,8 @@ def _one_line(exc: BaseException) -> str:
     msg = " ".join(str(exc).split()) or type(exc).__name__
     if isinstance(exc, KeyError):
         msg = f"unknown key {msg}"
-    elif not isinstance(exc, (CLIError, ValueError, FileNotFoundError, ModelFileError)):
+    elif not isinstance(exc, (CLIError, ValueError, FileNotFoundError, FileExistsError,
+                              ModelFileError)):
         msg = f"{type(exc).__name__}: {msg}"
     return msg[:500]
 

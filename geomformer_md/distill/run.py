@@ -229,12 +229,15 @@ class DistillRun:
             settings["seed"] = self.cfg.seed * 1000 + 10 * it + k
             config = {
                 "out_dir": str(folder), "init_from": str(previous) if previous else None,
-                "refit_e0": self.cfg.refit_e0 if previous == self._base_member(k) else False,
+                "refit_e0": ("present" if self.cfg.refit_e0 and previous == self._base_member(k)
+                             else "none"),
                 "data": {"train_file": str(train_file), "val_fraction": 0.0,
                          "test_fraction": 0.0, "max_force": self.teacher.max_force},
                 "model": {} if previous else {**self.cfg.model, "species": self._species()},
                 "training": settings,
             }
+            if previous:  # no pseudo-label replay: members continue on all teacher data
+                config["replay"] = {"frames": 0}
             self.log(f"iteration {it}: training member {k} on {len(frames)} frames"
                      f"{' (bootstrap)' if self.cfg.bootstrap else ''}"
                      f"{f' from {previous}' if previous else ' from scratch'}")

@@ -26,6 +26,8 @@ class Sample:
     stress: torch.Tensor | None  # [3, 3] eV/Å^3 (ASE sign), only for 3-D periodic frames
     info: dict
     energy_weight: float = 1.0  # multiplier of this structure's energy term in the training loss
+    weight: float = 1.0  # multiplier of all its loss terms (energy, forces, stress): replay frames
+    frame: int = -1  # index in the file it came from (for messages)
 
     @property
     def n_atoms(self) -> int:
@@ -41,9 +43,11 @@ class Batch:
     stress: torch.Tensor  # [S, 3, 3] (zeros where absent)
     has_stress: torch.Tensor  # [S] bool
     energy_weight: torch.Tensor  # [S] multipliers of the energy terms in the training loss
+    weight: torch.Tensor  # [S] multipliers of all loss terms of each structure
 
     def to(self, device) -> Batch:
-        fields = (self.energy, self.n_atoms, self.forces, self.stress, self.has_stress, self.energy_weight)
+        fields = (self.energy, self.n_atoms, self.forces, self.stress, self.has_stress,
+                  self.energy_weight, self.weight)
         return Batch(self.graph.to(device), *(t.to(device) for t in fields))
 
 
@@ -138,6 +142,7 @@ def make_samples(frames, cutoff: float, species, source: str, max_force: float, 
                 forces=torch.as_tensor(forces, dtype=torch.float64),
                 stress=None if stress is None else torch.as_tensor(stress, dtype=torch.float64),
                 info=dict(atoms.info),
+                frame=k,
             )
         )
     return samples, dropped
@@ -149,9 +154,11 @@ def collate_samples(samples: list[Sample]) -> Batch:
         energy=torch.tensor([s.energy for s in samples], dtype=torch.float64),
         n_atoms=torch.tensor([s.n_atoms for s in samples], dtype=torch.float64),
         forces=torch.cat([s.forces for s in samples]),
-        stress=torch.stack([s.stress if s.stress is not None else torch.zeros(3, 3, dtype=torch.float64) for s in samples]),
+        stress=torch.stack([s.stress if s.stress is not None
+                            else torch.zeros(3, 3, dtype=torch.float64) for s in samples]),
         has_stress=torch.tensor([s.stress is not None for s in samples]),
         energy_weight=torch.tensor([s.energy_weight for s in samples], dtype=torch.float64),
+        weight=torch.tensor([s.weight for s in samples], dtype=torch.float64),
     )
 
 
@@ -209,16 +216,20 @@ def split_indices(frames, data) -> tuple[list[int], list[int], list[int]]:
     ``info[holdout_key] == holdout_value`` always go to test; frames whose
     ``info[train_key] == train_value`` always go to train (e.g. the gas-phase
     molecules every adsorption energy is referenced to: a molecule seen only in test
-    would make those references an extrapolation). With a separate ``test_file``
-    the pool is split into train and val only.
+    would make those references an extrapolation). ``holdout_value`` may be a list of
+    values. The random test split's fraction is ``test_fraction_of(data)``.
     """
+    from .config import test_fraction_of
 
-    def tagged(k, key, value):
-        return key is not None and str(frames[k].info.get(key)) == str(value)
+    def values(value):
+        return {str(v) for v in (value if isinstance(value, (list, tuple)) else [value])}
+
+    def tagged(k, key, wanted):
+        return key is not None and str(frames[k].info.get(key)) in wanted
 
     n = len(frames)
-    held = [k for k in range(n) if tagged(k, data.holdout_key, data.holdout_value)]
-    forced = [k for k in range(n) if tagged(k, data.train_key, data.train_value)]
+    held = [k for k in range(n) if tagged(k, data.holdout_key, values(data.holdout_value))]
+    forced = [k for k in range(n) if tagged(k, data.train_key, values(data.train_value))]
     clash = set(held) & set(forced)
     if clash:
         raise ValueError(
@@ -238,7 +249,7 @@ def split_indices(frames, data) -> tuple[list[int], list[int], list[int]]:
         stratum = tuple(str(first.get(key)) for key in (data.stratify_keys or ()))
         strata.setdefault(stratum, []).append(name)
     rng = np.random.default_rng(data.split_seed)
-    fractions = {"val": data.val_fraction, "test": 0.0 if data.test_file else data.test_fraction}
+    fractions = {"val": data.val_fraction, "test": test_fraction_of(data)}
     parts: dict = {"train": [], "val": [], "test": []}
     for stratum in sorted(strata):
         names = strata[stratum]

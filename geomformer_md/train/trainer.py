@@ -10,6 +10,7 @@ train the same model as one process with the same global batch.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -36,12 +37,18 @@ from .data import (
     weight_by_size,
     weight_path_ends,
 )
+from .finetune import Replay, freeze_parameters, refit_reference_energies
+from .metrics import ErrorSums, final_report, totals, zero_force_atoms, zero_force_message
 
 CHECKPOINT = "checkpoint.pt"
+_EXISTS = "{} exists: pass resume (--resume) to continue it, or use a new out_dir"
 METRIC_FIELDS = [
     "epoch", "step", "lr", "train_loss", "val_energy_mae_meV_atom",
     "val_forces_mae_meV_A", "val_stress_mae_meV_A3", "elapsed_s",
 ]
+# With replay: the errors on the replay frames, i.e. how far the model has moved from the
+# starting model on its old domain (0 in the epoch-0 row).
+REPLAY_FIELDS = ["replay_energy_mae_meV_atom", "replay_forces_mae_meV_A"]
 
 
 def _dist_info() -> tuple[int, int]:
@@ -81,8 +88,12 @@ class EMA:
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
         # Two multi-tensor kernels on a GPU instead of two per parameter (~200 launches a
         # step, which bound a GPU training step); the same arithmetic as s * d + p (1 - d).
-        torch._foreach_mul_(self.shadow, d)
-        torch._foreach_add_(self.shadow, [p.detach() for p in self.params], alpha=1 - d)
+        # Frozen parameters are skipped: s * d + s * (1 - d) is not s in floating point.
+        pairs = [(s, p.detach()) for s, p in zip(self.shadow, self.params, strict=True)
+                 if p.requires_grad]
+        shadow, live = [s for s, _ in pairs], [p for _, p in pairs]
+        torch._foreach_mul_(shadow, d)
+        torch._foreach_add_(shadow, live, alpha=1 - d)
 
     @torch.no_grad()
     def swap(self) -> None:
@@ -104,19 +115,25 @@ class EMA:
 def batch_errors(out: dict, batch: Batch) -> dict[str, torch.Tensor]:
     """Per-quantity sums of squared and absolute errors, and their counts.
 
-    The squared energy errors carry the batch's per-structure energy weights (the loss);
-    the absolute ones do not (the metrics).
+    The squared errors carry the batch's per-structure weights (the loss: energy weights
+    on the energy term, replay weights on every term); the absolute ones do not (the
+    metrics, defined in train/metrics.py).
     """
+    w = batch.weight.to(out["energy"].dtype)
     de = (out["energy"] - batch.energy) / batch.n_atoms
     df = out["forces"] - batch.forces
+    w_atom = w.index_select(0, batch.graph.system_idx).unsqueeze(-1)
     res = {
-        "e_sq": (batch.energy_weight.to(de.dtype) * de**2).sum(),
+        "e_sq": (batch.energy_weight.to(de.dtype) * w * de**2).sum(),
         "e_abs": de.abs().sum(), "e_n": torch.tensor(float(de.numel())),
-        "f_sq": (df**2).sum(), "f_abs": df.abs().sum(), "f_n": torch.tensor(float(df.numel())),
+        "f_sq": (w_atom * df**2).sum(), "f_abs": df.abs().sum(),
+        "f_n": torch.tensor(float(df.numel())),
     }
     if "stress" in out and bool(batch.has_stress.any()):
         ds = (out["stress"] - batch.stress)[batch.has_stress]
-        res.update(s_sq=(ds**2).sum(), s_abs=ds.abs().sum(), s_n=torch.tensor(float(ds.numel())))
+        ws = w[batch.has_stress].view(-1, 1, 1)
+        res.update(s_sq=(ws * ds**2).sum(), s_abs=ds.abs().sum(),
+                   s_n=torch.tensor(float(ds.numel())))
     else:
         zero = out["energy"].new_zeros(())
         res.update(s_sq=zero, s_abs=zero.detach(), s_n=torch.tensor(0.0))
@@ -124,9 +141,14 @@ def batch_errors(out: dict, batch: Batch) -> dict[str, torch.Tensor]:
 
 
 class Trainer:
-    """Train a GeoMFormer potential from a TrainConfig. See ``train()`` for the entry point."""
+    """Train a GeoMFormer potential from a TrainConfig. See ``train()`` for the entry point.
 
-    def __init__(self, cfg: TrainConfig, log=print, progress: bool = True) -> None:
+    ``resume`` (True / False) lets the checks that need it (an existing checkpoint without
+    resume) fail before any data is read; None leaves them to ``run()``.
+    """
+
+    def __init__(self, cfg: TrainConfig, log=print, progress: bool = True,
+                 resume: bool | None = None) -> None:
         self.cfg = cfg
         self.tcfg = cfg.training
         self.out = Path(cfg.out_dir)
@@ -134,48 +156,78 @@ class Trainer:
         self.distributed = _maybe_init_distributed(self.tcfg.device)
         self.rank, self.world = _dist_info()
         self.log = log if self.rank == 0 else (lambda *a, **k: None)
-        torch.set_num_threads(self.tcfg.num_threads)
+        if self.tcfg.num_threads:
+            torch.set_num_threads(self.tcfg.num_threads)
         torch.manual_seed(self.tcfg.seed)
         self.device = torch.device(self.tcfg.device)
         self._start_time, self._elapsed_before = None, 0.0  # see _elapsed
+        self._preflight(resume)
         self._setup()
 
     # ------------------------------------------------------------------ setup
-    def _initial_model(self, species) -> GeoMFormer:
-        if self.cfg.init_from:
-            from ..io.registry import load_potential
+    def _preflight(self, resume: bool | None) -> None:
+        """What can fail without reading the data fails here, before it is read."""
+        ckpt = self.out / CHECKPOINT
+        if resume is False and ckpt.exists():
+            raise FileExistsError(_EXISTS.format(ckpt))
+        d = self.cfg.data
+        files = [("data.train_file", d.train_file), ("data.test_file", d.test_file),
+                 ("replay.file", self.cfg.replay.file if self.cfg.init_from else None)]
+        files += [("data.extra_train_files", p) for p in d.extra_train_files]
+        for key, path in files:
+            if path is not None and not Path(path).exists():
+                raise FileNotFoundError(f"{key}: no such file: {path}")
 
-            model = load_potential(self.cfg.init_from)
-            self.log(f"fine-tuning from {self.cfg.init_from}: {init_summary(model)}")
-            return model_with_dtype(model, self.tcfg.dtype).train()
-        mcfg = dict(self.cfg.model)
-        mcfg.setdefault("species", species)
-        mcfg["dtype"] = self.tcfg.dtype
-        return GeoMFormer(GeoMFormerConfig(**mcfg))
+    def _load_starting_model(self) -> GeoMFormer:
+        from ..io.registry import load_potential
+
+        model = load_potential(self.cfg.init_from)
+        self.log(f"fine-tuning from {self.cfg.init_from}: {init_summary(model)}")
+        model = model_with_dtype(model, self.tcfg.dtype).train()
+        if self.tcfg.freeze:
+            frozen = freeze_parameters(model, self.tcfg.freeze)
+            n = sum(p.numel() for name, p in model.named_parameters() if name in frozen)
+            self.log(f"frozen: {len(frozen)} tensors, {n} of {model.n_parameters()} parameters "
+                     f"({', '.join(self.tcfg.freeze)})")
+        return model
+
+    def _samples(self, frames, idx, name: str) -> list:
+        data = self.cfg.data
+        chosen = [frames[k] for k in idx]
+        mcfg = self.model.config
+        out, dropped = make_samples(chosen, mcfg.cutoff, mcfg.species, name,
+                                    data.max_force, self.tcfg.neighbor_backend)
+        idx = list(idx)
+        for s in out:
+            s.frame = int(idx[s.frame])  # make_samples numbers the frames it was given
+        if dropped:
+            self.log(f"{name}: dropped {dropped} frames with |F| > {data.max_force} eV/Å")
+        flagged = [(s.frame, int(zero_force_atoms(s.forces.numpy()).sum())) for s in out]
+        flagged = [(k, n) for k, n in flagged if n]
+        if flagged:
+            self.log("warning: " + zero_force_message(len(flagged), f"frame {flagged[0][0]}",
+                                                      flagged[0][1], name))
+        return out
 
     def _setup(self) -> None:
         data = self.cfg.data
+        start = self._load_starting_model() if self.cfg.init_from else None
         frames = read_frames(data.train_file)
         extra = {path: read_frames(path) for path in data.extra_train_files}
         every = frames + [a for more in extra.values() for a in more]
         species = sorted({int(z) for a in every for z in a.get_atomic_numbers()})
-        model = self._initial_model(species)
-        self.model = model.to(self.device)
-        mcfg = model.config
+        if start is None:
+            mcfg = dict(self.cfg.model)
+            mcfg.setdefault("species", species)
+            mcfg["dtype"] = self.tcfg.dtype
+            start = GeoMFormer(GeoMFormerConfig(**mcfg))
+        self.model = start.to(self.device)
         tr, va, te = split_indices(frames, data)
 
-        def samples(idx, frames_, name):
-            chosen = [frames_[k] for k in idx]
-            out, dropped = make_samples(chosen, mcfg.cutoff, mcfg.species, name, data.max_force,
-                                        self.tcfg.neighbor_backend)
-            if dropped:
-                self.log(f"{name}: dropped {dropped} frames with |F| > {data.max_force} eV/Å")
-            return out
-
-        self.train_set = samples(tr, frames, data.train_file)
+        self.train_set = self._samples(frames, tr, data.train_file)
         n_ends = weight_path_ends(self.train_set, data)
         for path, more in extra.items():  # train-only: never part of the split
-            more_samples = samples(range(len(more)), more, path)
+            more_samples = self._samples(more, range(len(more)), path)
             n_ends += weight_path_ends(more_samples, data)
             self.train_set += more_samples
         if n_ends:
@@ -185,17 +237,33 @@ class Trainer:
             w = [s.energy_weight for s in self.train_set]
             self.log(f"energy weights by size (N^{data.energy_size_exponent:g}, mean 1): "
                      f"{min(w):.3g} to {max(w):.3g}")
-        self.val_set = samples(va, frames, data.train_file)
+        self.val_set = self._samples(frames, va, data.train_file)
+        self.test_set = self._samples(frames, te, data.train_file)
         if data.test_file:
             test_frames = read_frames(data.test_file)
-            self.test_set = samples(range(len(test_frames)), test_frames, data.test_file)
-        else:
-            self.test_set = samples(te, frames, data.train_file)
+            self.test_set += self._samples(test_frames, range(len(test_frames)), data.test_file)
         if not self.train_set:
             raise ValueError("no training structures left after the split")
-        self.log(f"train: {describe(self.train_set)}; val: {describe(self.val_set)}; "
-                 f"test: {describe(self.test_set)}")
         self._set_energy_reference()
+        self.replay, self.replay_set, self.replay_epoch = None, [], 0
+        r = self.cfg.replay
+        if self.cfg.init_from and r.frames and r.weight:
+            self.replay = Replay(self.model, self.cfg, self.train_set, self.device, self.log)
+            self.replay_set = self.replay.samples(0)
+            self.log(self.replay.describe(self.replay_set))
+            if not self.replay_set:
+                self.log("warning: replay is on but no replay structure is left: the new data "
+                         "covers the starting model's domain")
+        elif self.cfg.init_from:
+            self.log("replay: off")
+        self.n_new = len(self.train_set)  # new-data frames first, then this epoch's replay
+        self.train_set += self.replay_set
+        self.log(f"train: {describe(self.train_set)}"
+                 + (f" ({len(self.replay_set)} replay)" if self.replay_set else "")
+                 + f"; val: {describe(self.val_set)}; test: {describe(self.test_set)}")
+        # The model as training starts (after the reference-energy refit): the epoch-0 row
+        # and the "before" overlays of the final report are computed with it.
+        self.initial_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         self.potential = Potential(self.model)
         self.module = self.potential
         if self.distributed:
@@ -203,11 +271,15 @@ class Trainer:
             # instead of (d, 1). Both describe the same memory, so DDP's warning about it is noise.
             import warnings
 
-            warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
-            self.module = torch.nn.parallel.DistributedDataParallel(self.potential, find_unused_parameters=True)  # e.g. a direct-force head untouched by an energy loss
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=self.tcfg.lr, weight_decay=self.tcfg.weight_decay
-        )
+            warnings.filterwarnings("ignore",
+                                    message="Grad strides do not match bucket view strides")
+            # Only a direct-force (vector) head is left untouched by an energy loss; asking DDP to
+            # look for unused parameters otherwise makes every rank warn that it found none.
+            self.module = torch.nn.parallel.DistributedDataParallel(
+                self.potential, find_unused_parameters=bool(self.model.config.vector_head))
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(trainable, lr=self.tcfg.lr,
+                                           weight_decay=self.tcfg.weight_decay)
         self.ema = EMA(self.model.parameters(), self.tcfg.ema_decay)
         self.steps_per_epoch = math.ceil(len(self.train_set) / self.tcfg.batch_size)
         self.total_steps = self.tcfg.epochs * self.steps_per_epoch
@@ -216,30 +288,44 @@ class Trainer:
                                else (self.tcfg.stage_two_epoch - 1) * self.steps_per_epoch)
         self.step = 0
         self.history: list[dict] = []
+        self.metric_fields = list(METRIC_FIELDS) + (REPLAY_FIELDS if self.replay_set else [])
+        for cat in self._categories(self.val_set):
+            self.metric_fields += [f"val_{q}[{cat}]" for q in ("energy_mae_meV_atom",
+                                                                "forces_mae_meV_A")]
         self.log(init_summary(self.model))
 
-    @torch.no_grad()
+    def _categories(self, samples) -> list[str]:
+        key = self.cfg.data.category_key
+        return sorted({_category(s, key) for s in samples}) if key else []
+
+    @contextlib.contextmanager
+    def _eval_mode(self):
+        """The model in eval mode (no dropout) for labels and references, then back."""
+        was = self.model.training
+        self.model.eval()
+        try:
+            yield
+        finally:
+            self.model.train(was)
+
     def _set_energy_reference(self) -> None:
-        """E0 by least squares, and the energy scale from the force RMS (as MACE)."""
+        """E0 by least squares, and the energy scale from the force RMS (as MACE); when
+        fine-tuning, the refit chosen by refit_e0 (train/finetune.py)."""
         model, species = self.model, self.model.config.species
-        if self.cfg.init_from and not self.cfg.refit_e0:
-            return
         if self.cfg.init_from:
-            # Keep the network; shift only the per-element references to the new data's zero.
-            model.e0.zero_()
-            pred = []
-            for s in self.train_set:
-                with torch.enable_grad():
-                    pred.append(float(Potential(model)(s.graph.to(self.device), forces=False, stress=False)["energy"][0]))
-            residual = np.array([s.energy for s in self.train_set]) - np.array(pred)
-            e0 = fit_e0(self.train_set, species, residual)
-        else:
-            e0 = fit_e0(self.train_set, species)
+            with self._eval_mode():
+                self.e0_report = refit_reference_energies(model, self.train_set, self.cfg.refit_e0,
+                                                          self.device, self.log)
+            return
+        e0 = fit_e0(self.train_set, species)
+        with torch.no_grad():
             f = torch.cat([s.forces for s in self.train_set])
             model.energy_scale.fill_(max(float(f.pow(2).mean().sqrt()), 1e-3))
-        model.e0.copy_(torch.as_tensor(e0))
+            model.e0.copy_(torch.as_tensor(e0))
         from ase.data import chemical_symbols
 
+        self.e0_report = {chemical_symbols[z]: {"new": float(e)}
+                          for z, e in zip(species, e0, strict=True)}
         self.log("E0 (eV): " + ", ".join(
             f"{chemical_symbols[z]} {e:.4f}" for z, e in zip(species, e0, strict=True)))
 
@@ -291,10 +377,10 @@ class Trainer:
             return
         tmp = self.out / "metrics.csv.tmp"
         with open(tmp, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=METRIC_FIELDS)
+            w = csv.DictWriter(fh, fieldnames=self.metric_fields)
             w.writeheader()
             for row in self.history:
-                w.writerow({k: row.get(k, "") for k in METRIC_FIELDS})
+                w.writerow({k: row.get(k, "") for k in self.metric_fields})
         os.replace(tmp, self.out / "metrics.csv")
 
     # ------------------------------------------------------------------ steps
@@ -357,28 +443,52 @@ class Trainer:
         return float(value)
 
     def evaluate(self, samples, batch_size: int | None = None, collect: bool = False) -> dict:
-        """MAEs (meV/atom, meV/Å, meV/Å^3) with the current weights, on every rank."""
-        sums = {k: 0.0 for k in ("e_abs", "e_n", "f_abs", "f_n", "s_abs", "s_n")}
-        pairs = {"energy": [], "forces": []}
+        """MAEs (meV/atom, meV/Å, meV/Å^3; train/metrics.py) with the current weights, on every
+        rank: the totals, ``categories`` (by data.category_key) and, with ``collect``, the
+        predictions for parity plots (``pairs``)."""
+        sums = ErrorSums()
+        key = self.cfg.data.category_key
+        pairs = {"energy": [], "n_atoms": [], "numbers": [], "forces": []}
         bs = batch_size or max(1, self.tcfg.batch_size)
         for start in range(0, len(samples), bs):
-            batch = collate_samples(samples[start : start + bs]).to(self.device)
-            out = self.potential(batch.graph, forces=True, stress=bool(batch.has_stress.any()))
-            err = batch_errors({k: v.detach() for k, v in out.items()}, batch)
-            for k in sums:
-                sums[k] += float(err[k])
-            if collect:
-                pairs["energy"].append(torch.stack([batch.energy / batch.n_atoms, out["energy"].detach() / batch.n_atoms], 1))
-                pairs["forces"].append(torch.stack([batch.forces.reshape(-1), out["forces"].detach().reshape(-1)], 1))
-        res = {
-            "energy_mae_meV_atom": 1000 * sums["e_abs"] / max(sums["e_n"], 1),
-            "forces_mae_meV_A": 1000 * sums["f_abs"] / max(sums["f_n"], 1),
-            "stress_mae_meV_A3": 1000 * sums["s_abs"] / sums["s_n"] if sums["s_n"] else float("nan"),
-            "n_structures": len(samples),
-        }
-        if collect and pairs["energy"]:
-            res["pairs"] = {k: torch.cat(v).cpu().numpy() for k, v in pairs.items()}
+            chunk = samples[start : start + bs]
+            batch = collate_samples(chunk).to(self.device)
+            want_stress = bool(batch.has_stress.any())
+            out = self.potential(batch.graph, forces=True, stress=want_stress)
+            energy = out["energy"].detach().double().cpu().numpy()
+            forces = out["forces"].detach().double().cpu().numpy()
+            stress = out["stress"].detach().double().cpu().numpy() if want_stress else None
+            first = 0
+            for k, s in enumerate(chunk):
+                f = forces[first : first + s.n_atoms]
+                first += s.n_atoms
+                has = s.stress is not None
+                sums.add(energy[k], s.energy, s.n_atoms, f, s.forces.numpy(),
+                         stress[k] if has else None, s.stress.numpy() if has else None,
+                         category=_category(s, key) if key else None)
+                if collect:
+                    pairs["energy"].append((s.energy, energy[k]))
+                    pairs["n_atoms"].append(s.n_atoms)
+                    pairs["numbers"].append(s.graph.numbers.numpy())
+                    pairs["forces"].append(np.stack([s.forces.numpy().ravel(), f.ravel()], 1))
+        res = {**sums.summary(), "n_structures": len(samples)}
+        if key:
+            res["categories"] = sums.by_category()
+        if collect and samples:
+            res["pairs"] = {"energy": np.array(pairs["energy"]),
+                            "n_atoms": np.array(pairs["n_atoms"]), "numbers": pairs["numbers"],
+                            "forces": np.concatenate(pairs["forces"])}
         return res
+
+    @contextlib.contextmanager
+    def _initial_weights(self):
+        """The model with the weights training started from (restored afterwards)."""
+        now = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.model.load_state_dict(self.initial_state)
+        try:
+            yield
+        finally:
+            self.model.load_state_dict(now)
 
     # ------------------------------------------------------------------ main loop
     def run(self, resume: bool = False) -> dict:
@@ -388,13 +498,16 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         ckpt = self.out / CHECKPOINT
         if ckpt.exists() and not resume:
-            raise FileExistsError(f"{ckpt} exists: pass resume (--resume) to continue it, or use a new out_dir")
+            raise FileExistsError(_EXISTS.format(ckpt))
         epoch, skip = (self.load_checkpoint() if resume and ckpt.exists() else (0, 0))
         if self.rank == 0:
             with open(self.out / "config.json", "w") as fh:
                 json.dump(self.cfg.to_dict(), fh, indent=2)
+        if not self.history:  # the epoch-0 row: the starting model, before any step
+            self._metrics_row(0, [], 0.0)
         stopped = False
         while epoch < t.epochs and not stopped:
+            self._use_replay(epoch)
             order = self._epoch_order(epoch)
             if t.stage_two_epoch == epoch + 1 and skip == 0:
                 w_e, w_f, w_s = self.loss_weights(self.stage_two_step)
@@ -415,7 +528,8 @@ class Trainer:
                     self.save_checkpoint(epoch, b + 1)
                     stopped = True
                     break
-                if t.checkpoint_every and self.step % t.checkpoint_every == 0 and b + 1 < self.steps_per_epoch:
+                due = t.checkpoint_every and self.step % t.checkpoint_every == 0
+                if due and b + 1 < self.steps_per_epoch:
                     self.save_checkpoint(epoch, b + 1)
             if bar is not None:
                 bar.close()
@@ -430,48 +544,85 @@ class Trainer:
             return {"complete": False, "step": self.step}
         return self.finish()
 
+    def _use_replay(self, epoch: int) -> None:
+        """Put epoch ``epoch``'s replay frames (0-based) into the training set."""
+        if self.replay is None or not self.cfg.replay.resample or epoch == self.replay_epoch:
+            return
+        self.replay_set = self.replay.samples(epoch)
+        self.train_set[self.n_new :] = self.replay_set
+        self.replay_epoch = epoch
+
     def _bar(self, epoch: int, skip: int):
         if not self.progress or self.rank != 0:
             return None
         from tqdm.auto import tqdm
 
-        return tqdm(total=self.steps_per_epoch, initial=skip, desc=f"epoch {epoch + 1}/{self.tcfg.epochs}",
+        return tqdm(total=self.steps_per_epoch, initial=skip,
+                    desc=f"epoch {epoch + 1}/{self.tcfg.epochs}",
                     leave=False, dynamic_ncols=True)
 
     def _end_of_epoch(self, epoch: int, losses: list[float], elapsed: float) -> None:
+        self._metrics_row(epoch, losses, elapsed)
+        self.save_checkpoint(epoch, 0)
+
+    def _metrics_row(self, epoch: int, losses: list[float], elapsed: float) -> None:
+        """Evaluate (EMA weights) and append one row to metrics.csv."""
         self.ema.swap()
         val = self.evaluate(self.val_set) if self.val_set else {}
+        replay = self.evaluate(self.replay_set) if self.replay_set else {}
         self.ema.swap()
         row = {
-            "epoch": epoch, "step": self.step, "lr": self.optimizer.param_groups[0]["lr"],
+            "epoch": epoch, "step": self.step,
+            "lr": self.optimizer.param_groups[0]["lr"] if epoch else self.learning_rate(),
             "train_loss": float(np.mean(losses)) if losses else float("nan"),
             "val_energy_mae_meV_atom": val.get("energy_mae_meV_atom", float("nan")),
             "val_forces_mae_meV_A": val.get("forces_mae_meV_A", float("nan")),
             "val_stress_mae_meV_A3": val.get("stress_mae_meV_A3", float("nan")),
             "elapsed_s": elapsed,
         }
-        # Elapsed time differs between an interrupted and a straight run; keep it
-        # out of the resumable state's comparisons but in the CSV.
+        if replay:
+            row["replay_energy_mae_meV_atom"] = replay["energy_mae_meV_atom"]
+            row["replay_forces_mae_meV_A"] = replay["forces_mae_meV_A"]
+        for cat, v in val.get("categories", {}).items():
+            row[f"val_energy_mae_meV_atom[{cat}]"] = v["energy_mae_meV_atom"]
+            row[f"val_forces_mae_meV_A[{cat}]"] = v["forces_mae_meV_A"]
         self.history.append(row)
+        extra = (f" | replay E {row['replay_energy_mae_meV_atom']:.2f} "
+                 f"F {row['replay_forces_mae_meV_A']:.1f}" if replay else "")
         self.log(
             f"epoch {epoch:4d} step {self.step:6d} loss {row['train_loss']:.4g} | val E "
-            f"{row['val_energy_mae_meV_atom']:.2f} meV/atom  F {row['val_forces_mae_meV_A']:.1f} meV/Å  "
-            f"S {row['val_stress_mae_meV_A3']:.2f} meV/Å³"
+            f"{row['val_energy_mae_meV_atom']:.2f} meV/atom  "
+            f"F {row['val_forces_mae_meV_A']:.1f} meV/Å  "
+            f"S {row['val_stress_mae_meV_A3']:.2f} meV/Å³{extra}"
+            + ("  (starting model)" if epoch == 0 else "")
         )
-        self.save_checkpoint(epoch, 0)
         self._write_metrics()
 
     def finish(self) -> dict:
-        """Write the EMA model, test metrics and parity plots."""
+        """Write the EMA model, test metrics (final and starting model, per category) and parity
+        plots of val and test with the starting model overlaid."""
         self.ema.swap()
-        test = self.evaluate(self.test_set, collect=True) if self.test_set else {}
-        val = self.evaluate(self.val_set) if self.val_set else {}
+        final = {name: self.evaluate(samples, collect=True) if samples else {}
+                 for name, samples in (("val", self.val_set), ("test", self.test_set))}
+        if self.replay_set:
+            final["replay"] = self.evaluate(self.replay_set)
+        with self._initial_weights():
+            start = {name: self.evaluate(samples, collect=True) if samples else {}
+                     for name, samples in (("val", self.val_set), ("test", self.test_set))}
         metrics = {
-            "test": {k: v for k, v in test.items() if k != "pairs"},
-            "val": val,
+            "test": totals(final["test"]),
+            "val": totals(final["val"]),
+            "start": {name: totals(v) for name, v in start.items()},
             "steps": self.step,
             "n_parameters": self.model.n_parameters(),
+            "reference_energies": self.e0_report,
         }
+        if "replay" in final:
+            metrics["replay"] = totals(final["replay"])
+        for name in ("val", "test"):
+            if "categories" in final[name]:
+                metrics[f"{name}_categories"] = final[name]["categories"]
+                metrics["start"][f"{name}_categories"] = start[name]["categories"]
         if self.rank == 0:
             meta = {
                 "training_config": self.cfg.to_dict(),
@@ -481,11 +632,14 @@ class Trainer:
             save_model(self.model, self.out / "model.pt", meta)
             with open(self.out / "test_metrics.json", "w") as fh:
                 json.dump(metrics, fh, indent=2)
-            if "pairs" in test:
-                from .plots import parity_plots
+            from .plots import parity_plots
 
-                parity_plots(test["pairs"], self.out / "parity.png", metrics["test"])
-            self.log(f"test: {json.dumps(metrics['test'])}")
+            for name, path in (("test", "parity.png"), ("val", "parity-val.png")):
+                if "pairs" in final[name]:
+                    parity_plots(final[name]["pairs"], self.out / path, final[name],
+                                 start=start[name].get("pairs"), start_metrics=start[name],
+                                 title=name)
+            self.log(final_report(metrics))
             self.log(f"model written to {self.out / 'model.pt'}")
         self.ema.swap()
         if self.distributed:
@@ -493,33 +647,60 @@ class Trainer:
         return {"complete": True, **metrics}
 
 
-def train(config, resume: bool = False, progress: bool = True, log=print) -> dict:
-    """Train from a TrainConfig, a dict or a YAML path. Returns the final metrics."""
-    from .config import TrainConfig, load_train_config, train_config_from_dict
+def _category(sample, key: str) -> str:
+    value = sample.info.get(key)
+    return "(none)" if value is None else str(value)
+
+
+def train(config, resume: bool = False, progress: bool = True, log=print,
+          settings: dict | None = None) -> dict:
+    """Train from a TrainConfig, a dict or a YAML path. Returns the final metrics.
+
+    ``settings`` ({"training.lr": 1e-4, ...}) override a dict's or a file's values; every
+    check that can fail without the data (config keys and types, the starting model, files,
+    an existing checkpoint without ``resume``) fails before the data is read.
+    """
+    from .config import TrainConfig, apply_settings, load_train_config, train_config_from_dict
 
     if isinstance(config, (str, Path)):
-        config = load_train_config(config)
+        config = load_train_config(config, settings)
     elif isinstance(config, dict):
-        config = train_config_from_dict(config)
+        config = train_config_from_dict(apply_settings(config, settings or {}))
     elif not isinstance(config, TrainConfig):
         raise TypeError("config must be a TrainConfig, a dict or a path to a YAML file")
-    return Trainer(config, log=log, progress=progress).run(resume=resume)
+    elif settings:
+        config = train_config_from_dict(apply_settings(config.to_dict(), settings))
+    return Trainer(config, log=log, progress=progress, resume=resume).run(resume=resume)
 
 
-
-def export_checkpoint(checkpoint: str | Path, model_path: str | Path, use_ema: bool = True) -> GeoMFormer:
+def export_checkpoint(checkpoint: str | Path, model_path: str | Path,
+                      use_ema: bool = True) -> GeoMFormer:
     """Write a model file from a training checkpoint (EMA weights by default).
 
     Lets a run that is still going, or was stopped, be evaluated or shipped as is.
+    ``checkpoint`` is the file or the run's out_dir holding checkpoint.pt.
     """
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    path = Path(checkpoint)
+    if path.is_dir():
+        path = path / CHECKPOINT
+    if not path.is_file():
+        raise FileNotFoundError(f"no training checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(
+            f"cannot read {path} as a training checkpoint ({type(exc).__name__})") from None
+    kind = str(state.get("format", "")) if isinstance(state, dict) else ""
+    if not kind.startswith("geomformer-md-train-checkpoint"):
+        raise ValueError(f"{path} is not a geomformer-md training checkpoint (a model file is "
+                         f"already exported: use it as it is)")
     model = GeoMFormer(GeoMFormerConfig.from_dict(state["model_config"]))
     model.load_state_dict(state["model"])
     if use_ema:
         with torch.no_grad():
             for p, s in zip(model.parameters(), state["ema"]["shadow"], strict=True):
                 p.copy_(s)
-    meta = {"training_config": state["config"], "exported_from": str(checkpoint), "step": state["step"],
+    meta = {"training_config": state["config"], "exported_from": str(path), "step": state["step"],
             "epoch": state["epoch"], "history": state["history"], "ema": use_ema}
     save_model(model, model_path, meta)
     return model
