@@ -26,6 +26,7 @@ from .attention import (
 )
 from .config import GeoMFormerConfig
 from .radial import EquRMSNorm, EquWhitenNorm, RadialBasis, envelope
+from .zbl import ZBLRepulsion
 
 # Largest [E, 3, d] per-edge tensor the attention makes on CPU (see GeoMFormer._n_chunks).
 EDGE_CHUNK_BYTES = 8 * 2**20
@@ -243,6 +244,8 @@ class GeoMFormer(nn.Module):
         if cfg.vector_head:
             self.vector_norm = _equ_norm(cfg)
             self.vector_out = nn.Linear(d, 1, bias=False)
+        # Short-range prior (config.zbl): no parameters, so adding it keeps a state_dict valid.
+        self.zbl = ZBLRepulsion(cfg.species, cfg.zbl_inner, cfg.zbl_outer) if cfg.zbl else None
         self.to(cfg.torch_dtype)
 
     @property
@@ -319,6 +322,8 @@ class GeoMFormer(nn.Module):
         if cfg.energy_head:
             e = self.energy_mlp(self.energy_norm(zi)).squeeze(-1)
             out["energy"] = e * self.energy_scale + self.e0[species]
+            if self.zbl is not None:
+                out["energy"] = out["energy"] + self.zbl(species, edge_index, dist)
         if cfg.vector_head:
             out["vector"] = self.vector_out(self.vector_norm(ze)).squeeze(-1)
         return out

@@ -56,6 +56,12 @@ class DataConfig:
             0 = the per-atom energy loss (default); 2 = a loss on total energies, which is
             what adsorption and surface energies are differences of; 1 = in between (the
             right weight if per-atom errors add up independently).
+        weight_key / energy_weights / forces_weights: loss weights by a tag, as MACE's
+            config_type_weights: a training frame whose ``info[weight_key]`` (e.g. ``kind``)
+            is a key of ``energy_weights`` (``forces_weights``) has its energy term (its force
+            terms) multiplied by that value; other frames keep 1. E.g. compressed short-range
+            frames, whose labels are less certain and whose forces are 10-50 eV/Å, so that
+            they shape the repulsive wall without outweighing the frames of the domain.
     """
 
     train_file: str = ""
@@ -76,6 +82,9 @@ class DataConfig:
     path_kinds: tuple[str, ...] = ()
     path_end_weight: float = 1.0
     energy_size_exponent: float = 0.0
+    weight_key: str | None = None
+    energy_weights: dict = field(default_factory=dict)
+    forces_weights: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -176,6 +185,14 @@ def train_config_from_dict(raw: dict) -> TrainConfig:
     number = isinstance(p, (int, float)) and not isinstance(p, bool)
     if not (number and math.isfinite(p) and 0 <= p <= 2):
         raise ValueError(f"data.energy_size_exponent must be a number from 0 to 2, got {p!r}")
+    for name in ("energy_weights", "forces_weights"):
+        w = getattr(d, name)
+        numbers = isinstance(w, dict) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in w.values())
+        if not (numbers and all(math.isfinite(v) and v >= 0 for v in w.values())):
+            raise ValueError(f"data.{name} must map tags to numbers >= 0, got {w!r}")
+        if w and d.weight_key is None:
+            raise ValueError(f"data.{name} needs data.weight_key (the info key holding the tags)")
     if d.path_end_weight != 1.0 and d.path_key is None:
         raise ValueError(
             "data.path_end_weight needs data.path_key (the info key naming each path)")

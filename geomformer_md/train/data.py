@@ -26,6 +26,7 @@ class Sample:
     stress: torch.Tensor | None  # [3, 3] eV/Å^3 (ASE sign), only for 3-D periodic frames
     info: dict
     energy_weight: float = 1.0  # multiplier of this structure's energy term in the training loss
+    forces_weight: float = 1.0  # multiplier of its atoms' force terms
 
     @property
     def n_atoms(self) -> int:
@@ -41,9 +42,11 @@ class Batch:
     stress: torch.Tensor  # [S, 3, 3] (zeros where absent)
     has_stress: torch.Tensor  # [S] bool
     energy_weight: torch.Tensor  # [S] multipliers of the energy terms in the training loss
+    forces_weight: torch.Tensor  # [n] multipliers of each atom's force terms
 
     def to(self, device) -> Batch:
-        fields = (self.energy, self.n_atoms, self.forces, self.stress, self.has_stress, self.energy_weight)
+        fields = (self.energy, self.n_atoms, self.forces, self.stress, self.has_stress,
+                  self.energy_weight, self.forces_weight)
         return Batch(self.graph.to(device), *(t.to(device) for t in fields))
 
 
@@ -152,7 +155,25 @@ def collate_samples(samples: list[Sample]) -> Batch:
         stress=torch.stack([s.stress if s.stress is not None else torch.zeros(3, 3, dtype=torch.float64) for s in samples]),
         has_stress=torch.tensor([s.stress is not None for s in samples]),
         energy_weight=torch.tensor([s.energy_weight for s in samples], dtype=torch.float64),
+        forces_weight=torch.cat([torch.full((s.n_atoms,), s.forces_weight, dtype=torch.float64)
+                                 for s in samples]),
     )
+
+
+def weight_by_tag(samples: list[Sample], data) -> dict[str, int]:
+    """Multiply the energy and force weights of frames by ``data.energy_weights`` /
+    ``data.forces_weights`` of their ``info[data.weight_key]`` (e.g. ``kind``), as MACE's
+    config_type_weights. Frames whose tag is not listed keep 1. Returns {tag: frames weighted}."""
+    if data.weight_key is None:
+        return {}
+    counts: dict[str, int] = {}
+    for s in samples:
+        tag = str(s.info.get(data.weight_key))
+        if tag in data.energy_weights or tag in data.forces_weights:
+            s.energy_weight *= float(data.energy_weights.get(tag, 1.0))
+            s.forces_weight *= float(data.forces_weights.get(tag, 1.0))
+            counts[tag] = counts.get(tag, 0) + 1
+    return counts
 
 
 def weight_path_ends(samples: list[Sample], data) -> int:
