@@ -159,3 +159,28 @@ def test_wall_check_fails_without_a_wall_and_passes_with_the_prior():
     walled = check_short_range_wall(with_zbl(plain, zbl_inner=0.8, zbl_outer=1.0), elements,
                                     step=0.02)
     assert {r["pair"] for r in walled} == {"H-H", "H-O", "H-Pt", "O-O", "O-Pt", "Pt-Pt"}
+
+
+def test_batched_predict_and_per_atom_energies_include_the_prior():
+    """The batched evaluator gives the calculator's results with the prior on, and the per-atom
+    energies split each pair's ZBL energy half and half."""
+    from geomformer_md.simulate.batch import predict
+
+    model = with_zbl(make_model("float64"))
+    slab = fcc111("Cu", (2, 2, 3), vacuum=6.0)
+    add_adsorbate(slab, "O", 0.5, "ontop")  # O 0.5 Å above a Cu atom: deep inside the prior
+    structures = [slab, Atoms("HO", positions=[[0, 0, 0], [0, 0, 0.3]]),
+                  Atoms("Pt2", positions=[[0, 0, 0], [0.7, 0.2, 0.1]])]
+    batched = predict(structures, model)
+    for atoms, res in zip(structures, batched, strict=True):
+        a = atoms.copy()
+        a.calc = GeoMFormerCalculator(model)
+        assert res["energy"] == pytest.approx(a.get_potential_energy(), rel=1e-10)
+        assert np.allclose(res["forces"], a.get_forces(), rtol=1e-10, atol=1e-8)
+    plain = GeoMFormerCalculator(make_model("float64"))
+    d = Atoms("Pt2", positions=[[0, 0, 0], [0.7, 0.2, 0.1]])
+    d.calc = plain
+    added = batched[2]["energies"] - d.get_potential_energies()
+    assert added[0] == pytest.approx(added[1], rel=1e-12)
+    assert added.sum() == pytest.approx(zbl_reference(78, 78, np.linalg.norm([0.7, 0.2, 0.1])),
+                                        rel=2e-4)

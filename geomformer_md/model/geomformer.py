@@ -384,7 +384,8 @@ def init_summary(model: GeoMFormer) -> str:
     return (
         f"GeoMFormer d={cfg.d_model} H={cfg.n_heads} L={cfg.n_layers} K={cfg.n_rbf}"
         f"{f' radial MLP {cfg.radial_mlp}' if cfg.radial_mlp else ''}"
-        f"{f' angular l<={cfg.angular_lmax} x{cfg.angular_channels}' if cfg.angular_lmax else ''} "
+        f"{f' angular l<={cfg.angular_lmax} x{cfg.angular_channels}' if cfg.angular_lmax else ''}"
+        f"{f' + ZBL prior ({cfg.zbl_inner:g}-{cfg.zbl_outer:g} R)' if cfg.zbl else ''} "
         f"r_c={cfg.cutoff} Å, {model.n_parameters() / 1e3:.1f}k parameters, {cfg.dtype}"
     )
 

@@ -75,7 +75,7 @@ def _scan(ctx, task, geoms, ds, R, stride, **info):
     keep = [k for k in range(len(ds)) if d_keep <= ds[k] <= KEEP_ABOVE * R][::stride]
     n_force = sum(fmax[k] > MAX_FORCE for k in keep)
     keep = [k for k in keep if fmax[k] <= MAX_FORCE]
-    heldout = task.params.get("heldout", False)
+    heldout = task.params.get("test_scan", False)
     frames = [snapshot(geoms[k], res[k], config_id=task.name, task=task.name, step=k,
                        r_pair=float(ds[k]), r_over_R=float(ds[k] / R),
                        split_hint="test_short" if heldout else "pool", **info) for k in keep]

@@ -936,7 +936,7 @@ def _extra_short() -> list[Task]:
     def task(base, runner, params, metal="none", holdable=True):
         held = holdable and task_rng(0, base).uniform() < 0.15
         name = f"extra_short{'test' if held else ''}_{base}"
-        return Task(name, "extra", runner, {**params, "heldout": held}, metal)
+        return Task(name, "extra", runner, {**params, "test_scan": held}, metal)
 
     pairs = list(combinations_with_replacement(SHORT_ELEMENTS, 2))
     T = [task(f"dimer_{a}-{b}", "run_short_dimer", {"pair": [a, b]}, holdable=False)
