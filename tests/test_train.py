@@ -419,7 +419,7 @@ def test_fine_tune_adds_the_zbl_prior_to_a_model_without_it(data_file, tmp_path)
     cfg["model"] = {"zbl": True, "zbl_outer": 0.8}
     train(cfg, progress=False, log=lambda *a: None)
     tuned = load_potential(tmp_path / "ft" / "model.pt")
-    assert tuned.config.zbl and tuned.config.zbl_outer == 0.8 and tuned.config.zbl_inner == 0.40
+    assert tuned.config.zbl and tuned.config.zbl_outer == 0.8 and tuned.config.zbl_inner == 0.55
     assert tuned.config.d_model == base.config.d_model
     assert load_potential(tmp_path / "base.pt").config.zbl is False
     cfg["out_dir"] = str(tmp_path / "ft2")

@@ -47,8 +47,8 @@ def test_prior_is_the_zbl_formula_times_the_switch():
     calc0, calc1 = GeoMFormerCalculator(plain), GeoMFormerCalculator(with_zbl(plain))
     R = covalent_radii[8] + covalent_radii[78]
     inner, outer = calc1.model.config.zbl_inner, calc1.model.config.zbl_outer
-    assert (inner, outer) == (0.40, 0.70)  # the defaults
-    for r in (0.3, 0.6, 0.9, 1.1, 1.3, 1.5):  # below, inside and above the switch (0.81-1.41 Å)
+    assert (inner, outer) == (0.55, 0.72)  # the defaults
+    for r in (0.3, 0.9, 1.2, 1.3, 1.4, 1.5):  # below, inside and above the switch (1.11-1.45 Å)
         added = dimer_energy(calc1, "O", "Pt", r)[0] - dimer_energy(calc0, "O", "Pt", r)[0]
         expected = zbl_reference(8, 78, r) * smoothstep_off((r / R - inner) / (outer - inner))
         assert added == pytest.approx(expected, rel=2e-4, abs=1e-12), r
@@ -63,7 +63,7 @@ def test_switch_is_smooth_energy_force_and_curvature_continuous(pair):
 
     z = [atomic_numbers[s] for s in pair]
     species = tuple(sorted(set(z)))
-    zbl = ZBLRepulsion(species, 0.40, 0.70).double()
+    zbl = ZBLRepulsion(species, 0.55, 0.72).double()
     si = torch.tensor([species.index(z[0])])
     sj = torch.tensor([species.index(z[1])])
     R = float(covalent_radii[z[0]] + covalent_radii[z[1]])
@@ -81,12 +81,12 @@ def test_switch_is_smooth_energy_force_and_curvature_continuous(pair):
     grid = np.linspace(0.3 * R, 0.75 * R, 46)
     f_scale = max(abs(energy_force(r)[1]) for r in grid)
     k_scale = max(abs(slope(r, h)) for r in grid)
-    for edge in (0.40 * R, 0.70 * R):
+    for edge in (0.55 * R, 0.72 * R):
         (e_l, f_l), (e_r, f_r) = energy_force(edge - h), energy_force(edge + h)
         assert abs(e_l - e_r) <= 2.5 * h * f_scale  # energy continuous
         assert abs(f_l - f_r) <= 2.5 * h * k_scale  # force continuous
         assert abs(slope(edge - 2 * h, h) - slope(edge + h, h)) <= 1e-4 * k_scale  # no kink
-    assert energy_force(0.70 * R + 1e-9) == (0.0, 0.0)
+    assert energy_force(0.72 * R + 1e-9) == (0.0, 0.0)
     # The force is the derivative of the energy everywhere in between.
     for r in np.linspace(0.3 * R, 0.75 * R, 10):
         fd = -(energy_force(r + 1e-6)[0] - energy_force(r - 1e-6)[0]) / 2e-6
@@ -94,7 +94,7 @@ def test_switch_is_smooth_energy_force_and_curvature_continuous(pair):
 
 
 def test_bonded_structures_are_bit_identical_with_the_prior():
-    """The prior is exactly zero above 0.70 R, so adding it to a potential changes nothing
+    """The prior is exactly zero above 0.72 R, so adding it to a potential changes nothing
     (to the last bit) at bonded distances: a slab with an adsorbate, and bulk with stress."""
     from ase.build import bulk
 

@@ -73,8 +73,8 @@ class GeoMFormerConfig:
             default, and in every file written before this key.
         zbl_inner / zbl_outer: the ZBL term is switched off smoothly between
             zbl_inner * R and zbl_outer * R, R the pair's sum of covalent radii: full below,
-            zero above. The defaults 0.40 / 0.70 keep it exactly zero at every distance of
-            the shipped potentials' training data (closest pair 0.73 R; model/zbl.py).
+            zero above. The defaults 0.55 / 0.72 keep it exactly zero at every distance of
+            the shipped potentials' training data (closest pair 0.734 R; model/zbl.py).
     """
 
     species: tuple[int, ...]
@@ -100,8 +100,8 @@ class GeoMFormerConfig:
     energy_head: bool = True
     dtype: str = "float32"
     zbl: bool = False
-    zbl_inner: float = 0.40
-    zbl_outer: float = 0.70
+    zbl_inner: float = 0.55
+    zbl_outer: float = 0.72
     extra: dict = field(default_factory=dict)  # free-form, ignored by the model
 
     def __post_init__(self) -> None:

@@ -18,14 +18,18 @@ curvature continuous) from 1 at r_in = inner * R to 0 at r_out = outer * R, R th
 pair's covalent radii (Cordero et al. 2008, ASE's table). MACE switches ZBL off at R itself and
 NequIP at the model cutoff; both leave it non-zero at bonded distances, where the network must
 learn to cancel it, which suits a model trained from scratch with it. We switch it off well
-inside R instead (defaults 0.40 R to 0.70 R). The closest pairs in the catalysis training
-data are at 0.73 R (Cu-Cu and Ni-Ni in rattled bulk; N2 and CO compressed by 8 %: 0.75 R);
-at 0.70 R the labeller's dimer curves are still smooth walls for every pair
-(scripts/datagen/dimer_scan.py). So the prior is exactly zero on every structure of that
-data, a potential fine-tuned onto it starts from its own energies everywhere in its domain,
-and the network does not fight the prior there. Between r_in and r_out the network is trained
-on compressed structures where the labeller is still trustworthy
-(scripts/datagen/short_range.py); below r_in the prior carries the wall alone.
+inside R instead, defaults 0.55 R to 0.72 R:
+
+- outer 0.72: the closest pairs in the catalysis training data are at 0.734 R (Cu-Cu and Ni-Ni
+  in rattled bulk; N2 and CO compressed by 8 %: 0.75 R). So the prior is exactly zero on every
+  structure of that data, a potential fine-tuned onto it starts from its own energies
+  everywhere in its domain, and the network does not fight the prior there.
+- inner 0.55, a narrow ramp: the network cannot make a steep wall by itself (its radial basis
+  resolves ~0.4 Å). With a 0.40-0.70 R ramp, the prior was still weak at 0.64-0.70 R, and a
+  fine-tuned v11 left dips there for 5 of 55 element pairs (docs/short-range.md). Between
+  0.55 and 0.72 R the network is trained on compressed structures where the labeller is still
+  trustworthy (scripts/datagen/short_range.py) and learns the difference; below 0.55 R the
+  prior is the wall (the labeller's own curves break at 0.37-0.63 R).
 
 Each directed edge (i, j) gives half of V to its centre i; the neighbour list holds both
 directions of every pair, so each atom gets half of each of its pairs' energy.
