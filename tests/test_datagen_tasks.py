@@ -126,3 +126,39 @@ def test_ohfartb_set_places_the_far_pairs_at_top_and_bridge_never_a_hollow():
         offs = [tuple(x["offset"]) for x in t.params["placements"]]
         site = t.params["placements"][0]["site"]
         assert offs == [(0, 0), tuple(tasks.far_pair_offset("111", tasks.LARGE["111"], "OH", site))]
+
+
+def test_short_set_covers_every_pair_and_metal_and_holds_out_some_scans():
+    extra = [t for t in tasks.build_extra_tasks("short") if t.runner != "run_eos"]
+    assert len({t.name for t in extra}) == len(extra)
+    elements = tasks.SHORT_ELEMENTS
+    n_pairs = len(elements) * (len(elements) + 1) // 2
+    dimers = [t for t in extra if t.runner == "run_short_dimer"]
+    trimers = [t for t in extra if t.runner == "run_short_trimer"]
+    pushes = [t for t in extra if t.runner == "run_short_push"]
+    assert len(dimers) == len(trimers) == n_pairs
+    assert {tuple(sorted(t.params["pair"])) for t in trimers} == {
+        tuple(sorted(t.params["pair"])) for t in dimers}
+    assert {t.metal for t in pushes} == set(tasks.METALS)
+    assert {t.params["pushed"] for t in pushes} >= {"H", "C", "N", "O"} | set(tasks.METALS)
+    held = [t for t in extra if t.params["test_scan"]]
+    assert all(t.name.startswith("extra_shorttest_") for t in held)
+    assert not any(t.params["test_scan"] for t in dimers)  # every pair's dimer is trained on
+    assert 0.05 < len(held) / len(trimers + pushes) < 0.3
+
+
+def test_short_scans_are_kept_only_where_the_labeller_curve_is_a_wall():
+    """A Morse wall that turns over below 0.5 R (as the labeller's dimers do) is kept down to
+    the turn plus the margin; one that flattens first breaks where it flattens; a clean wall
+    is kept down to the floor."""
+    short_range = pytest.importorskip("short_range")
+    R = 2.0
+    d = np.arange(1.2 * R, 0.35 * R, -0.02)
+    morse = 3.0 * (1 - np.exp(-1.5 * (d - 0.9 * R))) ** 2
+    turned = np.where(d > 0.5 * R, morse, morse.max() - 40.0 * (0.5 * R - d))
+    d_break, d_keep = short_range.trusted_range(d, turned, R)
+    assert d_break == pytest.approx(0.5 * R, abs=0.03)
+    assert d_keep == pytest.approx(d_break + short_range.MARGIN * R)
+    flat = np.where(d > 0.6 * R, morse, np.interp(0.6 * R, d[::-1], morse[::-1]) + 1e-3 * (0.6 * R - d))
+    assert short_range.trusted_range(d, flat, R)[0] == pytest.approx(0.6 * R, abs=0.05)
+    assert short_range.trusted_range(d, morse, R) == (0.0, short_range.FLOOR * R)

@@ -1,7 +1,8 @@
 """Physics of the model: symmetries, derivatives, supercells, cutoff smoothness.
 
 Run for several model configs (plain paper form, edge values, whitening norm,
-Gaussian basis, radial MLP, angular invariants) so every code path is held to the same laws.
+Gaussian basis, radial MLP, angular invariants, ZBL prior) so every code path is held to the
+same laws.
 """
 
 import numpy as np
@@ -29,6 +30,9 @@ CONFIGS = {
     "gaussian": {"rbf": "gaussian", "n_heads": 4},
     "radial_mlp": {"radial_mlp": 16},
     "angular": {"angular_lmax": 3, "angular_channels": 8},
+    # The ZBL prior switched off at R (sum of covalent radii) instead of 0.65 R, so that the
+    # bonded sample structures have pairs inside the switch (O-H, Cu-H, Cu-Cu, Cu-O).
+    "zbl": {"zbl": True, "zbl_inner": 0.5, "zbl_outer": 1.0},
 }
 STRUCTURES = sample_structures()
 

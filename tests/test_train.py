@@ -415,3 +415,52 @@ def test_stratified_split_keeps_every_combination_in_training():
     assert not orphans((tr, va, te)) and va and te
     assert sorted(tr + va + te) == list(range(120))
     assert split_indices(frames, strat) == (tr, va, te)
+
+
+def test_fine_tune_adds_the_zbl_prior_to_a_model_without_it(data_file, tmp_path):
+    """init_from a model without the prior plus model: {zbl: true} fine-tunes it onto the prior;
+    the network's weights carry over (the prior has none). Other model keys cannot change."""
+    base = make_model("float64", **TINY_MODEL)
+    save_model(base, tmp_path / "base.pt")
+    cfg = config(data_file, tmp_path / "ft", epochs=1)
+    cfg["init_from"] = str(tmp_path / "base.pt")
+    cfg["model"] = {"zbl": True, "zbl_outer": 0.8}
+    train(cfg, progress=False, log=lambda *a: None)
+    tuned = load_potential(tmp_path / "ft" / "model.pt")
+    assert tuned.config.zbl and tuned.config.zbl_outer == 0.8 and tuned.config.zbl_inner == 0.55
+    assert tuned.config.d_model == base.config.d_model
+    assert load_potential(tmp_path / "base.pt").config.zbl is False
+    cfg["out_dir"] = str(tmp_path / "ft2")
+    cfg["model"] = {"zbl": True, "d_model": 16}
+    with pytest.raises(ValueError,
+                       match=r"not used with init_from .* except for zbl, zbl_inner, zbl_outer"):
+        train(cfg, progress=False, log=lambda *a: None)
+
+
+def test_weights_by_tag_scale_the_energy_and_force_terms_of_tagged_frames(data_file, tmp_path):
+    from geomformer_md.train.data import collate_samples
+    from geomformer_md.train.trainer import Trainer, batch_errors
+
+    frames = emt_frames()
+    for k, a in enumerate(frames):
+        a.info["kind"] = "short" if k % 2 else "normal"
+    write(tmp_path / "tagged.extxyz", frames)
+    raw = config(tmp_path / "tagged.extxyz", tmp_path / "w", epochs=1)
+    raw["data"].update(weight_key="kind", energy_weights={"short": 0.1}, forces_weights={"short": 0.0})
+    trainer = Trainer(train_config_from_dict(raw), progress=False, log=lambda *a: None)
+    short = [s for s in trainer.train_set if s.info["kind"] == "short"]
+    normal = [s for s in trainer.train_set if s.info["kind"] == "normal"]
+    assert short and normal
+    assert all(s.energy_weight == 0.1 and s.forces_weight == 0.0 for s in short)
+    assert all(s.energy_weight == 1.0 and s.forces_weight == 1.0 for s in normal)
+    # A 0.1 eV/Å force error costs nothing on the short frames, the full square on the others.
+    batch = collate_samples(trainer.train_set)
+    err = batch_errors({"energy": batch.energy.clone(), "forces": batch.forces + 0.1}, batch)
+    n_normal = sum(s.n_atoms for s in normal)
+    assert float(err["f_sq"]) == pytest.approx(3 * n_normal * 0.01)
+    raw["data"]["weight_key"] = None
+    with pytest.raises(ValueError, match="energy_weights needs data.weight_key"):
+        train_config_from_dict(raw)
+    raw["data"].update(weight_key="kind", forces_weights={"short": -1})
+    with pytest.raises(ValueError, match="forces_weights must map tags to numbers >= 0"):
+        train_config_from_dict(raw)

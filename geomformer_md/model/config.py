@@ -68,6 +68,13 @@ class GeoMFormerConfig:
         energy_head: add the invariant per-atom energy head (on for force fields).
         dtype: parameter dtype, "float32" or "float64" (per model; torch's global
             default dtype is never touched).
+        zbl: add the ZBL screened nuclear repulsion to the per-atom energies, a physical
+            wall at short range where no training data reach (model/zbl.py). Off by
+            default, and in every file written before this key.
+        zbl_inner / zbl_outer: the ZBL term is switched off smoothly between
+            zbl_inner * R and zbl_outer * R, R the pair's sum of covalent radii: full below,
+            zero above. The defaults 0.55 / 0.72 keep it exactly zero at every distance of
+            the shipped potentials' training data (closest pair 0.734 R; model/zbl.py).
     """
 
     species: tuple[int, ...]
@@ -92,6 +99,9 @@ class GeoMFormerConfig:
     vector_head: bool = False
     energy_head: bool = True
     dtype: str = "float32"
+    zbl: bool = False
+    zbl_inner: float = 0.55
+    zbl_outer: float = 0.72
     extra: dict = field(default_factory=dict)  # free-form, ignored by the model
 
     def __post_init__(self) -> None:
@@ -127,6 +137,14 @@ class GeoMFormerConfig:
             problems.append(f"equ_norm must be 'rms' or 'whiten', got {self.equ_norm!r}")
         if self.dtype not in _DTYPES:
             problems.append(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
+        if not isinstance(self.zbl, bool):
+            problems.append(f"zbl must be true or false, got {self.zbl!r}")
+        bounds = (self.zbl_inner, self.zbl_outer)
+        if not (all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds)
+                and 0.0 < self.zbl_inner < self.zbl_outer <= 1.0):
+            problems.append("zbl_inner and zbl_outer must satisfy 0 < zbl_inner < zbl_outer <= 1 "
+                            "(fractions of the covalent radii sum), got "
+                            f"{self.zbl_inner!r}, {self.zbl_outer!r}")
         if not (self.energy_head or self.vector_head):
             problems.append("at least one of energy_head and vector_head must be on")
         if problems:

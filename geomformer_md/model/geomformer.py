@@ -27,6 +27,7 @@ from .attention import (
 )
 from .config import GeoMFormerConfig
 from .radial import EquRMSNorm, EquWhitenNorm, RadialBasis, envelope
+from .zbl import ZBLRepulsion
 
 # Largest [E, 3, d] per-edge tensor the attention makes on CPU (see GeoMFormer._n_chunks).
 EDGE_CHUNK_BYTES = 8 * 2**20
@@ -251,6 +252,8 @@ class GeoMFormer(nn.Module):
         if cfg.vector_head:
             self.vector_norm = _equ_norm(cfg)
             self.vector_out = nn.Linear(d, 1, bias=False)
+        # Short-range prior (config.zbl): no parameters, so adding it keeps a state_dict valid.
+        self.zbl = ZBLRepulsion(cfg.species, cfg.zbl_inner, cfg.zbl_outer) if cfg.zbl else None
         self.to(cfg.torch_dtype)
 
     @property
@@ -344,6 +347,8 @@ class GeoMFormer(nn.Module):
                 # Terms added to the per-atom energies below must cover all n atoms.
                 e = torch.cat([e, e.new_zeros(n - e.shape[0])])
             out["energy"] = e * self.energy_scale + self.e0[species]
+            if self.zbl is not None:  # pair terms of every edge: all n atoms (see above)
+                out["energy"] = out["energy"] + self.zbl(species, edge_index, dist)
         if cfg.vector_head and not pruned:
             out["vector"] = self.vector_out(self.vector_norm(ze)).squeeze(-1)
         return out
@@ -424,7 +429,8 @@ def init_summary(model: GeoMFormer) -> str:
     return (
         f"GeoMFormer d={cfg.d_model} H={cfg.n_heads} L={cfg.n_layers} K={cfg.n_rbf}"
         f"{f' radial MLP {cfg.radial_mlp}' if cfg.radial_mlp else ''}"
-        f"{f' angular l<={cfg.angular_lmax} x{cfg.angular_channels}' if cfg.angular_lmax else ''} "
+        f"{f' angular l<={cfg.angular_lmax} x{cfg.angular_channels}' if cfg.angular_lmax else ''}"
+        f"{f' + ZBL prior ({cfg.zbl_inner:g}-{cfg.zbl_outer:g} R)' if cfg.zbl else ''} "
         f"r_c={cfg.cutoff} Å, {model.n_parameters() / 1e3:.1f}k parameters, {cfg.dtype}"
     )
 

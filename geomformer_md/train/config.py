@@ -72,6 +72,12 @@ class DataConfig:
             0 = the per-atom energy loss (default); 2 = a loss on total energies, which is
             what adsorption and surface energies are differences of; 1 = in between (the
             right weight if per-atom errors add up independently).
+        weight_key / energy_weights / forces_weights: loss weights by a tag, as MACE's
+            config_type_weights: a training frame whose ``info[weight_key]`` (e.g. ``kind``)
+            is a key of ``energy_weights`` (``forces_weights``) has its energy term (its force
+            terms) multiplied by that value; other frames keep 1. E.g. compressed short-range
+            frames, whose labels are less certain and whose forces are 10-50 eV/Å, so that
+            they shape the repulsive wall without outweighing the frames of the domain.
     """
 
     train_file: str = ""
@@ -93,6 +99,9 @@ class DataConfig:
     path_kinds: tuple[str, ...] = ()
     path_end_weight: float = 1.0
     energy_size_exponent: float = 0.0
+    weight_key: str | None = None
+    energy_weights: dict = field(default_factory=dict)
+    forces_weights: dict = field(default_factory=dict)
 
 
 def test_fraction_of(data: DataConfig) -> float:
@@ -298,10 +307,13 @@ def _check_model_section(model, init_from) -> dict:
         return {}
     if not isinstance(model, dict):
         raise ValueError(f"config section 'model' must be a mapping, got {_show(model)}")
-    if model and init_from:
+    # with init_from only the short-range prior may be added or changed (it has no weights)
+    prior = ("zbl", "zbl_inner", "zbl_outer")
+    if model and init_from and set(model) - set(prior):
         raise ValueError(
             f"the model section is not used with init_from (the architecture is that of "
-            f"{init_from}); remove it (keys: {sorted(model)})")
+            f"{init_from}) except for {', '.join(prior)}; remove the other keys "
+            f"({sorted(set(model) - set(prior))})")
     hints = typing.get_type_hints(GeoMFormerConfig)
     unknown = sorted(set(model) - set(hints))
     if unknown:
@@ -408,6 +420,14 @@ def _check_data(d: DataConfig) -> None:
     p = d.energy_size_exponent
     _require(math.isfinite(p) and 0 <= p <= 2,
              f"data.energy_size_exponent must be a number from 0 to 2, got {p!r}")
+    for name in ("energy_weights", "forces_weights"):
+        w = getattr(d, name)
+        numbers = isinstance(w, dict) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in w.values())
+        _require(numbers and all(math.isfinite(v) and v >= 0 for v in w.values()),
+                 f"data.{name} must map tags to numbers >= 0, got {w!r}")
+        _require(not (w and d.weight_key is None),
+                 f"data.{name} needs data.weight_key (the info key holding the tags)")
     _require(not (d.path_end_weight != 1.0 and d.path_key is None),
              "data.path_end_weight needs data.path_key (the info key naming each path)")
 

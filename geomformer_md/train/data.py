@@ -28,6 +28,7 @@ class Sample:
     energy_weight: float = 1.0  # multiplier of this structure's energy term in the training loss
     weight: float = 1.0  # multiplier of all its loss terms (energy, forces, stress): replay frames
     frame: int = -1  # index in the file it came from (for messages)
+    forces_weight: float = 1.0  # multiplier of its atoms' force terms
 
     @property
     def n_atoms(self) -> int:
@@ -44,10 +45,11 @@ class Batch:
     has_stress: torch.Tensor  # [S] bool
     energy_weight: torch.Tensor  # [S] multipliers of the energy terms in the training loss
     weight: torch.Tensor  # [S] multipliers of all loss terms of each structure
+    forces_weight: torch.Tensor  # [n] multipliers of each atom's force terms
 
     def to(self, device) -> Batch:
         fields = (self.energy, self.n_atoms, self.forces, self.stress, self.has_stress,
-                  self.energy_weight, self.weight)
+                  self.energy_weight, self.weight, self.forces_weight)
         return Batch(self.graph.to(device), *(t.to(device) for t in fields))
 
 
@@ -159,7 +161,25 @@ def collate_samples(samples: list[Sample]) -> Batch:
         has_stress=torch.tensor([s.stress is not None for s in samples]),
         energy_weight=torch.tensor([s.energy_weight for s in samples], dtype=torch.float64),
         weight=torch.tensor([s.weight for s in samples], dtype=torch.float64),
+        forces_weight=torch.cat([torch.full((s.n_atoms,), s.forces_weight, dtype=torch.float64)
+                                 for s in samples]),
     )
+
+
+def weight_by_tag(samples: list[Sample], data) -> dict[str, int]:
+    """Multiply the energy and force weights of frames by ``data.energy_weights`` /
+    ``data.forces_weights`` of their ``info[data.weight_key]`` (e.g. ``kind``), as MACE's
+    config_type_weights. Frames whose tag is not listed keep 1. Returns {tag: frames weighted}."""
+    if data.weight_key is None:
+        return {}
+    counts: dict[str, int] = {}
+    for s in samples:
+        tag = str(s.info.get(data.weight_key))
+        if tag in data.energy_weights or tag in data.forces_weights:
+            s.energy_weight *= float(data.energy_weights.get(tag, 1.0))
+            s.forces_weight *= float(data.forces_weights.get(tag, 1.0))
+            counts[tag] = counts.get(tag, 0) + 1
+    return counts
 
 
 def weight_path_ends(samples: list[Sample], data) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -35,6 +36,7 @@ from .data import (
     read_frames,
     split_indices,
     weight_by_size,
+    weight_by_tag,
     weight_path_ends,
 )
 from .finetune import Replay, freeze_parameters, refit_reference_energies
@@ -112,6 +114,31 @@ class EMA:
         self.updates = int(state["updates"])
 
 
+# Model keys a fine-tune (init_from) may change: the short-range prior has no parameters, so
+# a potential trained without it can be fine-tuned onto it (model: {zbl: true}).
+PRIOR_KEYS = ("zbl", "zbl_inner", "zbl_outer")
+
+
+def with_prior(model: GeoMFormer, keys: dict, source: str) -> GeoMFormer:
+    """The fine-tuning start ``model`` with the model-section ``keys`` of the training config
+    applied. Only the short-range prior (PRIOR_KEYS) may change; any other key must equal the
+    loaded model's value (it is not silently ignored)."""
+    current = model.config.to_dict()
+    changed = {k: v for k, v in keys.items() if k != "dtype" and current.get(k) != v}
+    fixed = sorted(k for k in changed if k not in PRIOR_KEYS)
+    if fixed:
+        raise ValueError(
+            f"model.{fixed[0]} = {changed[fixed[0]]!r} differs from the model being fine-tuned "
+            f"({source}: {current[fixed[0]]!r}); with init_from only {', '.join(PRIOR_KEYS)} can "
+            "change (remove the other model keys)")
+    if not changed:
+        return model
+    new = GeoMFormer(dataclasses.replace(model.config, **changed))
+    new.load_state_dict(model.state_dict())
+    new.metadata = dict(getattr(model, "metadata", {}))
+    return new.train(model.training)
+
+
 def batch_errors(out: dict, batch: Batch) -> dict[str, torch.Tensor]:
     """Per-quantity sums of squared and absolute errors, and their counts.
 
@@ -126,7 +153,8 @@ def batch_errors(out: dict, batch: Batch) -> dict[str, torch.Tensor]:
     res = {
         "e_sq": (batch.energy_weight.to(de.dtype) * w * de**2).sum(),
         "e_abs": de.abs().sum(), "e_n": torch.tensor(float(de.numel())),
-        "f_sq": (w_atom * df**2).sum(), "f_abs": df.abs().sum(),
+        "f_sq": (w_atom * batch.forces_weight.to(df.dtype).unsqueeze(-1) * df**2).sum(),
+        "f_abs": df.abs().sum(),
         "f_n": torch.tensor(float(df.numel())),
     }
     if "stress" in out and bool(batch.has_stress.any()):
@@ -182,6 +210,7 @@ class Trainer:
         from ..io.registry import load_potential
 
         model = load_potential(self.cfg.init_from)
+        model = with_prior(model, self.cfg.model, self.cfg.init_from)
         self.log(f"fine-tuning from {self.cfg.init_from}: {init_summary(model)}")
         model = model_with_dtype(model, self.tcfg.dtype).train()
         if self.tcfg.freeze:
@@ -237,6 +266,10 @@ class Trainer:
             w = [s.energy_weight for s in self.train_set]
             self.log(f"energy weights by size (N^{data.energy_size_exponent:g}, mean 1): "
                      f"{min(w):.3g} to {max(w):.3g}")
+        for tag, n in weight_by_tag(self.train_set, data).items():
+            w_e, w_f = data.energy_weights.get(tag, 1.0), data.forces_weights.get(tag, 1.0)
+            self.log(f"{n} training frames with {data.weight_key} = {tag}: energy weight "
+                     f"x{w_e:g}, forces weight x{w_f:g}")
         self.val_set = self._samples(frames, va, data.train_file)
         self.test_set = self._samples(frames, te, data.train_file)
         if data.test_file:
@@ -361,7 +394,9 @@ class Trainer:
     def load_checkpoint(self) -> tuple[int, int]:
         path = self.out / CHECKPOINT
         state = torch.load(path, map_location=self.device, weights_only=True)
-        if state.get("model_config") != self.model.config.to_dict():
+        # Compared as configs: a checkpoint written before a config key existed has no entry for
+        # it, and from_dict gives the key its behaviour-preserving value.
+        if GeoMFormerConfig.from_dict(state.get("model_config") or {}) != self.model.config:
             raise ValueError(f"{path} was written for a different model config; use a new out_dir")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])

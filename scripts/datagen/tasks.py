@@ -20,6 +20,9 @@ from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from ase.optimize import BFGS
 from labeller import MAX_FORCE, atomic_write_json, max_force, snapshot, task_rng
+from short_range import ELEMENTS as SHORT_ELEMENTS
+from short_range import PUSHED as SHORT_PUSHED
+from short_range import run_short_dimer, run_short_push, run_short_trimer  # noqa: F401 (runners)
 from structures import (
     ADSORBATES,
     FACETS,
@@ -922,9 +925,38 @@ def _extra_oh_far_pairs_top_bridge() -> list[Task]:
     return _extra_oh_far_pairs(("top", "bridge"))
 
 
+def _extra_short() -> list[Task]:
+    """Compressed dimers and trimers of every element pair and atoms pushed into the (111) and
+    (100) surfaces of every metal, kept where the labeller is trustworthy (short_range.py): the
+    training data of the ZBL prior (model/zbl.py). One in ~7 trimer and push scans (seeded by
+    its name) is held out as ``extra_shorttest_*`` (split_hint ``test_short``) to measure the
+    fit on compressed structures no training frame has."""
+    from itertools import combinations_with_replacement
+
+    def task(base, runner, params, metal="none", holdable=True):
+        held = holdable and task_rng(0, base).uniform() < 0.15
+        name = f"extra_short{'test' if held else ''}_{base}"
+        return Task(name, "extra", runner, {**params, "test_scan": held}, metal)
+
+    pairs = list(combinations_with_replacement(SHORT_ELEMENTS, 2))
+    T = [task(f"dimer_{a}-{b}", "run_short_dimer", {"pair": [a, b]}, holdable=False)
+         for a, b in pairs]
+    for a, b in pairs:  # the third atom bound to a seeded end of the compressed pair
+        ends = [a, b] if task_rng(0, f"trimer_{a}-{b}").uniform() < 0.5 else [b, a]
+        T.append(task(f"trimer_{a}-{b}", "run_short_trimer", {"pair": ends}))
+    for m, M in enumerate(METALS):
+        for j, (F, site) in enumerate([("111", "top"), ("111", "hollow"), ("100", "hollow")]):
+            other = METALS[(m + 1 + j) % len(METALS)]
+            for X in SHORT_PUSHED + [M, other]:
+                T.append(task(f"push_{M}_{F}_{site}_{X}", "run_short_push",
+                              {"facet": F, "site": site, "pushed": X}, M))
+    return T
+
+
 EXTRA_SETS = {"n100": _extra_n100, "sites": _extra_sites, "slabs": _extra_slabs,
               "low": _extra_low_coverage, "ohmd": _extra_oh_md, "ohfcc": _extra_oh_fcc_pairs,
-              "ohfar": _extra_oh_far_pairs, "ohfartb": _extra_oh_far_pairs_top_bridge}
+              "ohfar": _extra_oh_far_pairs, "ohfartb": _extra_oh_far_pairs_top_bridge,
+              "short": _extra_short}
 
 
 def build_extra_tasks(name: str) -> list[Task]:
