@@ -148,3 +148,22 @@ def test_bad_space_entries_name_the_problem(raw, message):
     with pytest.raises(ValueError) as exc:
         parse_space({"elements": ["Pt"], "miller": ["111"], **raw})
     assert message in str(exc.value)
+
+
+@pytest.mark.parametrize("miller, site, n_equal, lateral", [
+    ("111", "hollow", 3, 1 / np.sqrt(3)), ("100", "hollow", 4, 1 / np.sqrt(2)),
+    ("111", "bridge", 2, 0.5), ("100", "bridge", 2, 0.5)])
+def test_bridge_and_hollow_sites_are_between_top_layer_atoms(miller, site, n_equal, lateral):
+    space = _space(elements=["Pt"], miller=[miller], surface_size=[2, 2], surface_layers=3,
+                   coverages=[0.05],
+                   adsorbates=[{"formula": "H", "sites": [site]}])
+    for atoms in _surfaces(space, 6, kind="surface+ads"):
+        h = np.flatnonzero(atoms.numbers == 1)
+        assert len(h) == 1
+        top = top_layer(atoms[:h[0]])
+        vec = atoms.get_distances(h[0], top, mic=True, vector=True)
+        assert (vec[:, 2] < -0.5).all()  # above the top plane
+        r = np.sort(np.linalg.norm(vec[:, :2], axis=1))
+        nn = 3.98 / np.sqrt(2)
+        np.testing.assert_allclose(r[:n_equal], lateral * nn, atol=1e-6)
+        assert r[n_equal] > lateral * nn + 0.3

@@ -366,19 +366,42 @@ def _place(atoms: Atoms, ads: Adsorbate, rng, anchor: int, normal, tilt_deg: flo
             mol.rotate(rng.uniform(0, tilt_deg), rng.normal(size=3) * [1, 1, 0] + [1e-9, 0, 0])
             mol.rotate(rng.uniform(0, 360), "z")
         mol.rotate("z", normal)
-        site = atoms.positions[anchor].copy()
         kind = rng.choice(list(ads.sites or SITES))
-        others = np.argsort(np.linalg.norm(atoms.positions - site, axis=1))[1:3]
-        if kind == "bridge":
-            site = 0.5 * (site + atoms.positions[others[0]])
-        elif kind == "hollow":
-            site = (site + atoms.positions[others].sum(0)) / 3.0
+        site = _site(atoms, anchor, np.asarray(normal, float), kind, rng)
         bond = covalent_radii[atoms.numbers[anchor]] + covalent_radii[mol.numbers[bind]]
         height = {"top": 1.0, "bridge": 0.8, "hollow": 0.7}[kind] * bond
         mol.positions += site + height * np.asarray(normal) - mol.positions[bind]
         if _clear(atoms, mol):
             return atoms + mol
     return atoms
+
+
+SITE_DEPTH = 1.5  # Å: neighbours deeper than this below the anchor (along the normal) are
+#                  not part of its bridge and hollow sites ((111) and (100) subsurface
+#                  atoms are 2.0-2.3 Å deeper, the (110) second row 1.4 Å)
+
+
+def _site(atoms: Atoms, anchor: int, normal: np.ndarray, kind: str, rng) -> np.ndarray:
+    """Position of a top, bridge or hollow site at metal atom ``anchor``: the midpoint to
+    one of its nearest metal neighbours, or the centre of the 3-fold or 4-fold hollow it
+    spans with two of them (60° or 90° apart: the circumcentre of the three atoms), drawn
+    at random among the neighbours at the surface (periodic images included)."""
+    origin = atoms.positions[anchor].copy()
+    if kind == "top":
+        return origin
+    vec = atoms.get_distances(anchor, range(len(atoms)), mic=bool(atoms.pbc.any()), vector=True)
+    dist = np.linalg.norm(vec, axis=1)
+    ok = (dist > 0.1) & (vec @ normal > -SITE_DEPTH) & ~np.isin(atoms.numbers, list(_LIGHT))
+    if not ok.any():
+        return origin
+    near = np.flatnonzero(ok & (dist < 1.2 * dist[ok].min()))
+    pairs = [(vec[i], vec[j]) for i, j in itertools.combinations(near, 2)
+             if vec[i] @ vec[j] > np.cos(np.radians(100)) * dist[i] * dist[j]]
+    if kind == "hollow" and pairs:
+        a, b = pairs[rng.integers(len(pairs))]
+        axb = np.cross(a, b)
+        return origin + np.cross((a @ a) * b - (b @ b) * a, axb) / (2 * axb @ axb)
+    return origin + 0.5 * vec[rng.choice(near)]
 
 
 def _clear(atoms: Atoms, mol: Atoms, fraction: float = 0.75) -> bool:
