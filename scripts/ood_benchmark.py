@@ -381,7 +381,7 @@ def assemble(builder: Builder, out: Path) -> dict:
     summary = {
         "benchmark": VERSION, "seed": builder.seed, "n_frames": len(frames),
         "labeller": builder.labeller, "teacher_max_force_eV_A": builder.teacher.max_force,
-        "teacher_calls": meta["calls"], "dropped_frames": meta["dropped"],
+        "teacher_label_calls": meta["calls"], "dropped_frames": meta["dropped"],
         "teacher_seconds": round(meta["label_seconds"]),
         "counts": {c: dict(v) for c, v in counts.items()},
         "lattice_constants": builder.a0, "sampling": builder.sampling,

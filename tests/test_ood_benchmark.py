@@ -94,3 +94,38 @@ def test_build_labels_tagged_frames_and_resumes(tmp_path):
     assert 0 < teacher.calls - calls < 20  # only the one structure again
     ob.assemble(builder, tmp_path / "out")
     assert lzma.decompress((tmp_path / "out" / "frames.extxyz.xz").read_bytes()) == first
+
+
+spec_eval = importlib.util.spec_from_file_location(
+    "evaluate_ood", Path(__file__).parent.parent / "scripts" / "evaluate_ood.py")
+ev = importlib.util.module_from_spec(spec_eval)
+spec_eval.loader.exec_module(ev)
+
+
+def _row(cat, err, std, n=2):
+    """A frame whose first atom has force error ``err`` (along x) and force std ``std``."""
+    df = np.zeros((n, 3))
+    df[0, 0] = err
+    return {"category": cat, "n": n, "de": 0.01 * n, "df": df,
+            "fstd": np.array([std] + [0.001] * (n - 1))}
+
+
+def test_calibration_numbers_follow_their_definitions():
+    # 5 frames with a large error (> 0.3 eV/Å) with uncertainties 0.01..0.05, 5 without
+    rows = [_row("a", 0.5 + k, 0.01 * (k + 1)) for k in range(5)]
+    rows += [_row("b", 0.1, u) for u in (0.001, 0.002, 0.02, 0.03, 0.2)]
+    s = ev.summarise(rows, threshold=0.025)
+    assert s["t80_eV_A"] == pytest.approx(0.02)  # 4 of the 5 large frames have >= 0.02
+    a, b, everything = s["table"]["a"], s["table"]["b"], s["table"]["all"]
+    assert a["large"] == 5 and b["large"] == 0
+    assert a["caught_at_t80"] == pytest.approx(0.8)
+    assert a["caught_at_threshold"] == pytest.approx(0.6)  # 0.03, 0.04, 0.05 > 0.025
+    assert b["flagged_at_t80"] == pytest.approx(0.6) and b["caught_at_t80"] is None
+    assert s["false_alarms_at_t80"] == pytest.approx(0.6)
+    assert everything["flagged_at_t80"] == pytest.approx(0.7)
+    assert a["spearman_frames"] == pytest.approx(1.0)  # larger error, larger std
+    assert everything["force_mae_meV_A"] == pytest.approx(
+        1000 * np.mean([r["df"][0, 0] for r in rows]) / 6)
+    assert everything["energy_mae_meV_atom"] == pytest.approx(10.0)
+    assert a["max_force_error_eV_A"] == pytest.approx(4.5)
+    assert 0.0 <= everything["auc"] <= 1.0
