@@ -43,7 +43,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from ase.io import read  # noqa: E402
+from geomformer_md.train.data import read_frames  # noqa: E402  (an .xz read once, in memory)
 
 LARGE_ERROR = 0.3  # eV/Å, as geomformer_md.distill.evaluate
 CATCH = 0.8
@@ -52,9 +52,9 @@ ORDER = ["in_domain", "alloy_surface", "high_coverage", "facets_defects", "nanop
 
 
 def load_frames(path: Path, in_domain: Path | None) -> list:
-    frames = read(path, index=":")
+    frames = read_frames(path)
     if in_domain is not None:
-        held = [a for a in read(in_domain, index=":")
+        held = [a for a in read_frames(in_domain)
                 if a.info.get("split_hint") == "test_heldout"]
         for a in held:
             a.info["category"] = "in_domain"
@@ -92,8 +92,17 @@ def t_catch(unc_large: np.ndarray, fraction: float = CATCH) -> float:
     return float(s[len(s) - int(np.ceil(fraction * len(s)))]) if len(s) else float("nan")
 
 
+def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman's rank correlation; nan where it is undefined (a constant input)."""
+    from scipy.stats import spearmanr
+
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    return float(spearmanr(x, y).statistic)
+
+
 def summarise(rows: list[dict], threshold: float) -> dict:
-    from scipy.stats import mannwhitneyu, spearmanr
+    from scipy.stats import mannwhitneyu
 
     committee = rows[0]["fstd"] is not None
     err = [np.linalg.norm(r["df"], axis=1) for r in rows]
@@ -123,9 +132,8 @@ def summarise(rows: list[dict], threshold: float) -> dict:
             s_atoms = np.concatenate([r["fstd"] for r in mine])
             u, lg = unc[idx], large[idx]
             row.update({
-                "spearman_atoms": float(spearmanr(s_atoms, e_atoms).statistic),
-                "spearman_frames": (float(spearmanr(u, frame_err[idx]).statistic)
-                                    if len(u) > 2 else float("nan")),
+                "spearman_atoms": _spearman(s_atoms, e_atoms),
+                "spearman_frames": _spearman(u, frame_err[idx]),
                 "median_uncertainty_eV_A": float(np.median(u)),
                 "caught_at_threshold": float(np.mean(u[lg] > threshold)) if lg.any() else None,
                 "flagged_at_threshold": float(np.mean(u > threshold)),
