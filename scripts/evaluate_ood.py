@@ -27,6 +27,10 @@ eV/Å; a frame's uncertainty is its largest forces_std):
                      (uncertainty >= t80), over all frames; caught / flagged at it per row
     auc              ROC AUC of the uncertainty as a detector of large frames
 
+and, for any model, the same two scores for the naive uncertainty every model has, the
+size of its own predicted force (|F| per atom, the largest per frame): a committee is
+worth its cost where it ranks errors better than this.
+
 Writes the table and the per-frame numbers as JSON (default data/ood-benchmark/eval-NAME.json).
 """
 
@@ -80,6 +84,7 @@ def evaluate(model, frames: list, log=print) -> list[dict]:
                      "mode": str(atoms.info.get("mode", atoms.info.get("kind", "none"))),
                      "n": len(atoms), "de": e - atoms.get_potential_energy(),
                      "df": f - atoms.get_forces(apply_constraint=False),
+                     "fmag": np.linalg.norm(f, axis=1),
                      "fstd": calc.results["forces_std"].copy() if calc.is_committee else None})
         if (i + 1) % 100 == 0:
             log(f"  {i + 1}/{len(frames)} frames, {time.time() - t0:.0f} s")
@@ -101,14 +106,23 @@ def _spearman(x: np.ndarray, y: np.ndarray) -> float:
     return float(spearmanr(x, y).statistic)
 
 
-def summarise(rows: list[dict], threshold: float) -> dict:
+def _auc(score: np.ndarray, positive: np.ndarray) -> float | None:
+    """ROC AUC of ``score`` for telling ``positive`` frames from the rest."""
     from scipy.stats import mannwhitneyu
 
+    if not positive.any() or positive.all():
+        return None
+    stat = mannwhitneyu(score[positive], score[~positive]).statistic
+    return float(stat / (positive.sum() * (~positive).sum()))
+
+
+def summarise(rows: list[dict], threshold: float) -> dict:
     committee = rows[0]["fstd"] is not None
     err = [np.linalg.norm(r["df"], axis=1) for r in rows]
     frame_err = np.array([e.max() for e in err])
     large = frame_err > LARGE_ERROR
     unc = np.array([r["fstd"].max() for r in rows]) if committee else None
+    fmag = np.array([r["fmag"].max() for r in rows])
     t80 = t_catch(unc[large]) if committee else None
     cats = [c for c in ORDER if any(r["category"] == c for r in rows)]
     cats += sorted({r["category"] for r in rows} - set(cats))
@@ -126,6 +140,10 @@ def summarise(rows: list[dict], threshold: float) -> dict:
             "energy_mae_meV_atom": 1000 * float(np.mean([abs(r["de"]) / r["n"] for r in mine])),
             "max_force_error_eV_A": float(frame_err[idx].max()),
             "large": int(large[idx].sum()),
+            "force_spearman_atoms": _spearman(np.concatenate([r["fmag"] for r in mine]),
+                                              np.concatenate([e for e, k in zip(err, idx,
+                                                              strict=True) if k])),
+            "force_auc": _auc(fmag[idx], large[idx]),
         }
         if committee:
             e_atoms = np.concatenate([e for e, k in zip(err, idx, strict=True) if k])
@@ -140,8 +158,7 @@ def summarise(rows: list[dict], threshold: float) -> dict:
                 "caught_at_t80": float(np.mean(u[lg] >= t80)) if lg.any() else None,
                 "flagged_at_t80": float(np.mean(u >= t80)),
                 "t80_in_category_eV_A": t_catch(u[lg]) if lg.any() else None,
-                "auc": (float(mannwhitneyu(u[lg], u[~lg]).statistic / (lg.sum() * (~lg).sum()))
-                        if lg.any() and (~lg).any() else None),
+                "auc": _auc(u, lg),
             })
         table[cat] = row
     out = {"table": table, "large_error_eV_A": LARGE_ERROR}
@@ -161,7 +178,7 @@ def print_table(summary: dict, name: str) -> None:
     table = summary["table"]
     committee = "spearman_atoms" in table["all"]
     head = ["category", "frames", "F MAE meV/Å", "E MAE meV/atom", "max |ΔF| eV/Å",
-            f">{LARGE_ERROR}"]
+            f">{LARGE_ERROR}", "Spearman |F|", "AUC |F|"]
     if committee:
         thr = summary["threshold_eV_A"]
         head += ["Spearman atoms", "Spearman frames", f"caught@{thr:g}", f"flagged@{thr:g}",
@@ -170,7 +187,8 @@ def print_table(summary: dict, name: str) -> None:
     for cat, r in table.items():
         cells = [cat, str(r["frames"]), _fmt(r["force_mae_meV_A"]),
                  _fmt(r["energy_mae_meV_atom"]), _fmt(r["max_force_error_eV_A"], ".2f"),
-                 str(r["large"])]
+                 str(r["large"]), _fmt(r["force_spearman_atoms"], ".2f"),
+                 _fmt(r["force_auc"], ".2f")]
         if committee:
             cells += [_fmt(r["spearman_atoms"], ".2f"), _fmt(r["spearman_frames"], ".2f"),
                       _fmt(r["caught_at_threshold"], ".0%"), _fmt(r["flagged_at_threshold"], ".0%"),

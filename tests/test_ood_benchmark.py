@@ -107,7 +107,7 @@ def _row(cat, err, std, n=2):
     df = np.zeros((n, 3))
     df[0, 0] = err
     return {"category": cat, "n": n, "de": 0.01 * n, "df": df,
-            "fstd": np.array([std] + [0.001] * (n - 1))}
+            "fstd": np.array([std] + [0.001] * (n - 1)), "fmag": np.array([1.0, 2.0 + err])}
 
 
 def test_calibration_numbers_follow_their_definitions():
@@ -129,3 +129,4 @@ def test_calibration_numbers_follow_their_definitions():
     assert everything["energy_mae_meV_atom"] == pytest.approx(10.0)
     assert a["max_force_error_eV_A"] == pytest.approx(4.5)
     assert 0.0 <= everything["auc"] <= 1.0
+    assert everything["force_auc"] == pytest.approx(1.0)  # |F| grows with the error here
