@@ -65,7 +65,7 @@ class DistillRun:
         self._check_out_dir()
         self.teacher = Teacher(**{"max_force": 50.0, **cfg.teacher})
         elements = set(cfg.space.elements)
-        for a in cfg.space.adsorbates:
+        for a in cfg.space.all_adsorbates:
             elements |= set(Atoms(_formula_atoms(a.formula)).get_chemical_symbols())
         self.elements = sorted(elements)
         self._check_model_elements()
@@ -377,9 +377,9 @@ def _kinds_in_category(space: Space, kind: str) -> int:
 
 
 def _formula_atoms(formula: str) -> Atoms:
-    from ..simulate.catalysis import adsorbate_from_name
+    from .space import adsorbate_molecule
 
-    return adsorbate_from_name(formula)[1]
+    return adsorbate_molecule(formula)[1]
 
 
 def _resolve(name: str) -> str:

@@ -1,20 +1,31 @@
 """The configuration space of a distillation run: which structures to start from.
 
 A space is elements plus any of: bulk (strained fcc), alloys (random solid solutions and
-ordered L1_2 / L1_0 phases of element pairs), surfaces by Miller index (with random alloy
-or segregated top layers for alloy pairs, adatoms and vacancies), clusters (icosahedra,
-octahedra / truncated octahedra / cuboctahedra, decahedra; pure or alloyed), and
-adsorbates by formula with a binding atom at coverages on surfaces and clusters, plus the
+ordered L1_2 / L1_0 phases of element pairs), surfaces by Miller index (for alloy pairs
+with a random or segregated top layer or cut from an ordered phase; adatoms and
+vacancies), clusters (icosahedra, octahedra / truncated octahedra / cuboctahedra,
+decahedra; pure or alloyed), and adsorbates by formula with a binding atom and their
+sites at coverages on surfaces and clusters, co-adsorbed pairs on surfaces, plus the
 gas-phase molecules themselves. ``sample`` draws starting structures, each tagged in
 ``atoms.info`` with its ``category`` and the keys a hold-out rule can match:
 
     category   bulk | alloy | surface | surface+ads | cluster | cluster+ads | gas
     elements   metal elements, sorted and joined ("Cu", "Ag-Cu")
     facet      Miller index of a surface ("111", "211"), "none" otherwise
-    adsorbate  adsorbate name, "none" for none
+    adsorbate  adsorbate name, "CO+O" for a co-adsorbed pair, "none" for none
     shape      cluster shape and metal atom count ("icosahedron13"), "none" otherwise
 
+and, for what a test set reports per structure (not hold-out keys):
+
+    order      alloy surface: random | segregated | L12 | L10; "none" otherwise
+    defect     adatom | vacancy | "none"
+    coverage   adsorbates placed per atom of the clean top layer (surfaces), "none" otherwise
+
 (never an empty string: extxyz cannot read an empty value back)
+
+Slabs are whole atomic planes: ``surface_layers`` is the number of atomic planes for every
+facet (ase.build.surface counts layers of the cubic cell, which hold one plane on (111)
+and (311), two on (100) and (110), and can leave the outer planes part-filled).
 
 Lattice constants (fcc) come from the teacher (distill.teacher.lattice_constants) and mix
 by Vegard's law in alloys. Structures are built with ASE (ase.build, ase.cluster).
@@ -45,12 +56,55 @@ CLUSTER_SHAPES = {
 }
 
 
+SITES = ("top", "bridge", "hollow")
+# Atoms of different adsorbates stay at least max(ADSORBATE_MIN_DISTANCE, ADSORBATE_NO_BOND x
+# the covalent bond length) apart: no bond between them (a hydrogen bond O...H, ~1.8 Å, stays)
+ADSORBATE_MIN_DISTANCE = 1.8  # Å
+ADSORBATE_NO_BOND = 1.3
+
+
+def _hydroperoxyl() -> Atoms:  # HO2 (OOH): O-O 1.33 Å, O-H 0.97 Å, O-O-H 104° (CCCBDB)
+    t = np.radians(180 - 104.3)
+    return Atoms("O2H", [[0, 0, 0], [1.331, 0, 0], [1.331 + 0.971 * np.cos(t),
+                                                      0.971 * np.sin(t), 0]])
+
+
+def _hydroxymethylidyne() -> Atoms:  # COH: C-O 1.27 Å, O-H 0.98 Å, C-O-H 110°, a start
+    t = np.radians(180 - 110.0)         # geometry (the adsorbed radical relaxes from it)
+    return Atoms("COH", [[0, 0, 0], [1.27, 0, 0], [1.27 + 0.98 * np.cos(t),
+                                                   0.98 * np.sin(t), 0]])
+
+
+def _formyl() -> Atoms:  # CHO: ase.build.molecule's HCO (atoms C, O, H)
+    from ase.build import molecule
+
+    return molecule("HCO")
+
+
+# Adsorbates that ase.build.molecule lacks (or names otherwise), binding atom first.
+EXTRA_MOLECULES = {"OOH": _hydroperoxyl, "COH": _hydroxymethylidyne, "CHO": _formyl}
+
+
+def adsorbate_molecule(formula: str, binding_atom: int | None = None) -> tuple[str, Atoms, int]:
+    """simulate.catalysis.adsorbate_from_name, knowing EXTRA_MOLECULES as well."""
+    if formula in EXTRA_MOLECULES:
+        _, mol, bind = adsorbate_from_name(EXTRA_MOLECULES[formula](), binding_atom)
+        return formula, mol, bind
+    try:
+        return adsorbate_from_name(formula, binding_atom)
+    except ValueError as exc:
+        raise ValueError(f"{exc}; the configuration space also knows "
+                         f"{sorted(EXTRA_MOLECULES)}") from None
+
+
 @dataclass(frozen=True)
 class Adsorbate:
-    """An adsorbate by name (element or ase.build.molecule name) and binding element."""
+    """An adsorbate by name (element, ase.build.molecule name or one of EXTRA_MOLECULES),
+    its binding element and the sites it is placed on (None: top, bridge and hollow)."""
 
     formula: str
     binding: str | None = None
+    sites: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -65,15 +119,20 @@ class SpaceConfig:
         alloy_pairs: element pairs for alloys, alloy surfaces and alloy clusters.
         alloy_compositions: fractions x of the second element in random solid solutions.
         ordered: ordered phases to build for each pair: "L12" (A3B) and/or "L10" (AB).
+        alloy_surfaces: how alloy slabs are made, one drawn per slab: "random" (the second
+            element at random sites), "segregated" (only in the top layer), "L12" / "L10"
+            (cut from the ordered phase).
         miller: surfaces by Miller index ("111", "100", "110", "211", "311").
-        surface_layers: atomic layers of a slab (the bottom one is fixed in exploration).
+        surface_layers: atomic planes of a slab (the bottom one is fixed in exploration).
         surface_size: in-plane repetitions of the surface cell.
         vacuum: vacuum on each side of slabs and around clusters and molecules, Å.
         defects: surface defects to draw from: "adatom", "vacancy".
         clusters: cluster shapes, e.g. {shape: icosahedron, noshells: 2} (13 atoms),
             {shape: octahedron, length: 4, cutoff: 1} (38, truncated octahedron),
             {shape: octahedron, length: 3, cutoff: 1} (13, cuboctahedron).
-        adsorbates: adsorbates with their binding element.
+        adsorbates: adsorbates with their binding element and sites.
+        coadsorption: pairs of adsorbates placed together on surfaces (alternately, at
+            least one of each).
         coverages: adsorbates per top-layer surface atom (1/9 ... 1 ML) on surfaces.
         gas: include the adsorbates as gas-phase molecules.
     """
@@ -85,6 +144,7 @@ class SpaceConfig:
     alloy_pairs: tuple[tuple[str, str], ...] = ()
     alloy_compositions: tuple[float, ...] = (0.25, 0.5)
     ordered: tuple[str, ...] = ("L12", "L10")
+    alloy_surfaces: tuple[str, ...] = ("random", "segregated")
     miller: tuple[str, ...] = ()
     surface_layers: int = 3
     surface_size: tuple[int, int] = (2, 2)
@@ -92,9 +152,15 @@ class SpaceConfig:
     defects: tuple[str, ...] = ()
     clusters: tuple[dict, ...] = ()
     adsorbates: tuple[Adsorbate, ...] = ()
+    coadsorption: tuple[tuple[Adsorbate, Adsorbate], ...] = ()
     coverages: tuple[float, ...] = (0.25,)
     gas: bool = True
     holdout: tuple[dict, ...] = field(default=())
+
+    @property
+    def all_adsorbates(self) -> tuple[Adsorbate, ...]:
+        """Every adsorbate of the space, alone or in a co-adsorbed pair."""
+        return self.adsorbates + tuple(a for pair in self.coadsorption for a in pair)
 
 
 def parse_space(raw: dict) -> SpaceConfig:
@@ -123,11 +189,16 @@ def parse_space(raw: dict) -> SpaceConfig:
         pairs.append(tuple(p))
     d["alloy_pairs"] = tuple(pairs)
     d["miller"] = tuple(_miller(m) for m in d.get("miller", ()))
-    for key in ("ordered", "defects"):
+    for key in ("ordered", "defects", "alloy_surfaces"):
         d[key] = tuple(d.get(key, SpaceConfig.__dataclass_fields__[key].default))
     for o in d["ordered"]:
         if o not in ("L12", "L10"):
             raise ValueError(f"space.ordered: {o!r} is not L12 or L10")
+    for o in d["alloy_surfaces"]:
+        if o not in ("random", "segregated", "L12", "L10"):
+            raise ValueError(f"space.alloy_surfaces: {o!r} is not random, segregated, L12 or L10")
+    if not d["alloy_surfaces"]:
+        raise ValueError("space.alloy_surfaces is empty: give random, segregated, L12 or L10")
     for o in d["defects"]:
         if o not in ("adatom", "vacancy"):
             raise ValueError(f"space.defects: {o!r} is not adatom or vacancy")
@@ -142,14 +213,14 @@ def parse_space(raw: dict) -> SpaceConfig:
                 f"space.clusters: {c['shape']} takes integer {list(allowed)}, got {c!r}")
         clusters.append(dict(c))
     d["clusters"] = tuple(clusters)
-    ads = []
-    for a in d.get("adsorbates", ()):
-        a = {"formula": a} if isinstance(a, str) else dict(a)
-        if set(a) - {"formula", "binding"} or "formula" not in a:
-            raise ValueError(f"space.adsorbates: {a!r} must be {{formula: ..., binding: ...}}")
-        adsorbate_from_name(a["formula"])  # raises a clear ValueError for unknown names
-        ads.append(Adsorbate(str(a["formula"]), a.get("binding")))
-    d["adsorbates"] = tuple(ads)
+    d["adsorbates"] = tuple(_adsorbate(a, "space.adsorbates") for a in d.get("adsorbates", ()))
+    pairs = []
+    for p in d.get("coadsorption", ()):
+        if isinstance(p, (str, dict)) or len(p) != 2:
+            raise ValueError(f"space.coadsorption: {p!r} must be a pair of adsorbates, "
+                             f"e.g. [CO, O]")
+        pairs.append(tuple(_adsorbate(a, "space.coadsorption") for a in p))
+    d["coadsorption"] = tuple(pairs)
     for key in ("alloy_compositions", "coverages"):
         vals = tuple(float(x) for x in d.get(key, SpaceConfig.__dataclass_fields__[key].default))
         if not all(0 < x <= 1 for x in vals):
@@ -168,6 +239,22 @@ def parse_space(raw: dict) -> SpaceConfig:
         raise ValueError("the configuration space is empty: give bulk, alloy_pairs, miller or "
                          "clusters")
     return cfg
+
+
+def _adsorbate(a, where: str) -> Adsorbate:
+    a = {"formula": a} if isinstance(a, str) else dict(a)
+    if set(a) - {"formula", "binding", "sites"} or "formula" not in a:
+        raise ValueError(f"{where}: {a!r} must be {{formula: ..., binding: ..., sites: ...}}")
+    adsorbate_molecule(str(a["formula"]))  # raises a clear ValueError for unknown names
+    sites = a.get("sites")
+    if sites is not None:
+        sites = (sites,) if isinstance(sites, str) else tuple(sites)
+        if not sites or set(sites) - set(SITES):
+            raise ValueError(f"{where}: sites of {a['formula']} must be some of {list(SITES)}, "
+                             f"got {a['sites']!r}")
+    ads = Adsorbate(str(a["formula"]), a.get("binding"), sites)
+    _binding_index(ads)  # raises if the binding element is not in the molecule
+    return ads
 
 
 def _miller(m) -> str:
@@ -230,11 +317,23 @@ def bottom_layer(atoms: Atoms, tol: float = 0.5) -> np.ndarray:
     return np.flatnonzero(z < z.min() + tol)
 
 
-def _slab(host: str, a0: float, miller: str, layers: int, size, vacuum: float) -> Atoms:
+def _slab(cell: Atoms, miller: str, layers: int, size, vacuum: float) -> Atoms:
+    """``layers`` whole atomic planes of the cubic cell ``cell`` (an fcc element or an
+    ordered alloy) cut at ``miller``. ase.build.surface counts layers of the cubic cell,
+    which hold one or more atomic planes and can leave the outer ones part-filled (a
+    "3-layer" (311) slab had a top plane of one atom): cut a thick slab, keep whole planes."""
     hkl = tuple(int(c) for c in miller)
-    slab = surface(bulk(host, "fcc", a=a0, cubic=True), hkl, layers, vacuum=vacuum, periodic=True)
+    thick = surface(cell, hkl, 2 * layers + 4, vacuum=vacuum, periodic=True)
+    thick.pbc = (True, True, False)
+    thick.wrap()
+    order = np.argsort(thick.positions[:, 2], kind="stable")
+    planes = np.split(order, np.flatnonzero(np.diff(thick.positions[order, 2]) > 0.3) + 1)
+    full = max(len(p) for p in planes)
+    first = next(k for k in range(len(planes))
+                 if all(len(p) == full for p in planes[k:k + layers]))
+    slab = thick[np.sort(np.concatenate(planes[first:first + layers]))]
+    slab.center(vacuum=vacuum, axis=2)
     slab = slab * (size[0], size[1], 1)
-    slab.pbc = (True, True, False)
     slab.wrap()
     return slab
 
@@ -256,23 +355,19 @@ def _surface_normal_sites(atoms: Atoms, rng, n: int, periodic: bool):
 
 def _place(atoms: Atoms, ads: Adsorbate, rng, anchor: int, normal, tilt_deg: float,
            tries: int = 10) -> Atoms:
-    """One adsorbate on a top, bridge or hollow site next to atom ``anchor``, tilted and
-    spun at random. A placement with any atom closer than 0.75x the covalent bond length
-    to the structure is redrawn; after ``tries`` the structure is returned unchanged."""
-    _, mol0, bind = adsorbate_from_name(ads.formula, _binding_index(ads))
+    """One adsorbate on a top, bridge or hollow site (one of ``ads.sites``) next to atom
+    ``anchor``, tilted and spun at random. A placement with any atom closer than 0.75x the
+    covalent bond length to the structure, or bonded to another adsorbate (see
+    ADSORBATE_MIN_DISTANCE), is redrawn; after ``tries`` the structure is returned unchanged."""
+    _, mol0, bind = adsorbate_molecule(ads.formula, _binding_index(ads))
     for _ in range(tries):
         mol = mol0.copy()
         if len(mol) > 1:  # upright along +z, then a random tilt and spin
             mol.rotate(rng.uniform(0, tilt_deg), rng.normal(size=3) * [1, 1, 0] + [1e-9, 0, 0])
             mol.rotate(rng.uniform(0, 360), "z")
         mol.rotate("z", normal)
-        site = atoms.positions[anchor].copy()
-        kind = rng.choice(["top", "bridge", "hollow"])
-        others = np.argsort(np.linalg.norm(atoms.positions - site, axis=1))[1:3]
-        if kind == "bridge":
-            site = 0.5 * (site + atoms.positions[others[0]])
-        elif kind == "hollow":
-            site = (site + atoms.positions[others].sum(0)) / 3.0
+        kind = rng.choice(list(ads.sites or SITES))
+        site = _site(atoms, anchor, np.asarray(normal, float), kind, rng)
         bond = covalent_radii[atoms.numbers[anchor]] + covalent_radii[mol.numbers[bind]]
         height = {"top": 1.0, "bridge": 0.8, "hollow": 0.7}[kind] * bond
         mol.positions += site + height * np.asarray(normal) - mol.positions[bind]
@@ -281,14 +376,45 @@ def _place(atoms: Atoms, ads: Adsorbate, rng, anchor: int, normal, tilt_deg: flo
     return atoms
 
 
+SITE_DEPTH = 1.5  # Å: neighbours deeper than this below the anchor (along the normal) are
+#                  not part of its bridge and hollow sites ((111) and (100) subsurface
+#                  atoms are 2.0-2.3 Å deeper, the (110) second row 1.4 Å)
+
+
+def _site(atoms: Atoms, anchor: int, normal: np.ndarray, kind: str, rng) -> np.ndarray:
+    """Position of a top, bridge or hollow site at metal atom ``anchor``: the midpoint to
+    one of its nearest metal neighbours, or the centre of the 3-fold or 4-fold hollow it
+    spans with two of them (60° or 90° apart: the circumcentre of the three atoms), drawn
+    at random among the neighbours at the surface (periodic images included)."""
+    origin = atoms.positions[anchor].copy()
+    if kind == "top":
+        return origin
+    vec = atoms.get_distances(anchor, range(len(atoms)), mic=bool(atoms.pbc.any()), vector=True)
+    dist = np.linalg.norm(vec, axis=1)
+    ok = (dist > 0.1) & (vec @ normal > -SITE_DEPTH) & ~np.isin(atoms.numbers, list(_LIGHT))
+    if not ok.any():
+        return origin
+    near = np.flatnonzero(ok & (dist < 1.2 * dist[ok].min()))
+    pairs = [(vec[i], vec[j]) for i, j in itertools.combinations(near, 2)
+             if vec[i] @ vec[j] > np.cos(np.radians(100)) * dist[i] * dist[j]]
+    if kind == "hollow" and pairs:
+        a, b = pairs[rng.integers(len(pairs))]
+        axb = np.cross(a, b)
+        return origin + np.cross((a @ a) * b - (b @ b) * a, axb) / (2 * axb @ axb)
+    return origin + 0.5 * vec[rng.choice(near)]
+
+
 def _clear(atoms: Atoms, mol: Atoms, fraction: float = 0.75) -> bool:
-    """No atom of ``mol`` closer than fraction x the covalent bond length to ``atoms``
-    (periodic images included)."""
+    """No atom of ``mol`` closer than fraction x the covalent bond length to ``atoms``, nor
+    bonded to its adsorbate atoms (ADSORBATE_MIN_DISTANCE; periodic images included)."""
     both = atoms + mol
     n = len(atoms)
+    light = np.isin(atoms.numbers, list(_LIGHT))
     for k in range(n, len(both)):
         d = both.get_distances(k, range(n), mic=bool(both.pbc.any()))
-        limit = fraction * (covalent_radii[both.numbers[k]] + covalent_radii[both.numbers[:n]])
+        bond = covalent_radii[both.numbers[k]] + covalent_radii[both.numbers[:n]]
+        limit = np.where(light, np.maximum(ADSORBATE_NO_BOND * bond, ADSORBATE_MIN_DISTANCE),
+                         fraction * bond)
         if (d < limit).any():
             return False
     return True
@@ -297,7 +423,7 @@ def _clear(atoms: Atoms, mol: Atoms, fraction: float = 0.75) -> bool:
 def _binding_index(ads: Adsorbate) -> int | None:
     if ads.binding is None:
         return None
-    _, mol, _ = adsorbate_from_name(ads.formula)
+    _, mol, _ = adsorbate_molecule(ads.formula)
     symbols = mol.get_chemical_symbols()
     if ads.binding not in symbols:
         raise ValueError(
@@ -327,6 +453,7 @@ class Space:
         for m, host in itertools.product(c.miller, hosts):
             kinds.append(("surface", (host, m)))
             kinds += [("surface+ads", (host, m, a)) for a in c.adsorbates]
+            kinds += [("surface+ads", (host, m, pair)) for pair in c.coadsorption]
         for shape, host in itertools.product(c.clusters, hosts):
             kinds.append(("cluster", (host, shape)))
             kinds += [("cluster+ads", (host, shape, a)) for a in c.adsorbates]
@@ -376,23 +503,39 @@ class Space:
             tags = {"category": "alloy", "elements": "-".join(sorted((a_el, b_el)))}
         elif kind in ("surface", "surface+ads"):
             host, miller = args[0], args[1]
-            atoms = _slab(host[0], self.vegard(host), miller, c.surface_layers, c.surface_size,
-                          c.vacuum)
-            if len(host) == 2:  # alloy surface: random everywhere, or a segregated top layer
-                where = top_layer(atoms) if rng.random() < 0.5 else None
+            order, cell = "none", bulk(host[0], "fcc", a=self.vegard(host), cubic=True)
+            if len(host) == 2:
+                order = c.alloy_surfaces[rng.integers(len(c.alloy_surfaces))]
+                if order in ("L12", "L10"):  # cut from the ordered phase (Vegard's law)
+                    x_b = {"L12": 0.25, "L10": 0.5}[order]
+                    a0 = (1 - x_b) * self.a0[host[0]] + x_b * self.a0[host[1]]
+                    cell = _ordered(order, host[0], host[1], a0)
+            atoms = _slab(cell, miller, c.surface_layers, c.surface_size, c.vacuum)
+            if order in ("random", "segregated"):  # random sites, everywhere or top layer
+                where = top_layer(atoms) if order == "segregated" else None
                 atoms = _substitute(atoms, rng, host[1], rng.choice([0.25, 0.5, 0.75]), where)
+            n_top = len(top_layer(atoms))  # of the clean surface: the coverage unit
+            defect = "none"
             if c.defects and rng.random() < 0.5:
-                atoms = self._defect(atoms, rng, rng.choice(list(c.defects)))
+                defect = str(rng.choice(list(c.defects)))
+                atoms = self._defect(atoms, rng, defect)
             atoms.set_constraint(FixAtoms(indices=bottom_layer(atoms)))
+            coverage = "none"
             if kind == "surface+ads":
-                n_top = len(top_layer(atoms))
+                ads = args[2] if isinstance(args[2], tuple) else (args[2],)
                 cov = rng.choice(list(c.coverages))
-                n_ads = max(1, int(round(cov * n_top)))
+                n_ads = max(len(ads), int(round(cov * n_top)))
                 anchors, normals = _surface_normal_sites(atoms, rng, n_ads, periodic=True)
-                for k, nrm in zip(anchors, normals, strict=True):
-                    atoms = _place(atoms, args[2], rng, int(k), nrm, tilt_deg=60)
-                ads_names = args[2].formula
-            tags = {"category": kind, "elements": "-".join(sorted(set(host))), "facet": miller}
+                placed = []  # formulas of the adsorbates that found room
+                for j, (k, nrm) in enumerate(zip(anchors, normals, strict=True)):
+                    before = len(atoms)
+                    atoms = _place(atoms, ads[j % len(ads)], rng, int(k), nrm, tilt_deg=60)
+                    if len(atoms) > before:
+                        placed.append(ads[j % len(ads)].formula)
+                ads_names = "+".join(a.formula for a in ads if a.formula in placed) or "none"
+                coverage = round(len(placed) / n_top, 4)
+            tags = {"category": kind, "elements": "-".join(sorted(set(host))), "facet": miller,
+                    "order": order, "defect": defect, "coverage": coverage}
         elif kind in ("cluster", "cluster+ads"):
             host, shape = args[0], args[1]
             build, keys = CLUSTER_SHAPES[shape["shape"]]
@@ -410,7 +553,7 @@ class Space:
                     "shape": f"{shape['shape']}{sum(1 for z in atoms.numbers if z not in _LIGHT)}"}
         elif kind == "gas":
             (ads,) = args
-            _, atoms, _ = adsorbate_from_name(ads.formula)
+            _, atoms, _ = adsorbate_molecule(ads.formula)
             atoms = atoms.copy()
             atoms.center(vacuum=c.vacuum)
             atoms.pbc = False
@@ -419,7 +562,7 @@ class Space:
         else:  # pragma: no cover - kinds come from _kinds
             raise AssertionError(kind)
         info = {"category": "none", "elements": "none", "facet": "none", "adsorbate": ads_names,
-                "shape": "none"}
+                "shape": "none", "order": "none", "defect": "none", "coverage": "none"}
         info.update(tags)
         atoms.info.update(info)
         return atoms
