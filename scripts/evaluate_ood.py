@@ -5,6 +5,7 @@ calibration of a committee's uncertainty (float64 evaluation).
     .venv/bin/python scripts/evaluate_ood.py geomformer-catalysis-v9 geomformer-catalysis-v10 \\
         geomformer-catalysis-v11 --name committee-v9-v11         # members -> a committee
     .venv/bin/python scripts/evaluate_ood.py runs/my-committee.pt  # a committee file
+    .venv/bin/python scripts/evaluate_ood.py --compare data/ood-benchmark/eval-*.json
 
 Frames: data/ood-benchmark/frames.extxyz.xz (scripts/ood_benchmark.py; category in
 ``info``) plus, as the ``in_domain`` row, the held-out frames of the shipped potentials'
@@ -177,8 +178,8 @@ def _fmt(v, spec=".1f"):
 def print_table(summary: dict, name: str) -> None:
     table = summary["table"]
     committee = "spearman_atoms" in table["all"]
-    head = ["category", "frames", "F MAE meV/Å", "E MAE meV/atom", "max |ΔF| eV/Å",
-            f">{LARGE_ERROR}", "Spearman |F|", "AUC |F|"]
+    head = ["category", "frames", "F MAE meV/Å", "E MAE meV/atom", "max ‖ΔF‖ eV/Å",
+            f">{LARGE_ERROR}", "Spearman ‖F‖", "AUC ‖F‖"]
     if committee:
         thr = summary["threshold_eV_A"]
         head += ["Spearman atoms", "Spearman frames", f"caught@{thr:g}", f"flagged@{thr:g}",
@@ -203,10 +204,35 @@ def print_table(summary: dict, name: str) -> None:
               f"{_fmt(summary['false_alarms_at_threshold'], '.0%')}")
 
 
+def compare(paths: list[str]) -> None:
+    """One line per evaluation file: errors out of domain and calibration over all frames."""
+    print("| evaluation | F MAE ood | E MAE ood | Spearman atoms all / ood | Spearman frames "
+          "all | caught@thr | flagged@thr | t80 eV/Å | flagged@t80 | false alarms@t80 | "
+          "AUC all / ood | AUC of ‖F‖ all / ood |\n|" + "---|" * 12)
+    for path in paths:
+        s = json.loads(Path(path).read_text())
+        a, o = s["table"]["all"], s["table"]["ood"]
+        c = "spearman_atoms" in a
+        cells = [s["name"], _fmt(o["force_mae_meV_A"]), _fmt(o["energy_mae_meV_atom"])]
+        if c:
+            cells += [f"{_fmt(a['spearman_atoms'], '.2f')} / {_fmt(o['spearman_atoms'], '.2f')}",
+                      _fmt(a["spearman_frames"], ".2f"),
+                      f"{_fmt(a['caught_at_threshold'], '.0%')} at {s['threshold_eV_A']:g}",
+                      _fmt(a["flagged_at_threshold"], ".0%"), _fmt(s["t80_eV_A"], ".4f"),
+                      _fmt(a["flagged_at_t80"], ".0%"), _fmt(s["false_alarms_at_t80"], ".0%"),
+                      f"{_fmt(a['auc'], '.2f')} / {_fmt(o['auc'], '.2f')}"]
+        else:
+            cells += ["-"] * 8
+        cells.append(f"{_fmt(a['force_auc'], '.2f')} / {_fmt(o['force_auc'], '.2f')}")
+        print("| " + " | ".join(cells) + " |")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("models", nargs="+", help="a shipped name or model/committee file; several "
+    p.add_argument("models", nargs="*", help="a shipped name or model/committee file; several "
                    "make a committee of them")
+    p.add_argument("--compare", nargs="+", metavar="JSON",
+                   help="print earlier evaluations side by side instead")
     p.add_argument("--data", default=str(REPO / "data/ood-benchmark/frames.extxyz.xz"))
     p.add_argument("--in-domain", default=str(REPO / "data/catalysis-v1/frames.extxyz.xz"),
                    help="file whose split_hint=test_heldout frames form the in_domain row "
@@ -217,6 +243,11 @@ def main(argv=None) -> int:
     p.add_argument("--name", help="name in the table and the output file (default: the model)")
     p.add_argument("--out", help="JSON output (default data/ood-benchmark/eval-NAME.json)")
     args = p.parse_args(argv)
+    if args.compare:
+        compare(args.compare)
+        return 0
+    if not args.models:
+        p.error("give a model (a shipped name or a file), several for a committee, or --compare")
     import torch
 
     from geomformer_md.committee import DEFAULT_FORCE_STD_THRESHOLD, as_committee
