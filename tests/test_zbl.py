@@ -47,12 +47,12 @@ def test_prior_is_the_zbl_formula_times_the_switch():
     calc0, calc1 = GeoMFormerCalculator(plain), GeoMFormerCalculator(with_zbl(plain))
     R = covalent_radii[8] + covalent_radii[78]
     inner, outer = calc1.model.config.zbl_inner, calc1.model.config.zbl_outer
-    assert (inner, outer) == (0.55, 0.72)  # the defaults
-    for r in (0.3, 0.9, 1.2, 1.3, 1.4, 1.5):  # below, inside and above the switch (1.11-1.45 Å)
+    assert (inner, outer) == (0.55, 0.75)  # the defaults
+    for r in (0.3, 0.9, 1.2, 1.3, 1.45, 1.6):  # below, inside and above the switch (1.11-1.52 Å)
         added = dimer_energy(calc1, "O", "Pt", r)[0] - dimer_energy(calc0, "O", "Pt", r)[0]
         expected = zbl_reference(8, 78, r) * smoothstep_off((r / R - inner) / (outer - inner))
         assert added == pytest.approx(expected, rel=2e-4, abs=1e-12), r
-    assert dimer_energy(calc1, "O", "Pt", 1.5)[0] == dimer_energy(calc0, "O", "Pt", 1.5)[0]
+    assert dimer_energy(calc1, "O", "Pt", 1.6)[0] == dimer_energy(calc0, "O", "Pt", 1.6)[0]
 
 
 @pytest.mark.parametrize("pair", [("Pt", "Pt"), ("H", "O")])
@@ -63,7 +63,7 @@ def test_switch_is_smooth_energy_force_and_curvature_continuous(pair):
 
     z = [atomic_numbers[s] for s in pair]
     species = tuple(sorted(set(z)))
-    zbl = ZBLRepulsion(species, 0.55, 0.72).double()
+    zbl = ZBLRepulsion(species, 0.55, 0.75).double()
     si = torch.tensor([species.index(z[0])])
     sj = torch.tensor([species.index(z[1])])
     R = float(covalent_radii[z[0]] + covalent_radii[z[1]])
@@ -78,23 +78,23 @@ def test_switch_is_smooth_energy_force_and_curvature_continuous(pair):
         return (energy_force(r + h)[1] - energy_force(r)[1]) / h
 
     h = 1e-6
-    grid = np.linspace(0.3 * R, 0.75 * R, 46)
+    grid = np.linspace(0.3 * R, 0.8 * R, 51)
     f_scale = max(abs(energy_force(r)[1]) for r in grid)
     k_scale = max(abs(slope(r, h)) for r in grid)
-    for edge in (0.55 * R, 0.72 * R):
+    for edge in (0.55 * R, 0.75 * R):
         (e_l, f_l), (e_r, f_r) = energy_force(edge - h), energy_force(edge + h)
         assert abs(e_l - e_r) <= 2.5 * h * f_scale  # energy continuous
         assert abs(f_l - f_r) <= 2.5 * h * k_scale  # force continuous
         assert abs(slope(edge - 2 * h, h) - slope(edge + h, h)) <= 1e-4 * k_scale  # no kink
-    assert energy_force(0.72 * R + 1e-9) == (0.0, 0.0)
+    assert energy_force(0.75 * R + 1e-9) == (0.0, 0.0)
     # The force is the derivative of the energy everywhere in between.
-    for r in np.linspace(0.3 * R, 0.75 * R, 10):
+    for r in np.linspace(0.3 * R, 0.8 * R, 11):
         fd = -(energy_force(r + 1e-6)[0] - energy_force(r - 1e-6)[0]) / 2e-6
         assert fd == pytest.approx(energy_force(r)[1], rel=1e-6, abs=1e-7 * f_scale)
 
 
 def test_bonded_structures_are_bit_identical_with_the_prior():
-    """The prior is exactly zero above 0.72 R, so adding it to a potential changes nothing
+    """The prior is exactly zero above 0.75 R, so adding it to a potential changes nothing
     (to the last bit) at bonded distances: a slab with an adsorbate, and bulk with stress."""
     from ase.build import bulk
 
@@ -184,3 +184,41 @@ def test_batched_predict_and_per_atom_energies_include_the_prior():
     assert added[0] == pytest.approx(added[1], rel=1e-12)
     assert added.sum() == pytest.approx(zbl_reference(78, 78, np.linalg.norm([0.7, 0.2, 0.1])),
                                         rel=2e-4)
+
+
+def _shipped_with_prior() -> list[str]:
+    """Shipped potentials that carry the prior (the acceptance checks below apply to them)."""
+    from geomformer_md import list_potentials, load_potential
+
+    return [name for name in sorted(list_potentials()) if load_potential(name).config.zbl]
+
+
+WITH_PRIOR = _shipped_with_prior()
+needs_prior = pytest.mark.skipif(not WITH_PRIOR, reason="no shipped potential has the prior")
+
+
+@needs_prior
+@pytest.mark.parametrize("name", WITH_PRIOR or ["none"])
+def test_shipped_potential_has_a_repulsive_wall_for_every_element_pair(name):
+    """Every pair of its elements: E rises monotonically below 0.75 R, repulsive force down to
+    0.15 Å, E(min(0.5 Å, R/2)) > E(R) + 3 eV (testing.check_short_range_wall)."""
+    rows = check_short_range_wall(name, step=0.02)
+    assert len(rows) == 55
+
+
+@needs_prior
+@pytest.mark.parametrize("name", WITH_PRIOR or ["none"])
+def test_oxygen_started_inside_a_platinum_atom_relaxes_out(name):
+    """O started 0.4 Å above a Pt(111) top atom: v11 relaxed it to 0.29 Å and called that
+    converged. With the prior it must come out to a normal Pt-O distance (the labeller's O on
+    Pt is 1.75-2.1 Å from its nearest Pt, top to hollow) and converge."""
+    from ase.constraints import FixAtoms
+
+    from geomformer_md import relax
+
+    slab = fcc111("Pt", (3, 3, 3), a=3.979, vacuum=8.0)
+    slab.set_constraint(FixAtoms(mask=slab.get_tags() == 3))
+    add_adsorbate(slab, "O", 0.4, "ontop")
+    final, res = relax(slab, name, fmax=0.05, steps=300, progress=False)
+    d = final.get_distances(len(final) - 1, range(len(final) - 1)).min()
+    assert res.converged and 1.7 < d < 2.2, (res.converged, d)

@@ -18,18 +18,20 @@ curvature continuous) from 1 at r_in = inner * R to 0 at r_out = outer * R, R th
 pair's covalent radii (Cordero et al. 2008, ASE's table). MACE switches ZBL off at R itself and
 NequIP at the model cutoff; both leave it non-zero at bonded distances, where the network must
 learn to cancel it, which suits a model trained from scratch with it. We switch it off well
-inside R instead, defaults 0.55 R to 0.72 R:
+inside R instead, defaults 0.55 R to 0.75 R:
 
-- outer 0.72: the closest pairs in the catalysis training data are at 0.734 R (Cu-Cu and Ni-Ni
-  in rattled bulk; N2 and CO compressed by 8 %: 0.75 R). So the prior is exactly zero on every
-  structure of that data, a potential fine-tuned onto it starts from its own energies
-  everywhere in its domain, and the network does not fight the prior there.
+- outer 0.75: the closest pairs in the catalysis training data are at 0.734 R (Cu-Cu and Ni-Ni
+  in rattled bulk; N2 and CO compressed by 8 %: 0.75 R). The prior is exactly zero on all but
+  4 of its 10860 frames (rattled bulk, at most 31 meV), so a potential fine-tuned onto it
+  starts from its own energies in its domain, and the network does not fight the prior there.
+  (0.78 R would touch 22 frames by up to 0.44 eV, compressed N2 and CO among them.)
 - inner 0.55, a narrow ramp: the network cannot make a steep wall by itself (its radial basis
-  resolves ~0.4 Å). With a 0.40-0.70 R ramp, the prior was still weak at 0.64-0.70 R, and a
-  fine-tuned v11 left dips there for 5 of 55 element pairs (docs/short-range.md). Between
-  0.55 and 0.72 R the network is trained on compressed structures where the labeller is still
-  trustworthy (scripts/datagen/short_range.py) and learns the difference; below 0.55 R the
-  prior is the wall (the labeller's own curves break at 0.37-0.63 R).
+  resolves ~0.4 Å). With the prior off above 0.70 or 0.72 R, fine-tuned v11 models kept small
+  dips in their dimer curves between 0.64 and 0.76 R for 5 to 29 of 55 element pairs
+  (docs/short-range.md). Between 0.55 and 0.75 R the network is trained on compressed
+  structures where the labeller is still trustworthy (scripts/datagen/short_range.py) and
+  learns the difference; below 0.55 R the prior is the wall (the labeller's own curves break
+  at 0.37-0.63 R).
 
 Each directed edge (i, j) gives half of V to its centre i; the neighbour list holds both
 directions of every pair, so each atom gets half of each of its pairs' energy.
