@@ -47,11 +47,25 @@ def _write(tmp_path: Path, name: str, **changes) -> Path:
     return path
 
 
+# The uninterrupted run, the killed one and its resumption all run as fresh processes in the
+# same environment: bit-for-bit equality is promised for equal conditions, and a pytest process
+# carries state from earlier tests (thread pools, library settings) that a fresh one does not.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+       "OPENBLAS_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+
+
+def _distill_process(cfg: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "geomformer_md.cli", "-q", "distill", str(cfg)],
+                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("distill")
     cfg = _write(tmp, "straight")
-    assert main(["-q", "distill", str(cfg)]) == 0
+    proc = _distill_process(cfg)
+    _, err = proc.communicate()
+    assert proc.returncode == 0, err
     return tmp, tmp / "straight"
 
 
@@ -102,9 +116,7 @@ def test_killed_run_resumes_to_the_same_data_and_models(finished, tmp_path):
     _, straight = finished
     cfg = _write(tmp_path, "killed")
     out = tmp_path / "killed"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "geomformer_md.cli", "-q", "distill", str(cfg)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = _distill_process(cfg)
     target = out / "iter_001" / "label" / "00001.extxyz"  # mid-labelling of iteration 1
     deadline = time.time() + 120
     while not target.exists() and proc.poll() is None and time.time() < deadline:
@@ -113,7 +125,9 @@ def test_killed_run_resumes_to_the_same_data_and_models(finished, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (out / "committee.pt").exists()
-    assert main(["-q", "distill", str(cfg)]) == 0
+    resumed = _distill_process(cfg)
+    _, err = resumed.communicate()
+    assert resumed.returncode == 0, err
     data_a, models_a = _state(straight)
     data_b, models_b = _state(out)
     assert [len(d) for d in data_a] == [len(d) for d in data_b]
