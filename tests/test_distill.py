@@ -239,3 +239,32 @@ def test_selection_takes_the_most_uncertain_within_the_diversity_rule():
     rand = select_frames(cands, cfg, np.random.default_rng(0))
     picked = [(a.info["trajectory"], a.info["step"]) for a in rand]
     assert len(picked) == 4 and picked != got
+
+
+def test_balanced_selection_deals_the_budget_over_categories():
+    """A single ranking spends the budget on the category with the largest spreads; with
+    balance: category each category gets its turn, most uncertain first within it."""
+    from ase import Atoms
+
+    cands = []
+    for traj, (category, base) in enumerate([("cluster", 100), ("cluster", 90), ("bulk", 1),
+                                             ("surface", 10)]):
+        for step in range(4):
+            a = Atoms("Cu")
+            a.info.update(trajectory=traj, step=step, category=category,
+                          force_std_max=float(base + step))
+            cands.append(a)
+    common = {**TINY, "frames_per_iteration": 6, "max_per_trajectory": 2, "min_separation": 2}
+    ranked = select_frames(cands, distill_config_from_dict(common), np.random.default_rng(0))
+    assert [a.info["category"] for a in ranked] == ["cluster"] * 4 + ["surface"] * 2  # no bulk
+    cfg = distill_config_from_dict({**common, "balance": "category"})
+    got = [(a.info["category"], a.info["step"])
+           for a in select_frames(cands, cfg, np.random.default_rng(0))]
+    assert got == [("cluster", 3), ("surface", 3), ("bulk", 3),
+                   ("cluster", 1), ("surface", 1), ("bulk", 1)]
+    cfg = distill_config_from_dict({**common, "balance": "category", "selection": "random"})
+    rand = select_frames(cands, cfg, np.random.default_rng(1))
+    assert sorted(a.info["category"] for a in rand) == ["bulk"] * 2 + ["cluster"] * 2 + [
+        "surface"] * 2
+    with pytest.raises(ValueError, match="balance must be one of"):
+        distill_config_from_dict({**common, "balance": "element"})

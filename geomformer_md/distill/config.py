@@ -31,6 +31,7 @@ from .space import SpaceConfig, parse_space
 
 EXPLORE_MODES = ("md", "relax", "rattle")
 SELECTIONS = ("uncertainty", "random")
+BALANCES = ("none", "category")
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,9 @@ class DistillConfig:
         selection: "uncertainty" (the committee's largest per-atom force std, highest
             first) or "random" (the same candidates and budget, chosen at random: the
             baseline that uncertainty selection must beat).
+        balance: "category" deals the budget round-robin over the categories of the space
+            (each category's candidates in the order of ``selection``); "none" ranks all
+            candidates together.
         max_per_trajectory: at most this many frames from one exploration trajectory
             (the diversity rule), at least ``min_separation`` snapshots apart.
         validation_per_category: fixed validation frames per category of the space (and
@@ -101,6 +105,7 @@ class DistillConfig:
     relax_steps: int = 15
     rattle: float = 0.1
     selection: str = "uncertainty"
+    balance: str = "none"
     max_per_trajectory: int = 3
     min_separation: int = 2
     validation_per_category: int = 8
@@ -186,6 +191,8 @@ def distill_config_from_dict(raw: dict) -> DistillConfig:
     d["temperatures"] = tuple(float(t) for t in d.get("temperatures", (300.0, 600.0)))
     if d.get("selection", "uncertainty") not in SELECTIONS:
         raise ValueError(f"selection must be one of {list(SELECTIONS)}, got {d['selection']!r}")
+    if d.get("balance", "none") not in BALANCES:
+        raise ValueError(f"balance must be one of {list(BALANCES)}, got {d['balance']!r}")
     cfg = DistillConfig(**d)
     if cfg.committee_size < 2:
         raise ValueError(f"committee_size must be at least 2, got {cfg.committee_size}")

@@ -91,7 +91,13 @@ def explore_structure(atoms: Atoms, calc, mode: str, cfg, rng: np.random.Generat
 def select_frames(candidates: list[Atoms], cfg, rng: np.random.Generator) -> list[Atoms]:
     """Up to ``frames_per_iteration`` candidates: the most uncertain first ("uncertainty")
     or in random order ("random"), at most ``max_per_trajectory`` per trajectory and at
-    least ``min_separation`` snapshots apart within one (the diversity rule)."""
+    least ``min_separation`` snapshots apart within one (the diversity rule).
+
+    With ``balance: category`` the budget is dealt round-robin over the categories of the
+    space (bulk, alloy, surface, cluster, ...; each category's candidates in the order
+    above, categories by their most uncertain candidate): clusters and surfaces have larger
+    forces and so larger force spreads than bulk, and a single ranking spends the whole
+    budget on them."""
     if not candidates:
         return []
     if cfg.selection == "uncertainty":
@@ -99,6 +105,12 @@ def select_frames(candidates: list[Atoms], cfg, rng: np.random.Generator) -> lis
         order = np.lexsort((np.arange(len(score)), -score))  # ties keep candidate order
     else:
         order = rng.permutation(len(candidates))
+    if cfg.balance == "category":
+        groups: dict[str, list[int]] = {}
+        for k in order:  # each group keeps the order above; groups by their first member
+            groups.setdefault(str(candidates[k].info.get("category", "")), []).append(int(k))
+        queues = list(groups.values())
+        order = [q[i] for i in range(max(map(len, queues))) for q in queues if i < len(q)]
     seen: dict[int, int] = {}
     position = []  # index of each candidate within its trajectory (stored in order)
     for a in candidates:

@@ -538,7 +538,9 @@ class Trainer:
         if self.rank == 0:
             with open(self.out / "config.json", "w") as fh:
                 json.dump(self.cfg.to_dict(), fh, indent=2)
-        if not self.history:  # the epoch-0 row: the starting model, before any step
+        # The epoch-0 row: the starting model, before any step (a checkpoint without it, from a
+        # version that did not write it, must not get the resumed weights' row labelled 0).
+        if not self.history and epoch == 0 and skip == 0:
             self._metrics_row(0, [], 0.0)
         stopped = False
         while epoch < t.epochs and not stopped:
