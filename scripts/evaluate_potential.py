@@ -2,7 +2,7 @@
 category and adsorption energies on the reference cases (held-out and in-pool).
 
     python scripts/evaluate_potential.py runs/catalysis-v0/model.pt \
-        --data data_raw/catalysis --config scripts/catalysis-v0.yaml --out runs/catalysis-v0/eval.json \
+        --data data_raw/catalysis --config research/configs/catalysis-v0.yaml --out runs/catalysis-v0/eval.json \
         --frames data_raw/catalysis/all_eval.extxyz   # pool + the full held-out set
     python scripts/evaluate_potential.py runs/mace-v1/mace.model --mace ...   # a MACE model
 
@@ -109,14 +109,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("model")
     p.add_argument("--data", default="data/catalysis-v0")
-    p.add_argument("--config", default="scripts/catalysis-v0.yaml")
+    p.add_argument("--config", default="research/configs/catalysis-v0.yaml")
     p.add_argument("--frames", default=None,
                    help="labelled frames to split (default: the config's train_file); the pool part must "
                         "equal the training file's for the test split to be the trainer's")
     p.add_argument("--out", default=None)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--mace", action="store_true",
-                   help="MODEL is a mace-torch model file (scripts/mace_compare); evaluated the same way")
+                   help="MODEL is a mace-torch model file (research/mace_compare); evaluated the same way")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     if a.mace:

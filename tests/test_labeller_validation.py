@@ -1,4 +1,4 @@
-"""scripts/labeller_validation.py: the analysis (EOS fit, adsorption energies), resumable store."""
+"""research/scripts/labeller_validation.py: the analysis (EOS fit, adsorption energies), resumable store."""
 
 import json
 import sys
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from ase.build import bulk
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "research" / "scripts"))
 import labeller_validation as lv  # noqa: E402
 
 

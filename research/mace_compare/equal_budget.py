@@ -1,7 +1,7 @@
 """Train GeoMFormer and MACE one after the other on the same machine, the same frames and split,
 and the same wall-clock budget each, then write both models and a summary.
 
-    python scripts/mace_compare/equal_budget.py scripts/catalysis-v3.yaml --out runs/cmp \
+    python research/mace_compare/equal_budget.py research/configs/catalysis-v3.yaml --out runs/cmp \
         --minutes 3.5 --device cuda --batch-size 12
 
 Each budget starts before the model's own data preparation (reading frames, neighbour lists),

@@ -1,6 +1,6 @@
 """Validation error against wall-clock time for the runs of one equal-budget comparison.
 
-    python scripts/mace_compare/plot_curves.py RUN/summary.json --mace-log RUN/mace_run-0.log \
+    python research/mace_compare/plot_curves.py RUN/summary.json --mace-log RUN/mace_run-0.log \
         --geomformer geomformer=RUN/geomformer-metrics.csv --out curves.png
 
 GeoMFormer's times are the trainer's `elapsed_s` plus its setup and the timed steps before

@@ -2,7 +2,7 @@
 by export_split.py, under a wall-clock budget, so it can be compared with a geomformer-md
 model trained on the same frames for the same time on the same machine.
 
-    python scripts/mace_compare/train_mace.py runs/mace-v1/data --out runs/mace-v1 --minutes 45
+    python research/mace_compare/train_mace.py runs/mace-v1/data --out runs/mace-v1 --minutes 45
 
 mace_run_train has no time limit, so this wrapper stops it when the budget is spent
 (SIGTERM) and runs it once more with --restart_latest and --max_num_epochs set to the

@@ -1,13 +1,13 @@
 """Architecture sweep at an equal number of optimiser steps, on the CPU.
 
 On a GPU at the batch sizes of our equal-budget runs the step time is set by kernel
-launches, not by the model's width (scripts/mace_compare/README.md), so there the
+launches, not by the model's width (research/mace_compare/README.md), so there the
 wall-clock budget is a budget of steps. This script trains each variant for the same
 epochs and global batch (torchrun, 2 CPU ranks) from one base config and prints
 their validation and test errors side by side, so that the next GPU session knows
 which variants to spend device time on.
 
-    python scripts/arch_sweep.py scripts/catalysis-v4.yaml --out runs/arch-sweep \
+    python research/scripts/arch_sweep.py research/configs/catalysis-v4.yaml --out runs/arch-sweep \
         --epochs 4 --batch-size 12 --variant base --variant rmlp32:radial_mlp=32
 
 A variant is NAME or NAME:KEY=VALUE[,KEY=VALUE...]: model settings, or training

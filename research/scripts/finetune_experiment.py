@@ -1,7 +1,7 @@
 """The fine-tuning experiment of docs/finetune.md: geomformer-catalysis-v11 fine-tuned on
 Pt(111) frames labelled by another model, measured on the new domain and far from it.
 
-    OMP_NUM_THREADS=1 nice -n 10 python scripts/finetune_experiment.py
+    OMP_NUM_THREADS=1 nice -n 10 python research/scripts/finetune_experiment.py
 
 What it does (every step skips work already done, so a killed run continues):
 1. Sets. ``pt111.extxyz``: the Pt(111) frames of data/catalysis-v2 (7net-l3i5 labels, standing in
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # research/scripts/ -> the repository root
 BASE = "geomformer-catalysis-v11"
 HELD_OUT = ["OH_hcp", "CO_bridge"]
 PT_ADSORBATES = {"none", "O", "OH", "CO", "H", "O+H"}

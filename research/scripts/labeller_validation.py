@@ -21,11 +21,11 @@ kill. Methods are chosen on the command line and each runs in an environment
 that has it:
 
     # labeller env (sevenn, chgnet, gpaw): geometries, then the labellers
-    python scripts/labeller_validation.py --out data/labeller-validation geometries
-    python scripts/labeller_validation.py --out data/labeller-validation run 7net-0 7net-l3i5 7net-mf-0 chgnet gpaw
+    python research/scripts/labeller_validation.py --out research/labeller-validation geometries
+    python research/scripts/labeller_validation.py --out research/labeller-validation run 7net-0 7net-l3i5 7net-mf-0 chgnet gpaw
     # package env: the shipped potential on the same geometries
-    python scripts/labeller_validation.py --out data/labeller-validation run geomformer
-    python scripts/labeller_validation.py --out data/labeller-validation report
+    python research/scripts/labeller_validation.py --out research/labeller-validation run geomformer
+    python research/scripts/labeller_validation.py --out research/labeller-validation report
 
 GPAW settings: PW 400 eV, PBE, Fermi-Dirac 0.1 eV (0.01 eV for molecules),
 k 12x12x12 (bulk), 4x4x1 (slabs), Gamma (molecules in a 10 x 10.5 x 11 Å box).
@@ -242,7 +242,7 @@ def report(out: Path) -> str:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=Path("data/labeller-validation"))
+    ap.add_argument("--out", type=Path, default=Path("research/labeller-validation"))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("step", choices=("geometries", "run", "report"))
     ap.add_argument("methods", nargs="*")

@@ -8,7 +8,7 @@ the model and high for the labeller, and relaxes back with the labeller.
     for n in 1 3; do for a in CO OH; do
       geomformer-md adsorb Pt111 $a --orientations $n -o runs/orient/o$n --overwrite
     done; done
-    /work/venv-label/bin/python scripts/orientations_vs_labeller.py runs/orient \\
+    /work/venv-label/bin/python research/scripts/orientations_vs_labeller.py runs/orient \\
         CO:hcp OH:bridge OH:ontop
 
 (runs in the labeller's venv, see docs/labeller.md; ~10 min on one core).

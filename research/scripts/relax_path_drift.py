@@ -1,6 +1,6 @@
 """How a model's energy error changes along the labeller's relaxation paths, by adsorbate.
 
-    python scripts/relax_path_drift.py potentials/geomformer-catalysis-v8.pt \
+    python research/scripts/relax_path_drift.py research/potentials/geomformer-catalysis-v8.pt \
         data/catalysis-v1/frames.extxyz.xz data/catalysis-v1-extra-sites/frames.extxyz.xz
 
 With ``--config TRAIN.yaml`` the paths of the config's train_file are reported per split
