@@ -1,9 +1,10 @@
 """Evaluate a trained catalysis potential against its labeller: test-set errors by
 category and adsorption energies on the reference cases (held-out and in-pool).
 
+    python scripts/evaluate_potential.py potentials/geomformer-catalysis-v11.pt --out eval.json
     python scripts/evaluate_potential.py runs/catalysis-v0/model.pt \
-        --data data_raw/catalysis --config research/configs/catalysis-v0.yaml --out runs/catalysis-v0/eval.json \
-        --frames data_raw/catalysis/all_eval.extxyz   # pool + the full held-out set
+        --data data/catalysis-v0 --config research/configs/catalysis-v0.yaml \
+        --out runs/catalysis-v0/eval.json
     python scripts/evaluate_potential.py runs/mace-v1/mace.model --mace ...   # a MACE model
 
 Adsorption energies are redone with our potential from the labeller's own starting
@@ -108,8 +109,11 @@ def adsorption(calc, data_dir: Path) -> list[dict]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("model")
-    p.add_argument("--data", default="data/catalysis-v0")
-    p.add_argument("--config", default="research/configs/catalysis-v0.yaml")
+    # defaults: the data and split every shipped potential since v4 is tested on (v11's recipe)
+    p.add_argument("--data", default="data/catalysis-v1",
+                   help="data set folder with adsorption_reference.json (default: %(default)s)")
+    p.add_argument("--config", default="research/configs/catalysis-v11.yaml",
+                   help="training config whose split gives the test frames (default: %(default)s)")
     p.add_argument("--frames", default=None,
                    help="labelled frames to split (default: the config's train_file); the pool part must "
                         "equal the training file's for the test split to be the trainer's")

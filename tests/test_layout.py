@@ -206,3 +206,26 @@ def test_ship_keep_finishes_an_archive_cut_short(tmp_path):
     manifest = json.loads((pots / "manifest.json").read_text())
     assert sorted(manifest["archived"]) == ["p1"] and list(manifest["potentials"]) == ["p2", "p3"]
     assert re.fullmatch(r"[0-9a-f]{64}", manifest["archived"]["p1"]["sha256"])
+
+
+# ------------------------------------------------------------------ research/ configs
+
+CONFIGS = sorted((ROOT / "research").rglob("*.yaml"))
+
+
+def test_research_configs_are_valid_and_name_existing_files(monkeypatch):
+    """Every experiment config still reads, and the data and starting models it names exist
+    (paths relative to the repository root, as its "Run:" line runs it; runs/ is a run's own
+    output, not kept). An archived potential is named by its file, not by its name."""
+    from geomformer_md.train.config import load_train_config
+
+    monkeypatch.chdir(ROOT)
+    assert len(CONFIGS) >= 40
+    missing = []
+    for path in CONFIGS:
+        cfg = load_train_config(path)
+        named = [cfg.data.train_file, *cfg.data.extra_train_files, cfg.init_from]
+        for f in filter(None, named):
+            if not (f in SHIPPED or f.startswith("runs/") or Path(f).is_file()):
+                missing.append(f"{path.relative_to(ROOT)}: {f}")
+    assert not missing, missing
