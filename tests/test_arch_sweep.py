@@ -1,4 +1,5 @@
-"""research/scripts/arch_sweep.py: variants trained from one base config, a summary, skip when done."""
+"""research/scripts/arch_sweep.py: variants trained from one base config, a summary, skip when
+done."""
 
 import json
 import sys

@@ -1,7 +1,8 @@
 """Write the exact train/val/test split of a geomformer-md training config as three
 extxyz files that `mace_run_train` reads, plus the least-squares E0s of the train split.
 
-    python research/mace_compare/export_split.py research/configs/catalysis-v1.yaml --out runs/mace-v1/data
+    python research/mace_compare/export_split.py research/configs/catalysis-v1.yaml \
+        --out runs/mace-v1/data
 
 Both models then see the same frames (same seed, same grouping by config_id, the same
 held-out adsorbate/site combinations in test, frames with |F| > max_force dropped) and
@@ -35,7 +36,8 @@ def relabel(atoms, where: str):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("config")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)

@@ -75,7 +75,8 @@ def cpu_copy(model: Path, out: Path) -> None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data", type=Path, help="folder with train/valid/test.extxyz and e0s.json")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--minutes", type=float, required=True, help="wall-clock budget for training")
@@ -90,8 +91,8 @@ def main(argv=None) -> int:
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     restart = last_epoch(args.out) >= 0
     t0 = time.time()
-    proc = subprocess.Popen(mace_command(args.data, args.out, e0s, args.max_epochs, args.seed, restart,
-                                         args.device, args.batch_size), env=env)
+    proc = subprocess.Popen(mace_command(args.data, args.out, e0s, args.max_epochs, args.seed,
+                                         restart, args.device, args.batch_size), env=env)
     try:
         proc.wait(timeout=args.minutes * 60)
     except subprocess.TimeoutExpired:

@@ -22,7 +22,8 @@ that has it:
 
     # labeller env (sevenn, chgnet, gpaw): geometries, then the labellers
     python research/scripts/labeller_validation.py --out research/labeller-validation geometries
-    python research/scripts/labeller_validation.py --out research/labeller-validation run 7net-0 7net-l3i5 7net-mf-0 chgnet gpaw
+    python research/scripts/labeller_validation.py --out research/labeller-validation run \
+        7net-0 7net-l3i5 7net-mf-0 chgnet gpaw
     # package env: the shipped potential on the same geometries
     python research/scripts/labeller_validation.py --out research/labeller-validation run geomformer
     python research/scripts/labeller_validation.py --out research/labeller-validation report
@@ -158,7 +159,8 @@ def build_geometries(out: Path) -> None:
     for name, (metal, ads, site, h) in ADSORBATES.items():
         slab = fcc111(metal, size=(2, 2, 3), a=A_GUESS[metal], vacuum=6.0)
         slab.set_constraint(FixAtoms(mask=slab.get_tags() == 3))
-        a = Atoms("CO", positions=[[0, 0, 0], [0, 0, 1.15]]) if ads == "CO" else Atoms(ads)  # C down
+        # C down
+        a = Atoms("CO", positions=[[0, 0, 0], [0, 0, 1.15]]) if ads == "CO" else Atoms(ads)
         add_adsorbate(slab, a, h, site)
         frames.append(relax(slab, name))
     for name in GAS:
@@ -194,7 +196,8 @@ def results_table(out: Path) -> dict:
         for metal in METALS:
             keys = [f"{metal}_bulk_{s:+.3f}" for s in STRAINS]
             if all(k in res for k in keys):
-                vols = [bulk(metal, "fcc", a=A_GUESS[metal] * (1 + s)).get_volume() for s in STRAINS]
+                vols = [bulk(metal, "fcc", a=A_GUESS[metal] * (1 + s)).get_volume()
+                        for s in STRAINS]
                 eos = EquationOfState(vols, [res[k]["energy"] for k in keys], eos="birchmurnaghan")
                 v0, _, b = eos.fit()
                 row[f"a0_{metal}"] = (4 * v0) ** (1 / 3)
@@ -229,11 +232,13 @@ def report(out: Path) -> str:
     for m in methods:
         if m == "gpaw":
             continue
-        d = [table[m][k] - table["gpaw"][k] for k in table[m] if k.startswith("Eads") and k in table.get("gpaw", {})]
+        d = [table[m][k] - table["gpaw"][k] for k in table[m]
+             if k.startswith("Eads") and k in table.get("gpaw", {})]
         if d:
             mad[m] = float(np.mean(np.abs(d)))
     lines.append("")
-    lines.append("mean |Eads - Eads(PBE)| (eV): " + ", ".join(f"{m} {v:.3f}" for m, v in mad.items()))
+    lines.append("mean |Eads - Eads(PBE)| (eV): "
+                 + ", ".join(f"{m} {v:.3f}" for m, v in mad.items()))
     text = "\n".join(lines)
     (out / "report.md").write_text(text + "\n")
     (out / "table.json").write_text(json.dumps(table, indent=1))
@@ -241,7 +246,8 @@ def report(out: Path) -> str:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("research/labeller-validation"))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("step", choices=("geometries", "run", "report"))

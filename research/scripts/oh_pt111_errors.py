@@ -8,10 +8,12 @@ energies of the four structures relative to the fcc one (the site order a model 
 With --groups, also the mean signed error (meV/atom) over every OH / Pt(111) frame of each
 (set, site, coverage, kind).
 
-    python research/scripts/oh_pt111_errors.py research/potentials/geomformer-catalysis-v9.pt MODEL.pt --threads 2
+    python research/scripts/oh_pt111_errors.py research/potentials/geomformer-catalysis-v9.pt \
+        MODEL.pt --threads 2
 
 The selected frames are written once to --frames (default runs/oh_pt111_frames.extxyz; reading
-the four compressed sets takes a few minutes); research/configs/oh_pt111_only.yaml trains on that file.
+the four compressed sets takes a few minutes); research/configs/oh_pt111_only.yaml trains on
+that file.
 """
 
 import argparse
