@@ -3,7 +3,7 @@ backward) for model variants side by side.
 
 Prints, per variant: the median time per step (CPU, or --device cuda) and the number of
 aten operator calls per step. On a GPU at our training batch sizes the step time is set
-by kernel launches (scripts/mace_compare/README.md), so the operator count is the CPU-side
+by kernel launches (research/mace_compare/README.md), so the operator count is the CPU-side
 proxy of a GPU step's cost: a variant with 20 % more operators does ~20 % fewer steps in a
 GPU budget. Operators are counted with the fused attention kernels a GPU runs
 (geomformer.FUSE_KERNELS); CPU timings use the CPU's unfused default.

@@ -329,7 +329,7 @@ def cmd_info(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from .io.registry import _manifest, potentials_dir
+    from .io.registry import _manifest, archive_note, potentials_dir
 
     manifest = _manifest()
     pots = manifest.get("potentials", {})
@@ -359,6 +359,8 @@ def cmd_list(args) -> int:
             print(f"  adsorb    {mae:.3f} eV mean |error| against the labeller")
         if e.get("model_card"):
             print(f"  card      {potentials_dir() / e['model_card']}")
+    if archive_note():
+        print(archive_note())
     return 0
 
 

@@ -2,8 +2,8 @@
 calibration of a committee's uncertainty (float64 evaluation).
 
     .venv/bin/python scripts/evaluate_ood.py geomformer-catalysis-v11
-    .venv/bin/python scripts/evaluate_ood.py geomformer-catalysis-v9 geomformer-catalysis-v10 \\
-        geomformer-catalysis-v11 --name committee-v9-v11         # members -> a committee
+    .venv/bin/python scripts/evaluate_ood.py research/potentials/geomformer-catalysis-v9.pt \\
+        geomformer-catalysis-v10 geomformer-catalysis-v11 --name committee-v9-v11  # a committee
     .venv/bin/python scripts/evaluate_ood.py runs/my-committee.pt  # a committee file
     .venv/bin/python scripts/evaluate_ood.py --compare data/ood-benchmark/eval-*.json
 

@@ -1,9 +1,10 @@
 """Evaluate a trained catalysis potential against its labeller: test-set errors by
 category and adsorption energies on the reference cases (held-out and in-pool).
 
+    python scripts/evaluate_potential.py potentials/geomformer-catalysis-v11.pt --out eval.json
     python scripts/evaluate_potential.py runs/catalysis-v0/model.pt \
-        --data data_raw/catalysis --config scripts/catalysis-v0.yaml --out runs/catalysis-v0/eval.json \
-        --frames data_raw/catalysis/all_eval.extxyz   # pool + the full held-out set
+        --data data/catalysis-v0 --config research/configs/catalysis-v0.yaml \
+        --out runs/catalysis-v0/eval.json
     python scripts/evaluate_potential.py runs/mace-v1/mace.model --mace ...   # a MACE model
 
 Adsorption energies are redone with our potential from the labeller's own starting
@@ -89,7 +90,8 @@ def adsorption(calc, data_dir: Path) -> list[dict]:
             slabs[key] = _relaxed_energy(_fixed(slab), calc)[0]
         frames = read(data_dir / "reference" / f"{case['case']}.extxyz", index=":")
         e_ads_struct, conv = _relaxed_energy(_fixed(frames[0]), calc)
-        e_gas = sum(float(c) * gas[m] for c, m in re.findall(r"([-+]?[\d.]+)\*E\((\w+)\)", case["gas_reference"]))
+        terms = re.findall(r"([-+]?[\d.]+)\*E\((\w+)\)", case["gas_reference"])
+        e_gas = sum(float(c) * gas[m] for c, m in terms)
         ours = e_ads_struct - slabs[key] - e_gas
         # Single point on the labeller's relaxed geometry: energy error without relaxation.
         sp = frames[1].copy()
@@ -99,7 +101,8 @@ def adsorption(calc, data_dir: Path) -> list[dict]:
             "ours_E_ads": ours, "diff": ours - case["E_ads"], "converged": conv,
             "sp_energy_error_eV": sp.get_potential_energy() - case["E_slab_ads"],
             # diff = error of E(slab+X) - error of E(slab) - error of E_gas_ref (all relaxed)
-            "parts_eV": {"slab_ads": e_ads_struct - case["E_slab_ads"], "slab": slabs[key] - case["E_slab"],
+            "parts_eV": {"slab_ads": e_ads_struct - case["E_slab_ads"],
+                         "slab": slabs[key] - case["E_slab"],
                          "gas_ref": e_gas - case["E_gas_ref"]},
         })
     return rows
@@ -108,15 +111,20 @@ def adsorption(calc, data_dir: Path) -> list[dict]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("model")
-    p.add_argument("--data", default="data/catalysis-v0")
-    p.add_argument("--config", default="scripts/catalysis-v0.yaml")
+    # defaults: the data and split every shipped potential since v4 is tested on (v11's recipe)
+    p.add_argument("--data", default="data/catalysis-v1",
+                   help="data set folder with adsorption_reference.json (default: %(default)s)")
+    p.add_argument("--config", default="research/configs/catalysis-v11.yaml",
+                   help="training config whose split gives the test frames (default: %(default)s)")
     p.add_argument("--frames", default=None,
-                   help="labelled frames to split (default: the config's train_file); the pool part must "
-                        "equal the training file's for the test split to be the trainer's")
+                   help="labelled frames to split (default: the config's train_file); the pool "
+                        "part must equal the training file's for the test split to be the "
+                        "trainer's")
     p.add_argument("--out", default=None)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--mace", action="store_true",
-                   help="MODEL is a mace-torch model file (scripts/mace_compare); evaluated the same way")
+                   help="MODEL is a mace-torch model file (research/mace_compare); evaluated "
+                        "the same way")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     if a.mace:
@@ -129,11 +137,13 @@ def main() -> None:
     frames = read_frames(a.frames or cfg.data.train_file)
     result = {"test": test_errors(calc, frames, cfg), "adsorption": adsorption(calc, Path(a.data))}
     for key, v in result["test"].items():
-        print(f"{key:24s} n={v['n_frames']:4d}  E {v['energy_mae_meV_atom']:7.2f} meV/atom  F {v['forces_mae_meV_A']:7.1f} meV/Å")
+        print(f"{key:24s} n={v['n_frames']:4d}  E {v['energy_mae_meV_atom']:7.2f} meV/atom  "
+              f"F {v['forces_mae_meV_A']:7.1f} meV/Å")
     for r in result["adsorption"]:
-        print(f"{r['case']:28s} {'held-out' if r['heldout'] else 'in-pool ':8s} labeller {r['labeller_E_ads']:7.3f}  "
-              f"ours {r['ours_E_ads']:7.3f}  diff {r['diff']:+.3f} eV  (single point on labeller geometry: "
-              f"{r['sp_energy_error_eV']:+.3f} eV)")
+        where = "held-out" if r["heldout"] else "in-pool "
+        print(f"{r['case']:28s} {where:8s} labeller {r['labeller_E_ads']:7.3f}  "
+              f"ours {r['ours_E_ads']:7.3f}  diff {r['diff']:+.3f} eV  "
+              f"(single point on labeller geometry: {r['sp_energy_error_eV']:+.3f} eV)")
         parts = r["parts_eV"]
         print(f"{'':28s} error parts: slab+X {parts['slab_ads']:+.3f}, slab {parts['slab']:+.3f}, "
               f"gas reference {parts['gas_ref']:+.3f} eV")

@@ -1,4 +1,5 @@
-"""scripts/arch_sweep.py: variants trained from one base config, a summary, skip when done."""
+"""research/scripts/arch_sweep.py: variants trained from one base config, a summary, skip when
+done."""
 
 import json
 import sys
@@ -8,7 +9,7 @@ import pytest
 import yaml
 from ase.io import write
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "research" / "scripts"))
 import arch_sweep  # noqa: E402
 from test_train import TINY_MODEL, emt_frames  # noqa: E402
 

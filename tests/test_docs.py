@@ -37,11 +37,45 @@ def test_readme_snippet_runs(k, tmp_path, monkeypatch, capsys):
 def test_readme_paths_exist():
     """Every repository path the README names exists, and none points outside it."""
     assert "../" not in README
-    paths = set(re.findall(r"`((?:docs|potentials|scripts|benchmarks|examples|data|geomformer_md)"
-                           r"/[^`\s]*)`", README))
+    paths = set(re.findall(r"`((?:docs|potentials|scripts|benchmarks|examples|data|geomformer_md"
+                           r"|research)/[^`\s]*)`", README))
     assert paths, "the README names no repository paths"
     missing = sorted(p for p in paths if not (ROOT / p.rstrip("/")).exists())
     assert not missing, f"README names missing paths: {missing}"
+
+
+# Every document a user or maintainer reads, and the configs and shell scripts whose comments
+# say how to run them (CHANGELOG.md is history: its old entries keep the paths of their day).
+DOCUMENTS = sorted({ROOT / "README.md", *ROOT.glob("docs/*.md"), *ROOT.glob("potentials/*.md"),
+                    *ROOT.glob("data/*/README.md"),
+                    *(p for top in ("research", "scripts", "benchmarks", "examples")
+                      for ext in ("md", "yaml", "sh") for p in (ROOT / top).rglob(f"*.{ext}"))})
+REPO_PATH = re.compile(r"(?<![\w./$-])((?:docs|potentials|scripts|benchmarks|examples|data"
+                       r"|geomformer_md|research|tests)/[\w./*<>{}-]*)")
+NOT_PATHS = {
+    "data/iter_000.extxyz", "data/iter_i.extxyz",  # inside a distill run's folder (docs/distill.md)
+    "tests/conftest.make_model",  # a Python name
+}
+
+
+def test_every_document_names_existing_paths():
+    """Paths moved (research/, archived potentials) leave no stale reference: every repository
+    path a document names exists, except outputs of the commands it shows (after --out)."""
+    missing = []
+    for doc in DOCUMENTS:
+        text = doc.read_text()
+        outputs = set(re.findall(r"(?:--out|-o) (\S+)", text))
+        for m in REPO_PATH.finditer(text):
+            path = m.group(1).rstrip(".,:;")
+            if any(c in path for c in "*<>{}"):  # a pattern or a placeholder, not one path
+                continue
+            if path in NOT_PATHS or path in outputs or (ROOT / path.rstrip("/")).exists():
+                continue
+            missing.append(f"{doc.relative_to(ROOT)}: {path}")
+        for target in re.findall(r"\]\(([^)\s#]+)\)", text):  # markdown links, relative
+            if not re.match(r"[a-z]+:", target) and not (doc.parent / target).exists():
+                missing.append(f"{doc.relative_to(ROOT)}: link {target}")
+    assert len(DOCUMENTS) > 50 and not missing, missing
 
 
 def test_simulate_exports_what_the_readme_lists():
@@ -59,9 +93,11 @@ def test_simulate_exports_what_the_readme_lists():
 
 @needs_potential
 def test_only_the_default_model_card_says_default():
-    """Model cards of superseded potentials say so; only the default's card claims it."""
+    """Model cards of superseded potentials (shipped or archived) say so; only the default's
+    card claims it."""
     default = default_potential_name()
-    for card in sorted((ROOT / "potentials").glob("*.md")):
+    cards = [*(ROOT / "potentials").glob("*.md"), *(ROOT / "research" / "potentials").glob("*.md")]
+    for card in sorted(cards):
         status = card.read_text().split("\n\n")[1]  # the bold status paragraph
         if card.stem == default:
             assert "the default" in status and "superseded" not in status, card.name

@@ -1,4 +1,5 @@
-"""scripts/labeller_validation.py: the analysis (EOS fit, adsorption energies), resumable store."""
+"""research/scripts/labeller_validation.py: the analysis (EOS fit, adsorption energies),
+resumable store."""
 
 import json
 import sys
@@ -7,7 +8,7 @@ from pathlib import Path
 import pytest
 from ase.build import bulk
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "research" / "scripts"))
 import labeller_validation as lv  # noqa: E402
 
 
@@ -18,7 +19,8 @@ def test_report_recovers_lattice_constant_and_adsorption_energy(tmp_path):
         v0 = a_true[metal] ** 3 / 4
         for s in lv.STRAINS:
             v = bulk(metal, "fcc", a=lv.A_GUESS[metal] * (1 + s)).get_volume()
-            store.put("fake", f"{metal}_bulk_{s:+.3f}", {"energy": 0.5 * b_true * (v - v0) ** 2 / v0})
+            energy = 0.5 * b_true * (v - v0) ** 2 / v0
+            store.put("fake", f"{metal}_bulk_{s:+.3f}", {"energy": energy})
     energies = {"Cu_slab": -40.0, "Cu_O_fcc": -46.0, "H2O": -14.0, "H2": -6.5}
     for key, e in energies.items():
         store.put("fake", key, {"energy": e})

@@ -4,7 +4,8 @@ from pathlib import Path
 import numpy as np
 
 spec = importlib.util.spec_from_file_location(
-    "relax_path_drift", Path(__file__).parent.parent / "scripts" / "relax_path_drift.py")
+    "relax_path_drift",
+    Path(__file__).parent.parent / "research" / "scripts" / "relax_path_drift.py")
 mod = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(mod)
 
