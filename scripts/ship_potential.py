@@ -14,6 +14,13 @@ to research/potentials/ (``git mv``, so history follows) and their manifest entr
 file is. ``--keep N`` alone (no model) only archives. A rerun after a kill finishes the job.
 The card of a potential that stops being the default must then say it is superseded
 (tests/test_docs.py checks).
+
+A committee file (several members, geomformer_md.committee) ships the same way with
+``--committee-of BASE``: it loads by name like a potential, is not counted by ``--keep``, and is
+archived together with BASE.
+
+    python scripts/ship_potential.py runs/v11-committee.pt geomformer-catalysis-v11-committee \
+        --committee-of geomformer-catalysis-v11 --description "..."
 """
 
 from __future__ import annotations
@@ -31,12 +38,20 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def ship(manifest: dict, model_file: str, name: str, pot_dir: Path, description: str,
-         eval_file: str | None, default: bool) -> dict:
+         eval_file: str | None, default: bool, committee_of: str | None = None) -> dict:
     from ase.data import chemical_symbols
 
-    from geomformer_md import load_model
+    from geomformer_md.committee import Committee
+    from geomformer_md.io.checkpoint import load_any
 
-    model = load_model(model_file)  # refuses broken files before anything is copied
+    model = load_any(model_file)  # refuses broken files before anything is copied
+    if isinstance(model, Committee) != (committee_of is not None):
+        raise SystemExit(f"ship_potential.py: {model_file} is "
+                         + ("a committee: give --committee-of BASE" if committee_of is None
+                            else "not a committee file: drop --committee-of"))
+    if committee_of is not None and committee_of not in manifest["potentials"]:
+        raise SystemExit(f"ship_potential.py: --committee-of {committee_of}: no such shipped "
+                         f"potential")
     target = pot_dir / f"{name}.pt"
     shutil.copyfile(model_file, target)
     entry = {
@@ -49,6 +64,8 @@ def ship(manifest: dict, model_file: str, name: str, pot_dir: Path, description:
         "description": description,
         "model_card": f"{name}.md",
     }
+    if committee_of is not None:
+        entry.update(kind="committee", committee_of=committee_of, members=len(model))
     if eval_file:
         ev = json.loads(Path(eval_file).read_text())
         entry["test_errors"] = {k: ev["test"][k] for k in ("all", "heldout", "in-pool")
@@ -59,20 +76,22 @@ def ship(manifest: dict, model_file: str, name: str, pot_dir: Path, description:
     manifest["potentials"].pop(name, None)  # a re-shipped name counts as the newest
     manifest["potentials"][name] = entry
     manifest.get("archived", {}).pop(name, None)
-    if default or not manifest.get("default"):
+    if committee_of is None and (default or not manifest.get("default")):
         manifest["default"] = name
     return entry
 
 
 def to_keep(manifest: dict, keep: int) -> list[str]:
-    """The default, then the most recently shipped others, `keep` names in all."""
+    """The default, then the most recently shipped others, `keep` potentials in all, and the
+    committees of those."""
     if keep < 1:
         raise SystemExit("ship_potential.py: --keep must be at least 1 (the default)")
-    shipped = list(manifest["potentials"])
+    entries = manifest["potentials"]
+    shipped = [n for n in entries if entries[n].get("kind") != "committee"]
     default = manifest.get("default")
     kept = [default] if default in shipped else []
     kept += [n for n in reversed(shipped) if n != default][: keep - len(kept)]
-    return kept
+    return kept + [n for n in entries if entries[n].get("committee_of") in kept]
 
 
 def _move(src: Path, dst: Path) -> None:
@@ -126,6 +145,8 @@ def main(argv=None) -> int:
     p.add_argument("--eval", default=None, help="eval.json from scripts/evaluate_potential.py")
     p.add_argument("--description", default="")
     p.add_argument("--default", action="store_true", help="make it the default potential")
+    p.add_argument("--committee-of", metavar="BASE", default=None,
+                   help="MODEL is a committee file of the shipped potential BASE")
     p.add_argument("--keep", type=int, default=None,
                    help="keep this many shipped (the default and the newest) and archive the rest")
     p.add_argument("--potentials-dir", type=Path, default=REPO / "potentials")
@@ -142,15 +163,19 @@ def main(argv=None) -> int:
     if a.keep is not None and a.name:  # refuse before copying if the new one would go at once
         check = {"potentials": {n: {} for n in manifest["potentials"] if n != a.name},
                  "default": manifest.get("default")}
-        check["potentials"][a.name] = {}
-        if a.default or not check["default"]:
+        check["potentials"][a.name] = ({"kind": "committee", "committee_of": a.committee_of}
+                                       if a.committee_of else {})
+        if not a.committee_of and (a.default or not check["default"]):
             check["default"] = a.name
         if a.name not in to_keep(check, a.keep):
             p.error(f"--keep {a.keep} would archive {a.name} right away; add --default or "
                     f"keep more")
     if a.model:
+        if a.committee_of and a.default:
+            p.error("--default with --committee-of: a committee is shipped beside its base, "
+                    "which stays the default")
         print(json.dumps(ship(manifest, a.model, a.name, a.potentials_dir, a.description,
-                              a.eval, a.default), indent=2))
+                              a.eval, a.default, a.committee_of), indent=2))
     if a.keep is not None:
         moved = archive(manifest, a.keep, a.potentials_dir, a.archive_dir)
         print(f"shipped: {', '.join(manifest['potentials'])} (default {manifest['default']}); "

@@ -53,8 +53,12 @@ def test_shipped_names_load(name):
 
 
 def test_only_the_default_and_the_previous_potential_ship():
-    assert len(SHIPPED) <= 2, (f"{len(SHIPPED)} potentials ship: archive the older ones with "
+    singles = [n for n, e in SHIPPED.items() if e.get("kind") != "committee"]
+    assert len(singles) <= 2, (f"{len(singles)} potentials ship: archive the older ones with "
                                f"scripts/ship_potential.py --keep 2")
+    for name, entry in SHIPPED.items():  # a committee ships only beside its base
+        if entry.get("kind") == "committee":
+            assert entry["committee_of"] in singles, name
     assert not set(SHIPPED) & set(ARCHIVED), "a name both shipped and archived"
     if SHIPPED:
         assert json.loads((potentials_dir() / "manifest.json").read_text())["default"] in SHIPPED
@@ -184,6 +188,35 @@ def test_ship_with_keep_2_archives_all_but_the_newest_two(tmp_path, monkeypatch,
     assert ship_potential.main(["--keep", "2", "--potentials-dir", str(pots),
                                 "--archive-dir", str(archive)]) == 0
     assert (pots / "manifest.json").read_text() == before
+
+
+def test_a_committee_ships_by_name_beside_its_base_and_is_archived_with_it(tmp_path,
+                                                                           monkeypatch, capsys):
+    from geomformer_md.committee import Committee, as_committee
+    from geomformer_md.io.checkpoint import save_committee
+
+    pots, archive = _tree(tmp_path, 2)
+    save_committee(as_committee([make_model("float32", seed=s) for s in (6, 7)]),
+                   tmp_path / "c.pt")
+    common = ["--potentials-dir", str(pots), "--archive-dir", str(archive)]
+    with pytest.raises(SystemExit, match="give --committee-of BASE"):  # its base is named
+        ship_potential.main([str(tmp_path / "c.pt"), "p2-committee"] + common)
+    assert ship_potential.main([str(tmp_path / "c.pt"), "p2-committee", "--committee-of", "p2",
+                                "--keep", "2"] + common) == 0
+    manifest = json.loads((pots / "manifest.json").read_text())
+    assert manifest["default"] == "p2" and list(manifest["potentials"]) == [
+        "p1", "p2", "p2-committee"]  # not counted by --keep
+    assert manifest["potentials"]["p2-committee"]["members"] == 2
+    monkeypatch.setenv("GEOMFORMER_MD_POTENTIALS", str(pots))
+    assert isinstance(load_potential("p2-committee"), Committee)
+    save_model(make_model("float32", seed=8), tmp_path / "m3.pt")
+    save_model(make_model("float32", seed=9), tmp_path / "m4.pt")
+    for k in (3, 4):  # p2 leaves the two kept: its committee goes with it
+        assert ship_potential.main([str(tmp_path / f"m{k}.pt"), f"p{k}", "--default",
+                                    "--keep", "2"] + common) == 0
+    manifest = json.loads((pots / "manifest.json").read_text())
+    assert list(manifest["potentials"]) == ["p3", "p4"]
+    assert {"p1", "p2", "p2-committee"} <= set(manifest["archived"])
 
 
 def test_ship_keep_refuses_to_archive_what_it_ships(tmp_path, capsys):
