@@ -15,12 +15,12 @@ from .relax import RelaxResult, relax
 _LAZY = {
     "run_md": "md",
     "MDResult": "md",
-    "adsorption_energies": "catalysis",
-    "AdsorptionTable": "catalysis",
-    "predict": "batch",
-    "relax_many": "batch",
+    "adsorption_energies": "adsorption",
+    "AdsorptionTable": "adsorption_table",
+    "predict": "batch_predict",
+    "relax_many": "batch_relax",
     "BatchEvaluator": "batch",
-    "BatchRelaxResult": "batch",
+    "BatchRelaxResult": "batch_relax",
     "NonFiniteResultError": "batch",
     "run_md_many": "batch_md",
 }

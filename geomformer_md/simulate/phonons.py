@@ -204,8 +204,7 @@ def phonons(
     """
     from phonopy import Phonopy
 
-    from .catalysis import check_elements
-    from .relax import make_calculator, relax
+    from .relax import check_elements, make_calculator, relax
 
     if not (np.all(atoms.pbc) and atoms.cell.rank == 3):
         raise ValueError(

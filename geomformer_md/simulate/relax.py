@@ -17,6 +17,7 @@ from ase import Atoms, units
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_properties
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.constraints import FixAtoms
+from ase.data import chemical_symbols
 from ase.filters import FrechetCellFilter
 from ase.optimize import (
     BFGS,
@@ -61,6 +62,25 @@ def make_calculator(calculator=None, skin: float = 0.0) -> Calculator:
             f"not {type(calculator).__name__}"
         )
     return calculator
+
+
+def _model_species(calc) -> set[int] | None:
+    model = getattr(calc, "model", None)
+    species = getattr(getattr(model, "config", None), "species", None)
+    return set(species) if species is not None else None
+
+
+def check_elements(calc, numbers) -> None:
+    """Raise ValueError if the calculator's model does not know some of these elements."""
+    known = _model_species(calc)
+    if known is None:
+        return
+    unknown = sorted(set(int(z) for z in numbers) - known)
+    if unknown:
+        raise ValueError(
+            f"element(s) {[chemical_symbols[z] for z in unknown]} unknown to this model; it knows "
+            f"{[chemical_symbols[z] for z in sorted(known)]}"
+        )
 
 
 @dataclass(frozen=True)
