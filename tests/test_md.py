@@ -567,6 +567,17 @@ def test_a_structure_the_calculator_refuses_fails_before_any_file(tmp_path, what
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_single_atom_is_refused_in_words_before_any_file(tmp_path):
+    """One atom in a periodic cell has no degrees of freedom once the centre of mass is held:
+    the momenta came out NaN and the error blamed the positions."""
+    from ase.build import bulk
+
+    with pytest.raises(ValueError, match="one atom: MD keeps the centre of mass at rest"):
+        run_md(bulk("Cu"), EMT(), steps=3, trajectory=tmp_path / "md.traj",
+               log=tmp_path / "md.log", **QUIET)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_fix_bottom_layers_holds_the_bottom_layer(tmp_path):
     slab = fcc111("Cu", (2, 2, 3), vacuum=5.0)
     res = run_md(slab, EMT(), steps=20, temperature_K=600, fix_bottom_layers=1,

@@ -742,6 +742,8 @@ def run_md(
         seed=seed,
     )
     _check(len(atoms) > 0, "atoms is empty")
+    _check(len(atoms) > 1, "atoms has one atom: MD keeps the centre of mass at rest, which leaves "
+           "a single atom nothing to move; repeat the cell, e.g. atoms * (3, 3, 3)")
     _check(
         bool(np.isfinite(atoms.positions).all()),
         f"atoms has NaN or inf positions (atoms "
