@@ -16,12 +16,12 @@ from ase.calculators.calculator import (
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from .committee import (
-    DEFAULT_FORCE_STD_THRESHOLD,
     Committee,
     CommitteePotential,
     as_committee,
     committee_with_dtype,
     make_potential,
+    resolve_uncertainty_threshold,
 )
 from .data.contacts import CloseContactWarning, contact_from_edges
 from .data.graph import atoms_to_graph, check_overlaps, edge_vectors, trim_edges
@@ -106,8 +106,9 @@ class GeoMFormerCalculator(Calculator):
         direct_forces: use the direct (non-conservative) force head; only for
             models trained with one, never for NVE.
         uncertainty_threshold: with a committee, warn (once per calculator) when the
-            largest per-atom force uncertainty passes this value in eV/Å (default
-            committee.DEFAULT_FORCE_STD_THRESHOLD); None never warns.
+            largest per-atom force uncertainty passes this value in eV/Å; None never warns;
+            "auto" (the default): the threshold calibrated for the committee and stored in
+            its file, else committee.DEFAULT_FORCE_STD_THRESHOLD (0.05).
         dispersion: None, or "d3bj" to add two-body DFT-D3(BJ) dispersion (needs
             tad-dftd3: ``pip install 'geomformer-md[d3]'``); see
             :class:`~geomformer_md.dispersion.D3Dispersion`.
@@ -139,7 +140,7 @@ class GeoMFormerCalculator(Calculator):
         neighbor_backend: str = "auto",
         skin: float = 0.0,
         direct_forces: bool = False,
-        uncertainty_threshold: float | None = DEFAULT_FORCE_STD_THRESHOLD,
+        uncertainty_threshold: float | str | None = "auto",
         dispersion: str | None = None,
         dispersion_xc: str = "pbe",
         dispersion_cutoff: float | None = None,
@@ -155,10 +156,8 @@ class GeoMFormerCalculator(Calculator):
         self.is_committee = isinstance(self.model, Committee)
         if self.is_committee:
             self.implemented_properties = [*self.implemented_properties, *self.committee_properties]
-        if uncertainty_threshold is not None and not uncertainty_threshold > 0:
-            raise ValueError(
-                f"uncertainty_threshold must be > 0 eV/Å or None, got {uncertainty_threshold}")
-        self.uncertainty_threshold = uncertainty_threshold
+        self.uncertainty_threshold = resolve_uncertainty_threshold(self.model,
+                                                                   uncertainty_threshold)
         self.max_forces_std = float("nan") if not self.is_committee else 0.0  # largest seen
         self._warned_uncertain = False
         if neighbor_backend == "auto":

@@ -81,6 +81,25 @@ class Committee(torch.nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
+def resolve_uncertainty_threshold(model, value) -> float | None:
+    """The force-uncertainty threshold (eV/Å) for ``model``: ``value`` itself (> 0), None (never
+    warn), or "auto": the threshold calibrated for this committee and stored in its file
+    (``metadata["force_std_threshold"]``, see docs/committee.md), else
+    DEFAULT_FORCE_STD_THRESHOLD."""
+    if isinstance(value, str):
+        if value != "auto":
+            raise ValueError(f"uncertainty_threshold must be a number > 0 (eV/Å), None or "
+                             f"'auto', got {value!r}")
+        stored = (model.metadata.get("force_std_threshold")
+                  if isinstance(model, Committee) else None)
+        return float(stored) if stored else DEFAULT_FORCE_STD_THRESHOLD
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"uncertainty_threshold must be > 0 eV/Å, None or 'auto', got {value!r}")
+    return float(value)
+
+
 def committee_with_dtype(committee: Committee, dtype) -> Committee:
     """The committee itself if every member already has ``dtype``, else a converted copy."""
     members = [model_with_dtype(m, dtype) for m in committee.members]

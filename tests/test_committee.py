@@ -82,6 +82,23 @@ def test_warns_once_above_threshold(members):
     assert calc.max_forces_std >= atoms.calc.results["forces_std"].max()
 
 
+def test_auto_threshold_is_the_one_stored_with_the_committee(members, tmp_path):
+    """A shipped committee carries the threshold calibrated for it; "auto" (the default) uses
+    it in the calculator and the batched evaluator, 0.05 eV/Å without one."""
+    from geomformer_md.committee import DEFAULT_FORCE_STD_THRESHOLD
+    from geomformer_md.simulate.batch import BatchEvaluator
+
+    path = tmp_path / "calibrated.pt"
+    save_committee(Committee(members[:2], {"force_std_threshold": 0.02}), path)
+    assert GeoMFormerCalculator(str(path)).uncertainty_threshold == 0.02
+    assert BatchEvaluator(str(path)).uncertainty_threshold == 0.02
+    assert GeoMFormerCalculator(str(path), uncertainty_threshold=0.1).uncertainty_threshold == 0.1
+    assert GeoMFormerCalculator(members[:2]).uncertainty_threshold == DEFAULT_FORCE_STD_THRESHOLD
+    for bad in ("high", -1.0, 0):
+        with pytest.raises(ValueError, match="uncertainty_threshold must be"):
+            GeoMFormerCalculator(members[:2], uncertainty_threshold=bad)
+
+
 def test_single_model_has_no_uncertainty(members):
     atoms = _slab()
     atoms.calc = GeoMFormerCalculator(members[0])

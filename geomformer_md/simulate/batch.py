@@ -34,7 +34,11 @@ from ase import Atoms
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from ..calculator import private_model
-from ..committee import DEFAULT_FORCE_STD_THRESHOLD, Committee, make_potential
+from ..committee import (
+    Committee,
+    make_potential,
+    resolve_uncertainty_threshold,
+)
 from ..data.graph import AtomGraph, build_edges, validate_atoms
 from ..data.neighbors import get_neighbor_backend
 from ..dispersion import add_results, make_dispersion
@@ -198,11 +202,9 @@ class BatchEvaluator:
         dispersion: str | None = None,
         dispersion_xc: str = "pbe",
         dispersion_cutoff: float | None = None,
-        uncertainty_threshold: float | None = DEFAULT_FORCE_STD_THRESHOLD,
+        uncertainty_threshold: float | str | None = "auto",
     ) -> None:
         self.dispersion = make_dispersion(dispersion, dispersion_xc, dispersion_cutoff)
-        # committee: warn once when a structure's largest force std passes this (eV/Å)
-        self.uncertainty_threshold = uncertainty_threshold
         self._warned_uncertain = False
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -212,6 +214,8 @@ class BatchEvaluator:
         if dtype is None and self.device.type == "cuda":
             dtype = "float32"
         gm = private_model(model, dtype, self.device)
+        # committee: warn once when a structure's largest force std passes this (eV/Å)
+        self.uncertainty_threshold = resolve_uncertainty_threshold(gm, uncertainty_threshold)
         self.potential = make_potential(gm)
         self.is_committee = isinstance(gm, Committee)
         self.compiled = bool(compile)
