@@ -27,6 +27,10 @@ eV/Å; a frame's uncertainty is its largest forces_std):
     t80              the highest threshold that still catches 80 % of the large frames
                      (uncertainty >= t80), over all frames; caught / flagged at it per row
     auc              ROC AUC of the uncertainty as a detector of large frames
+    held-out-category calibration: for each category, the threshold that catches 80 % of
+                     the large frames of the OTHER categories, applied to it (caught, false
+                     alarms); summed over categories, it says how a threshold calibrated on
+                     some kinds of structure transfers to a kind it never saw
 
 and, for any model, the same two scores for the naive uncertainty every model has, the
 size of its own predicted force (|F| per atom, the largest per frame): a committee is
@@ -171,6 +175,34 @@ def summarise(rows: list[dict], threshold: float) -> dict:
     return out
 
 
+def held_out_category_calibration(frames: list[dict]) -> dict:
+    """Per category c: t = the threshold catching CATCH of the large-error frames of the other
+    categories; caught / false alarms of c at t. From the stored per-frame maxima, so that
+    older evaluation files give it too."""
+    cat = np.array([f["category"] for f in frames])
+    unc = np.array([f["max_fstd_eV_A"] for f in frames])
+    large = np.array([f["max_df_eV_A"] for f in frames]) > LARGE_ERROR
+    rows, caught, n_large, alarms, n_ok = {}, 0, 0, 0, 0
+    for c in [c for c in ORDER if c in set(cat)] + sorted(set(cat) - set(ORDER)):
+        t = t_catch(unc[large & (cat != c)])
+        lg, ok = unc[large & (cat == c)], unc[~large & (cat == c)]
+        rows[c] = {"threshold_eV_A": t, "large": int(len(lg)), "caught": int((lg >= t).sum()),
+                   "ok": int(len(ok)), "false_alarms": int((ok >= t).sum())}
+        caught, n_large = caught + rows[c]["caught"], n_large + len(lg)
+        alarms, n_ok = alarms + rows[c]["false_alarms"], n_ok + len(ok)
+    return {"categories": rows, "caught": caught / n_large if n_large else None,
+            "false_alarms": alarms / n_ok if n_ok else None}
+
+
+def print_held_out(h: dict) -> None:
+    print("\nheld-out-category calibration (threshold from the other categories):")
+    for c, r in h["categories"].items():
+        print(f"  {c:15s} threshold {r['threshold_eV_A']:.4f} eV/Å: caught {r['caught']}/"
+              f"{r['large']}, false alarms {r['false_alarms']}/{r['ok']}")
+    print(f"  all: caught {_fmt(h['caught'], '.0%')}, "
+          f"false alarms {_fmt(h['false_alarms'], '.0%')}")
+
+
 def _fmt(v, spec=".1f"):
     return "-" if v is None or (isinstance(v, float) and np.isnan(v)) else format(v, spec)
 
@@ -208,7 +240,8 @@ def compare(paths: list[str]) -> None:
     """One line per evaluation file: errors out of domain and calibration over all frames."""
     print("| evaluation | F MAE ood | E MAE ood | Spearman atoms all / ood | Spearman frames "
           "all | caught@thr | flagged@thr | t80 eV/Å | flagged@t80 | false alarms@t80 | "
-          "AUC all / ood | AUC of ‖F‖ all / ood |\n|" + "---|" * 12)
+          "AUC all / ood | AUC of ‖F‖ all / ood | held-out category: caught / false alarms "
+          "|\n|" + "---|" * 13)
     for path in paths:
         s = json.loads(Path(path).read_text())
         a, o = s["table"]["all"], s["table"]["ood"]
@@ -224,6 +257,11 @@ def compare(paths: list[str]) -> None:
         else:
             cells += ["-"] * 8
         cells.append(f"{_fmt(a['force_auc'], '.2f')} / {_fmt(o['force_auc'], '.2f')}")
+        if c and s.get("frames"):
+            h = held_out_category_calibration(s["frames"])
+            cells.append(f"{_fmt(h['caught'], '.0%')} / {_fmt(h['false_alarms'], '.0%')}")
+        else:
+            cells.append("-")
         print("| " + " | ".join(cells) + " |")
 
 
@@ -238,7 +276,8 @@ def main(argv=None) -> int:
                    help="file whose split_hint=test_heldout frames form the in_domain row "
                         "('none' to leave it out)")
     p.add_argument("--threshold", type=float, default=None,
-                   help="flag threshold on the largest forces_std, eV/Å (default: "
+                   help="flag threshold on the largest forces_std, eV/Å (default: the one "
+                        "stored in a committee file, else "
                         "geomformer_md.committee.DEFAULT_FORCE_STD_THRESHOLD)")
     p.add_argument("--name", help="name in the table and the output file (default: the model)")
     p.add_argument("--out", help="JSON output (default data/ood-benchmark/eval-NAME.json)")
@@ -250,13 +289,12 @@ def main(argv=None) -> int:
         p.error("give a model (a shipped name or a file), several for a committee, or --compare")
     import torch
 
-    from geomformer_md.committee import DEFAULT_FORCE_STD_THRESHOLD, as_committee
+    from geomformer_md.committee import as_committee, resolve_uncertainty_threshold
     from geomformer_md.io.registry import load_potential
 
     torch.set_num_threads(1)
-    threshold = DEFAULT_FORCE_STD_THRESHOLD if args.threshold is None else args.threshold
-    if not threshold > 0:
-        p.error(f"--threshold must be > 0 eV/Å, got {threshold}")
+    if args.threshold is not None and not args.threshold > 0:
+        p.error(f"--threshold must be > 0 eV/Å, got {args.threshold}")
     for path in (args.data, args.in_domain):
         if path != "none" and not Path(path).is_file():
             p.error(f"file not found: {path}")
@@ -265,6 +303,8 @@ def main(argv=None) -> int:
                  else load_potential(args.models[0]))
     except (ValueError, OSError) as exc:
         p.error(str(exc))
+    threshold = resolve_uncertainty_threshold(
+        model, "auto" if args.threshold is None else args.threshold)
     name = args.name or Path(args.models[0]).stem
     frames = load_frames(Path(args.data),
                          None if args.in_domain == "none" else Path(args.in_domain))
@@ -280,6 +320,9 @@ def main(argv=None) -> int:
                             "max_df_eV_A": round(float(np.linalg.norm(r["df"], axis=1).max()), 5),
                             **({"max_fstd_eV_A": round(float(r["fstd"].max()), 6)}
                                if r["fstd"] is not None else {})} for r in rows])
+    if rows[0]["fstd"] is not None:
+        summary["held_out_category"] = held_out_category_calibration(summary["frames"])
+        print_held_out(summary["held_out_category"])
     out = Path(args.out or REPO / "data/ood-benchmark" / f"eval-{name}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=1) + "\n")

@@ -198,3 +198,28 @@ def test_workflows_report_the_largest_force_uncertainty(members, tmp_path):
         out = relax_many([bulk("Cu", "fcc", a=3.6), slab], ev, steps=2)
     assert out[1][1].max_force_std > 0 and out[1][1].uncertain
 
+
+
+def test_shipped_committee_loads_by_name_with_its_calibrated_threshold():
+    """geomformer-catalysis-v11-committee: v11 and three fine-tunes of it, by name, with the
+    threshold stored in its file; its mean stays close to v11 on a structure v11 knows."""
+    from geomformer_md.io.registry import list_potentials
+
+    name = "geomformer-catalysis-v11-committee"
+    if name not in list_potentials():
+        pytest.skip(f"{name} is not shipped")
+    committee = load_potential(name)
+    assert isinstance(committee, Committee) and len(committee) == 4
+    v11 = load_potential("geomformer-catalysis-v11")
+    assert committee.config.species == v11.config.species
+    stored = committee.metadata["force_std_threshold"]
+    assert 0 < stored < 0.05
+    calc = GeoMFormerCalculator(name, uncertainty_threshold="auto")
+    assert calc.uncertainty_threshold == stored
+    atoms = fcc111("Pt", (2, 2, 3), vacuum=6.0, a=3.97)
+    atoms.calc = calc
+    mean = atoms.get_forces()
+    single = atoms.copy()
+    single.calc = GeoMFormerCalculator(v11)
+    assert np.abs(mean - single.get_forces()).max() < 0.05  # eV/Å: members agree in-domain
+    assert atoms.calc.results["forces_std"].max() > 0

@@ -1,6 +1,7 @@
 """The README's Python runs as written, its paths exist, and no document names an old
 potential as the default."""
 
+import json
 import re
 from pathlib import Path
 
@@ -96,10 +97,15 @@ def test_only_the_default_model_card_says_default():
     """Model cards of superseded potentials (shipped or archived) say so; only the default's
     card claims it."""
     default = default_potential_name()
+    manifest = json.loads((ROOT / "potentials" / "manifest.json").read_text())
+    committees = {n: e["committee_of"] for n, e in manifest["potentials"].items()
+                  if e.get("kind") == "committee"}
     cards = [*(ROOT / "potentials").glob("*.md"), *(ROOT / "research" / "potentials").glob("*.md")]
     for card in sorted(cards):
         status = card.read_text().split("\n\n")[1]  # the bold status paragraph
-        if card.stem == default:
+        if card.stem in committees:  # a committee of a shipped potential says whose
+            assert f"committee of {committees[card.stem]}" in status, card.name
+        elif card.stem == default:
             assert "the default" in status and "superseded" not in status, card.name
         else:
             assert "superseded" in status.lower(), f"{card.name} does not say it is superseded"
