@@ -63,13 +63,19 @@ class DistillRun:
         self.out = Path(cfg.out_dir)
         self._log = log
         self._check_out_dir()
-        self.teacher = Teacher(**{"max_force": 50.0, **cfg.teacher})
         elements = set(cfg.space.elements)
         for a in cfg.space.all_adsorbates:
             elements |= set(Atoms(_formula_atoms(a.formula)).get_chemical_symbols())
         self.elements = sorted(elements)
         self._check_model_elements()
-        self.teacher.check_elements(self.elements)
+        self.teacher = Teacher(**{"max_force": 50.0, **cfg.teacher},
+                               log_path=self.out / "teacher.log")
+        try:
+            self.teacher.check_elements(self.elements)
+            self._record_teacher()
+        except BaseException:
+            self.teacher.close()
+            raise
 
     # ------------------------------------------------------------------ setup
     def log(self, msg: str) -> None:
@@ -83,9 +89,12 @@ class DistillRun:
         path = self.out / "config.json"
         mine = self.cfg.to_dict()
         if path.is_file():
-            stored = json.loads(path.read_text())
+            # keys added to the config since the run started compare as their defaults
+            stored = _with_defaults(json.loads(path.read_text()),
+                                    json.loads(json.dumps(DistillConfig().to_dict(), default=str)))
             diff = sorted(k for k in set(mine) | set(stored)
-                          if k != "iterations" and json.dumps(mine.get(k), default=str)
+                          if k not in ("iterations", "teacher_record")
+                          and json.dumps(mine.get(k), default=str)
                           != json.dumps(stored.get(k), default=str))
             if diff:
                 raise ValueError(
@@ -93,6 +102,29 @@ class DistillRun:
                     f"{', '.join(diff)}): use a new out_dir, or delete {self.out} to start over")
         else:
             _atomic_json(path, json.loads(json.dumps(mine, default=str)))
+
+    def _record_teacher(self) -> None:
+        """Store what labels (teacher.record(): versions, settings) in config.json; refuse
+        to continue a run whose labels came from other versions of the teacher."""
+        path = self.out / "config.json"
+        stored = json.loads(path.read_text())
+        mine = json.loads(json.dumps(self.teacher.record(), default=str))
+        before = stored.get("teacher_record")
+        if before is None:
+            stored["teacher_record"] = mine
+            _atomic_json(path, stored)
+        elif before.get("versions") != mine["versions"]:
+            was = ", ".join(f"{k} {v}" for k, v in before.get("versions", {}).items())
+            raise ValueError(
+                f"{self.out} was labelled by {was}; the teacher now runs {self.teacher.version}: "
+                f"labels of two versions would mix in one run; use a new out_dir (or restore "
+                f"the teacher's environment)")
+        self.log(f"teacher {self.teacher.name}: {self.teacher.version}"
+                 + (f" (in {self.teacher.python})" if self.teacher.python else ""))
+
+    def close(self) -> None:
+        """Stop the teacher's process (a teacher run with teacher.python)."""
+        self.teacher.close()
 
     def _check_model_elements(self) -> None:
         if not self.cfg.init_from:
@@ -132,7 +164,9 @@ class DistillRun:
         for k, atoms in enumerate(frames):
             ok, bad = folder / f"{k:05d}.extxyz", folder / f"{k:05d}.failed"
             if not ok.exists() and not bad.exists():
+                t0 = time.perf_counter()
                 labelled, why = self.teacher.label(atoms)
+                self._record_time(desc, k, atoms, time.perf_counter() - t0, why is None)
                 if labelled is None:
                     bad.write_text(why)
                     with open(self.out / "failures.csv", "a", newline="") as fh:
@@ -147,6 +181,16 @@ class DistillRun:
         bar.close()
         return done
 
+    def _record_time(self, desc: str, k: int, atoms: Atoms, seconds: float, ok: bool) -> None:
+        """One row of teacher_times.csv: the cost of each teacher call, by category."""
+        path = self.out / "teacher_times.csv"
+        new = not path.exists()
+        with open(path, "a", newline="") as fh:
+            w = csv.writer(fh)
+            if new:
+                w.writerow(["phase", "frame", "category", "n_atoms", "seconds", "ok"])
+            w.writerow([desc, k, category_of(atoms), len(atoms), f"{seconds:.3f}", int(ok)])
+
     # ------------------------------------------------------------------ phases
     def validation_set(self, space: Space) -> list[Atoms]:
         path = self.out / "validation.extxyz"
@@ -154,11 +198,12 @@ class DistillRun:
             return _read_frames(path)
         rng, frames = self.rng(0, 1), []
         n, rules = self.cfg.validation_per_category, space.cfg.holdout
-        for k, (kind, args) in enumerate(space.kinds):  # every kind; about n per category
-            for rep in range(max(1, round(n / _kinds_in_category(space, kind)))):
-                atoms = space.build(kind, args, np.random.default_rng([self.cfg.seed, 1, k, rep]))
-                if not any(matches(atoms.info, rule) for rule in rules):
-                    frames.append(_rattled(atoms, rng, self.cfg.rattle))
+        for k, rep in _validation_kinds(space, n, self.cfg.validation_every_kind,
+                                        self.rng(0, 8)):
+            kind, args = space.kinds[k]
+            atoms = space.build(kind, args, np.random.default_rng([self.cfg.seed, 1, k, rep]))
+            if not any(matches(atoms.info, rule) for rule in rules):
+                frames.append(_rattled(atoms, rng, self.cfg.rattle))
         for r, rule in enumerate(rules):  # held-out structures are only ever validation
             for atoms in space.sample(self.rng(0, 2, r), n, rule=rule):
                 atoms.info["holdout"] = rule_name(rule)
@@ -186,6 +231,7 @@ class DistillRun:
         from ..simulate._progress import progress_bar
 
         calc = GeoMFormerCalculator(committee, uncertainty_threshold=None)
+        t0 = time.perf_counter()
         starts = space.sample(self.rng(it, 4), self.cfg.structures_per_iteration)
         candidates = []
         bar = progress_bar(len(starts), f"explore {it}", enabled=self.progress, unit="structure")
@@ -195,6 +241,9 @@ class DistillRun:
                                             trajectory=k)
             bar.update(1)
         bar.close()
+        took = time.perf_counter() - t0
+        self.log(f"iteration {it}: explored {len(starts)} structures, {len(candidates)} "
+                 f"candidates in {took:.0f} s ({took / max(1, len(candidates)):.2f} s each)")
         path.parent.mkdir(parents=True, exist_ok=True)
         _atomic_write_frames(path, candidates)
         # what was stored (positions rounded by extxyz), so that a resumed run, which reads
@@ -241,7 +290,9 @@ class DistillRun:
             self.log(f"iteration {it}: training member {k} on {len(frames)} frames"
                      f"{' (bootstrap)' if self.cfg.bootstrap else ''}"
                      f"{f' from {previous}' if previous else ' from scratch'}")
+            t0 = time.perf_counter()
             train(config, resume=True, progress=False, log=lambda m: None)
+            self.log(f"iteration {it}: member {k} trained in {time.perf_counter() - t0:.0f} s")
         return paths
 
     def _species(self) -> list[int]:
@@ -376,6 +427,35 @@ def _kinds_in_category(space: Space, kind: str) -> int:
     return sum(1 for k, _ in space.kinds if KIND_CATEGORY.get(k, k) == mine)
 
 
+def _validation_kinds(space: Space, n: int, every_kind: bool, rng) -> list[tuple[int, int]]:
+    """(kind index, repetition) of each validation structure: every kind, about n per
+    category (every_kind), or n kinds per category drawn without replacement (as many as
+    it has, repeated, when it has fewer)."""
+    if every_kind:
+        return [(k, rep) for k, (kind, _) in enumerate(space.kinds)
+                for rep in range(max(1, round(n / _kinds_in_category(space, kind))))]
+    by_category: dict[str, list[int]] = {}
+    for k, (kind, _) in enumerate(space.kinds):
+        by_category.setdefault(KIND_CATEGORY.get(kind, kind), []).append(k)
+    out = []
+    for cat in sorted(by_category):
+        kinds = by_category[cat]
+        picks = [kinds[i] for i in rng.permutation(len(kinds))[:n]]
+        picks += [kinds[i % len(kinds)] for i in range(n - len(picks))]
+        seen: dict[int, int] = {}
+        for k in picks:
+            out.append((k, seen.get(k, 0)))
+            seen[k] = out[-1][1] + 1
+    return sorted(out)
+
+
+def _with_defaults(stored, default):
+    """``stored`` with the keys it lacks taken from ``default``, in nested mappings too."""
+    if not isinstance(stored, dict) or not isinstance(default, dict):
+        return stored
+    return {**default, **{k: _with_defaults(v, default.get(k)) for k, v in stored.items()}}
+
+
 def _formula_atoms(formula: str) -> Atoms:
     from .space import adsorbate_molecule
 
@@ -395,6 +475,10 @@ def distill(config, log=print, progress: bool = True) -> dict:
         config = load_distill_config(config)
     elif isinstance(config, dict):
         config = distill_config_from_dict(config)
-    return DistillRun(config, log=log, progress=progress).run()
+    run = DistillRun(config, log=log, progress=progress)
+    try:
+        return run.run()
+    finally:
+        run.close()
 
 
