@@ -357,8 +357,8 @@ class DistillRun:
                 cands = _read_frames(self.out / f"iter_{it:03d}" / "candidates.extxyz")
                 unc = _uncertainty_summary(cands, _read_frames(path))
                 added = len(_read_frames(path))
-                label_dir = self.out / f"iter_{it:03d}" / "label"
-                failed = failed or sum(1 for _ in label_dir.glob("*.failed"))
+            label_dir = self.out / f"iter_{it:03d}" / "label"
+            failed = failed or sum(1 for _ in label_dir.glob("*.failed"))
             members = self.train_members(it, data)
             committee = self.committee(it, members)
             if any(r["iteration"] == it for r in rows):

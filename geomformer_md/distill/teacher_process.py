@@ -111,6 +111,7 @@ class SubprocessCalculator(Calculator):
         self.restarts = 0
         self._proc: subprocess.Popen | None = None
         self._buffer = b""
+        self._ended = False
         self._finalizer = None
         self._start()
 
@@ -132,11 +133,11 @@ class SubprocessCalculator(Calculator):
         wait = START_TIMEOUT if self.timeout is None else max(START_TIMEOUT, self.timeout)
         reply = self._receive(wait)
         if reply is None or "ready" not in reply:
-            code = self._proc.poll()
+            code = self._exit_code() if self._ended else None
             _stop(self._proc)
             self._proc = None
             if reply is None:
-                why = (f"no answer within {wait:g} s" if code is None
+                why = (f"no answer within {wait:g} s" if not self._ended
                        else f"{_exit_reason(code)}; {self._log_tail() or 'no output'}")
                 raise TeacherError(f"teacher.python {self.python} did not start the teacher "
                                    f"worker ({why}; log: {self.log_path})")
@@ -154,6 +155,7 @@ class SubprocessCalculator(Calculator):
     def _receive(self, timeout: float | None) -> dict | None:
         """The next reply, or None at end of output or after ``timeout`` seconds. A line
         that is not a JSON object (a wrapper script's banner) goes to the log."""
+        self._ended = False
         deadline = None if timeout is None else time.monotonic() + timeout
         fd = self._proc.stdout.fileno()
         with selectors.DefaultSelector() as sel:
@@ -167,6 +169,7 @@ class SubprocessCalculator(Calculator):
                         continue
                     chunk = os.read(fd, 1 << 20)
                     if not chunk:
+                        self._ended = True
                         return None
                     self._buffer += chunk
                 line, _, self._buffer = self._buffer.partition(b"\n")
@@ -178,6 +181,14 @@ class SubprocessCalculator(Calculator):
                     return reply
                 with open(self.log_path, "ab") as log:
                     log.write(line + b"\n")
+
+    def _exit_code(self) -> int | None:
+        """The worker's exit status once its output has ended (it may take a moment to
+        exit after closing its end of the pipe); None if it keeps running."""
+        try:
+            return self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            return None
 
     def _log_tail(self) -> str:
         try:
@@ -217,11 +228,11 @@ class SubprocessCalculator(Calculator):
             pass
         reply = self._receive(self.timeout)
         if reply is None:
-            code = self._proc.poll()
+            code = self._exit_code() if self._ended else None
             _stop(self._proc)
             self._proc = None
             self.restarts += 1
-            if code is None:
+            if not self._ended:
                 raise TeacherProcessError(f"no answer within teacher.timeout {self.timeout:g} s: "
                                           "teacher process stopped, restarting")
             tail = self._log_tail()
