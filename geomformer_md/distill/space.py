@@ -9,11 +9,17 @@ sites at coverages on surfaces and clusters, co-adsorbed pairs on surfaces, plus
 gas-phase molecules themselves. ``sample`` draws starting structures, each tagged in
 ``atoms.info`` with its ``category`` and the keys a hold-out rule can match:
 
-    category   bulk | alloy | surface | surface+ads | cluster | cluster+ads | gas
-    elements   metal elements, sorted and joined ("Cu", "Ag-Cu")
-    facet      Miller index of a surface ("111", "211"), "none" otherwise
-    adsorbate  adsorbate name, "CO+O" for a co-adsorbed pair, "none" for none
-    shape      cluster shape and metal atom count ("icosahedron13"), "none" otherwise
+    category      bulk | alloy | surface | surface+ads | cluster | cluster+ads | gas
+    elements      metal elements, sorted and joined ("Cu", "Ag-Cu")
+    facet         Miller index of a surface ("111", "211"), "none" otherwise
+    adsorbate     adsorbate name, "CO+O" for a co-adsorbed pair, "none" for none
+    shape         cluster shape and metal atom count ("icosahedron13"), "none" otherwise
+    cluster_size  metal atoms of a cluster ("55"), "none" otherwise
+
+A hold-out rule matches a structure when every key it gives matches: a value or a list
+of values (any of them); ``elements`` in any order ("Pd-Au" is "Au-Pd"); ``adsorbate``
+matches a structure holding that adsorbate, alone or co-adsorbed ({adsorbate: [NH, NH2,
+NH3]} holds out the whole NHx family, "NH3+H" included, and the gas-phase molecules).
 
 and, for what a test set reports per structure (not hold-out keys):
 
@@ -81,8 +87,26 @@ def _formyl() -> Atoms:  # CHO: ase.build.molecule's HCO (atoms C, O, H)
     return molecule("HCO")
 
 
+def _methylene() -> Atoms:  # CH2: ase.build.molecule's triplet ground state CH2_s3B1d
+    from ase.build import molecule
+
+    return molecule("CH2_s3B1d")
+
+
+def _formaldehyde() -> Atoms:  # CH2O: ase.build.molecule's H2CO, carbon first
+    from ase.build import molecule
+
+    mol = molecule("H2CO")
+    return mol[np.argsort([s != "C" for s in mol.get_chemical_symbols()], kind="stable")]
+
+
 # Adsorbates that ase.build.molecule lacks (or names otherwise), binding atom first.
-EXTRA_MOLECULES = {"OOH": _hydroperoxyl, "COH": _hydroxymethylidyne, "CHO": _formyl}
+EXTRA_MOLECULES = {"OOH": _hydroperoxyl, "COH": _hydroxymethylidyne, "CHO": _formyl,
+                   "CH2": _methylene, "CH2O": _formaldehyde}
+ORIENTATIONS = {  # tilt of the molecule's axis (binding atom -> the rest) from the normal, °
+    "upright": (0.0, 10.0), "tilted": (20.0, 60.0), "flat": (80.0, 90.0)}
+HOLDOUT_KEYS = ("category", "elements", "facet", "adsorbate", "shape", "cluster_size")
+SURFACE_SITES = ("top_layer", "exposed")
 
 
 def adsorbate_molecule(formula: str, binding_atom: int | None = None) -> tuple[str, Atoms, int]:
@@ -123,8 +147,16 @@ class SpaceConfig:
             element at random sites), "segregated" (only in the top layer), "L12" / "L10"
             (cut from the ordered phase).
         miller: surfaces by Miller index ("111", "100", "110", "211", "311").
-        surface_layers: atomic planes of a slab (the bottom one is fixed in exploration).
-        surface_size: in-plane repetitions of the surface cell.
+        surface_layers: atomic planes of a slab (the bottom one is fixed in exploration),
+            or a mapping by facet ({"111": 4, "211": 9}: open facets have closely spaced
+            planes, 0.8 Å on (211), so they need more of them for the same thickness).
+        surface_size: in-plane repetitions of the surface cell, [a, b], or a mapping by
+            facet (the cells of ase.build.surface hold 4 atoms per plane on (111) and
+            (311), 2 on (100), (110) and (211)).
+        surface_sites: which atoms adsorbates sit on: "top_layer" (the outermost plane) or
+            "exposed" (every under-coordinated atom of the upper half, so terraces and
+            step feet of (211) and (311) and the troughs of (110) get adsorbates too).
+            Coverage counts adsorbates per top-layer atom either way.
         vacuum: vacuum on each side of slabs and around clusters and molecules, Å.
         defects: surface defects to draw from: "adatom", "vacancy".
         clusters: cluster shapes, e.g. {shape: icosahedron, noshells: 2} (13 atoms),
@@ -134,7 +166,16 @@ class SpaceConfig:
         coadsorption: pairs of adsorbates placed together on surfaces (alternately, at
             least one of each).
         coverages: adsorbates per top-layer surface atom (1/9 ... 1 ML) on surfaces.
+        orientations: how polyatomic adsorbates are placed, one drawn per adsorbate:
+            "upright" (axis 0-10° from the normal), "tilted" (20-60°), "flat" (80-90°);
+            empty: any tilt from 0 to 60°.
         gas: include the adsorbates as gas-phase molecules.
+        category_weights: relative weights of the categories when starting structures are
+            drawn ({bulk: 1, surface+ads: 4}; a category not listed weighs 1); empty: every
+            kind of structure equally likely, so the categories with the most kinds
+            (adsorbates x facets x hosts) dominate.
+        holdout: hold-out rules (module docstring): matching structures are never trained
+            on and get their own validation category.
     """
 
     elements: tuple[str, ...] = ()
@@ -146,21 +187,34 @@ class SpaceConfig:
     ordered: tuple[str, ...] = ("L12", "L10")
     alloy_surfaces: tuple[str, ...] = ("random", "segregated")
     miller: tuple[str, ...] = ()
-    surface_layers: int = 3
-    surface_size: tuple[int, int] = (2, 2)
+    surface_layers: int | dict = 3
+    surface_size: tuple[int, int] | dict = (2, 2)
+    surface_sites: str = "top_layer"
     vacuum: float = 6.0
     defects: tuple[str, ...] = ()
     clusters: tuple[dict, ...] = ()
     adsorbates: tuple[Adsorbate, ...] = ()
     coadsorption: tuple[tuple[Adsorbate, Adsorbate], ...] = ()
     coverages: tuple[float, ...] = (0.25,)
+    orientations: tuple[str, ...] = ()
     gas: bool = True
+    category_weights: dict = field(default_factory=dict)
     holdout: tuple[dict, ...] = field(default=())
 
     @property
     def all_adsorbates(self) -> tuple[Adsorbate, ...]:
         """Every adsorbate of the space, alone or in a co-adsorbed pair."""
         return self.adsorbates + tuple(a for pair in self.coadsorption for a in pair)
+
+    def layers(self, facet: str) -> int:
+        """Atomic planes of a slab of this facet."""
+        return self.surface_layers[facet] if isinstance(self.surface_layers, dict) else (
+            self.surface_layers)
+
+    def size(self, facet: str) -> tuple[int, int]:
+        """In-plane repetitions of a slab of this facet."""
+        return tuple(self.surface_size[facet] if isinstance(self.surface_size, dict)
+                     else self.surface_size)
 
 
 def parse_space(raw: dict) -> SpaceConfig:
@@ -226,12 +280,25 @@ def parse_space(raw: dict) -> SpaceConfig:
         if not all(0 < x <= 1 for x in vals):
             raise ValueError(f"space.{key} must be fractions in (0, 1], got {list(vals)}")
         d[key] = vals
-    d["surface_size"] = tuple(d.get("surface_size", (2, 2)))
-    d["holdout"] = tuple(dict(h) for h in d.get("holdout", ()))
-    for h in d["holdout"]:
-        if not h or set(h) - {"category", "elements", "facet", "adsorbate", "shape"}:
-            raise ValueError(f"space.holdout: {h!r} must match on category, elements, facet, "
-                             f"adsorbate or shape")
+    d["surface_size"] = _per_facet(d.get("surface_size", (2, 2)), "surface_size", d["miller"],
+                                   _size)
+    d["surface_layers"] = _per_facet(d.get("surface_layers", 3), "surface_layers", d["miller"],
+                                     _layers)
+    if d.get("surface_sites", "top_layer") not in SURFACE_SITES:
+        raise ValueError(f"space.surface_sites must be one of {list(SURFACE_SITES)}, got "
+                         f"{d['surface_sites']!r}")
+    d["orientations"] = tuple(d.get("orientations", ()))
+    bad = [o for o in d["orientations"] if o not in ORIENTATIONS]
+    if bad:
+        raise ValueError(f"space.orientations: {bad} are not among {list(ORIENTATIONS)}")
+    weights = d.get("category_weights") or {}
+    if not isinstance(weights, dict) or set(weights) - set(CATEGORIES) or not all(
+            isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0
+            for w in weights.values()):
+        raise ValueError(f"space.category_weights must map categories {list(CATEGORIES)} to "
+                         f"weights >= 0, got {weights!r}")
+    d["category_weights"] = {k: float(v) for k, v in weights.items()}
+    d["holdout"] = tuple(_holdout_rule(h, d) for h in d.get("holdout", ()))
     cfg = SpaceConfig(**d)
     if not cfg.elements:
         raise ValueError("space.elements is empty: the configuration space has no structures")
@@ -257,6 +324,71 @@ def _adsorbate(a, where: str) -> Adsorbate:
     return ads
 
 
+def _size(v, where: str) -> tuple[int, int]:
+    if (isinstance(v, (str, dict)) or len(v) != 2
+            or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in v)):
+        raise ValueError(f"{where} must be two positive integers [a, b], got {v!r}")
+    return tuple(v)
+
+
+def _layers(v, where: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 2:
+        raise ValueError(f"{where} must be an integer >= 2, got {v!r}")
+    return v
+
+
+def _per_facet(value, key: str, miller: tuple[str, ...], check):
+    """One value for every facet, or a mapping facet -> value that covers ``miller``."""
+    if not isinstance(value, dict):
+        return check(value, f"space.{key}")
+    out = {_miller(f): check(v, f"space.{key}[{f}]") for f, v in value.items()}
+    missing = [m for m in miller if m not in out]
+    if missing:
+        raise ValueError(f"space.{key} has no entry for facet(s) {missing}")
+    return out
+
+
+def _values(v) -> list[str]:
+    return [str(x) for x in (v if isinstance(v, (list, tuple)) else [v])]
+
+
+def _holdout_rule(raw, space: dict) -> dict:
+    """A hold-out rule with its values as lists of tag strings, checked against the space
+    where a mistake would otherwise match nothing."""
+    if not isinstance(raw, dict) or not raw or set(raw) - set(HOLDOUT_KEYS):
+        raise ValueError(f"space.holdout: {raw!r} must match on {', '.join(HOLDOUT_KEYS)}")
+    rule = {}
+    for key, value in raw.items():
+        vals = _values(value)
+        if not vals:
+            raise ValueError(f"space.holdout: {key} of {raw!r} is empty")
+        if key == "elements":
+            vals = ["-".join(sorted(v.split("-"))) for v in vals]
+            bad = [v for v in vals if set(v.split("-")) - set(space["elements"])]
+            if bad:
+                raise ValueError(f"space.holdout: elements {bad} are not among space.elements "
+                                 f"{list(space['elements'])}")
+        elif key == "facet":
+            vals = [_miller(v) for v in vals]
+            bad = [v for v in vals if v not in space["miller"]]
+            if bad:
+                raise ValueError(f"space.holdout: facet(s) {bad} are not in space.miller "
+                                 f"{list(space['miller'])}")
+        elif key == "adsorbate":
+            known = {a.formula for a in space["adsorbates"]} | {
+                a.formula for pair in space["coadsorption"] for a in pair} | {"none"}
+            bad = [v for v in vals if v not in known]
+            if bad:
+                raise ValueError(f"space.holdout: adsorbate(s) {bad} are not among the space's "
+                                 f"adsorbates {sorted(known - {'none'})}")
+        elif key == "category":
+            bad = [v for v in vals if v not in CATEGORIES]
+            if bad:
+                raise ValueError(f"space.holdout: category {bad} is not one of {list(CATEGORIES)}")
+        rule[key] = vals if len(vals) > 1 else vals[0]
+    return rule
+
+
 def _miller(m) -> str:
     s = str(m).strip().strip("()").replace(",", "").replace(" ", "")
     if len(s) != 3 or not s.isdigit() or s == "000":
@@ -265,12 +397,20 @@ def _miller(m) -> str:
 
 
 def matches(info: dict, rule: dict) -> bool:
-    """Does a structure's tag set match a hold-out rule (every key equal)?"""
-    return all(str(info.get(k, "")) == str(v) for k, v in rule.items())
+    """Does a structure's tag set match a hold-out rule (module docstring)?"""
+    for key, value in rule.items():
+        wanted = set(_values(value))
+        tag = str(info.get(key, ""))
+        if key == "elements":
+            tag = "-".join(sorted(tag.split("-")))
+        mine = set(tag.split("+")) if key == "adsorbate" else {tag}
+        if not mine & wanted:
+            return False
+    return True
 
 
 def rule_name(rule: dict) -> str:
-    return "heldout:" + ",".join(f"{k}={v}" for k, v in sorted(rule.items()))
+    return "heldout:" + ",".join(f"{k}={'|'.join(_values(v))}" for k, v in sorted(rule.items()))
 
 
 # --------------------------------------------------------------------------- builders
@@ -338,11 +478,24 @@ def _slab(cell: Atoms, miller: str, layers: int, size, vacuum: float) -> Atoms:
     return slab
 
 
-def _surface_normal_sites(atoms: Atoms, rng, n: int, periodic: bool):
-    """n (position, outward normal) pairs on the outer atoms: top layer of a slab, or the
-    atoms farthest from a cluster's centre."""
+def exposed_atoms(atoms: Atoms) -> np.ndarray:
+    """Metal atoms of the upper half of a slab with fewer than 12 metal neighbours (within
+    1.2x the nearest-neighbour distance): the top layer, and below it every atom that the
+    vacuum can reach (terrace and step-foot atoms of (211), the troughs of (110))."""
+    metal = np.flatnonzero(~np.isin(atoms.numbers, list(_LIGHT)))
+    d = atoms.get_all_distances(mic=True)[np.ix_(metal, metal)]
+    np.fill_diagonal(d, np.inf)
+    cn = (d < 1.2 * d.min()).sum(1)
+    z = atoms.positions[metal, 2]
+    return metal[(cn < 12) & (z > 0.5 * (z.min() + z.max()))]
+
+
+def _surface_normal_sites(atoms: Atoms, rng, n: int, periodic: bool, exposed: bool = False):
+    """n (position, outward normal) pairs on the outer atoms: top layer (or, with
+    ``exposed``, every exposed atom) of a slab, or the atoms farthest from a cluster's
+    centre."""
     if periodic:
-        outer = top_layer(atoms)
+        outer = exposed_atoms(atoms) if exposed else top_layer(atoms)
         normals = np.tile([0.0, 0.0, 1.0], (len(outer), 1))
     else:
         centre = atoms.positions.mean(0)
@@ -354,16 +507,19 @@ def _surface_normal_sites(atoms: Atoms, rng, n: int, periodic: bool):
 
 
 def _place(atoms: Atoms, ads: Adsorbate, rng, anchor: int, normal, tilt_deg: float,
-           tries: int = 10) -> Atoms:
+           tries: int = 10, orientations: tuple[str, ...] = ()) -> Atoms:
     """One adsorbate on a top, bridge or hollow site (one of ``ads.sites``) next to atom
-    ``anchor``, tilted and spun at random. A placement with any atom closer than 0.75x the
+    ``anchor``, tilted (0 to ``tilt_deg``, or within the range of an orientation drawn from
+    ``orientations``) and spun at random. A placement with any atom closer than 0.75x the
     covalent bond length to the structure, or bonded to another adsorbate (see
     ADSORBATE_MIN_DISTANCE), is redrawn; after ``tries`` the structure is returned unchanged."""
     _, mol0, bind = adsorbate_molecule(ads.formula, _binding_index(ads))
     for _ in range(tries):
         mol = mol0.copy()
         if len(mol) > 1:  # upright along +z, then a random tilt and spin
-            mol.rotate(rng.uniform(0, tilt_deg), rng.normal(size=3) * [1, 1, 0] + [1e-9, 0, 0])
+            low, high = (0.0, tilt_deg) if not orientations else ORIENTATIONS[
+                orientations[rng.integers(len(orientations))]]
+            mol.rotate(rng.uniform(low, high), rng.normal(size=3) * [1, 1, 0] + [1e-9, 0, 0])
             mol.rotate(rng.uniform(0, 360), "z")
         mol.rotate("z", normal)
         kind = rng.choice(list(ads.sites or SITES))
@@ -440,6 +596,15 @@ class Space:
         self.kinds = self._kinds()
         if not self.kinds:
             raise ValueError("the configuration space is empty: no structure kind to sample")
+        self._by_category: dict[str, list[int]] = {}
+        for k, (kind, _) in enumerate(self.kinds):
+            self._by_category.setdefault(KIND_CATEGORY.get(kind, kind), []).append(k)
+        self._categories = sorted(self._by_category)
+        w = np.array([cfg.category_weights.get(c, 1.0) for c in self._categories])
+        if cfg.category_weights and not w.sum() > 0:
+            raise ValueError(f"space.category_weights give weight 0 to every category of the "
+                             f"space {self._categories}")
+        self._weights = w / w.sum() if w.sum() > 0 else w
 
     def _kinds(self) -> list[tuple]:
         """Every (builder, arguments) the space offers, in a fixed order."""
@@ -474,7 +639,12 @@ class Space:
                 which = f"structures matching hold-out rule {rule}" if rule else (
                     "structures outside the hold-out rules")
                 raise ValueError(f"the configuration space has no {which} (check space)")
-            kind, args = self.kinds[rng.integers(len(self.kinds))]
+            if self.cfg.category_weights and rule is None:
+                cat = self._categories[rng.choice(len(self._categories), p=self._weights)]
+                members = self._by_category[cat]
+                kind, args = self.kinds[members[rng.integers(len(members))]]
+            else:
+                kind, args = self.kinds[rng.integers(len(self.kinds))]
             atoms = self.build(kind, args, rng)
             if rule is not None:
                 keep = matches(atoms.info, rule)
@@ -510,7 +680,7 @@ class Space:
                     x_b = {"L12": 0.25, "L10": 0.5}[order]
                     a0 = (1 - x_b) * self.a0[host[0]] + x_b * self.a0[host[1]]
                     cell = _ordered(order, host[0], host[1], a0)
-            atoms = _slab(cell, miller, c.surface_layers, c.surface_size, c.vacuum)
+            atoms = _slab(cell, miller, c.layers(miller), c.size(miller), c.vacuum)
             if order in ("random", "segregated"):  # random sites, everywhere or top layer
                 where = top_layer(atoms) if order == "segregated" else None
                 atoms = _substitute(atoms, rng, host[1], rng.choice([0.25, 0.5, 0.75]), where)
@@ -525,11 +695,13 @@ class Space:
                 ads = args[2] if isinstance(args[2], tuple) else (args[2],)
                 cov = rng.choice(list(c.coverages))
                 n_ads = max(len(ads), int(round(cov * n_top)))
-                anchors, normals = _surface_normal_sites(atoms, rng, n_ads, periodic=True)
+                anchors, normals = _surface_normal_sites(
+                    atoms, rng, n_ads, periodic=True, exposed=c.surface_sites == "exposed")
                 placed = []  # formulas of the adsorbates that found room
                 for j, (k, nrm) in enumerate(zip(anchors, normals, strict=True)):
                     before = len(atoms)
-                    atoms = _place(atoms, ads[j % len(ads)], rng, int(k), nrm, tilt_deg=60)
+                    atoms = _place(atoms, ads[j % len(ads)], rng, int(k), nrm, tilt_deg=60,
+                                   orientations=c.orientations)
                     if len(atoms) > before:
                         placed.append(ads[j % len(ads)].formula)
                 ads_names = "+".join(a.formula for a in ads if a.formula in placed) or "none"
@@ -546,11 +718,14 @@ class Space:
                 atoms = _substitute(atoms, rng, host[1], rng.choice([0.25, 0.5]))
             if kind == "cluster+ads":
                 anchors, normals = _surface_normal_sites(atoms, rng, 1, periodic=False)
-                atoms = _place(atoms, args[2], rng, int(anchors[0]), normals[0], tilt_deg=60)
-                ads_names = args[2].formula
+                before = len(atoms)
+                atoms = _place(atoms, args[2], rng, int(anchors[0]), normals[0], tilt_deg=60,
+                               orientations=c.orientations)
+                ads_names = args[2].formula if len(atoms) > before else "none"
             atoms.center(vacuum=c.vacuum)
+            n_metal = sum(1 for z in atoms.numbers if z not in _LIGHT)
             tags = {"category": kind, "elements": "-".join(sorted(set(host))),
-                    "shape": f"{shape['shape']}{sum(1 for z in atoms.numbers if z not in _LIGHT)}"}
+                    "shape": f"{shape['shape']}{n_metal}", "cluster_size": n_metal}
         elif kind == "gas":
             (ads,) = args
             _, atoms, _ = adsorbate_molecule(ads.formula)
@@ -562,7 +737,8 @@ class Space:
         else:  # pragma: no cover - kinds come from _kinds
             raise AssertionError(kind)
         info = {"category": "none", "elements": "none", "facet": "none", "adsorbate": ads_names,
-                "shape": "none", "order": "none", "defect": "none", "coverage": "none"}
+                "shape": "none", "cluster_size": "none", "order": "none", "defect": "none",
+                "coverage": "none"}
         info.update(tags)
         atoms.info.update(info)
         return atoms
