@@ -52,6 +52,10 @@ class DistillConfig:
         space: the configuration space (distill/space.py, SpaceConfig).
         lattice_constants: fcc lattice constants (Å) by element; missing ones are measured
             with the teacher (a parabola through 7 energies).
+        extra_data: labelled files (any ASE-readable, .xz too) by the same teacher that
+            every member trains on besides the run's own frames (e.g. an earlier data set):
+            each frame must name the teacher in its info (``teacher`` or ``source`` equal
+            to ``teacher.name``); frames that a hold-out rule matches are dropped.
         init_from: a shipped potential, model file or committee file to start from (then
             ``model`` must be empty); None trains new models with ``model``.
         refit_e0: with init_from, refit per-element reference energies to the teacher
@@ -97,6 +101,7 @@ class DistillConfig:
     teacher: dict = field(default_factory=dict)
     space: SpaceConfig = field(default_factory=SpaceConfig)
     lattice_constants: dict = field(default_factory=dict)
+    extra_data: tuple[str, ...] = ()
     init_from: str | None = None
     refit_e0: bool = False
     model: dict = field(default_factory=dict)
@@ -202,6 +207,10 @@ def distill_config_from_dict(raw: dict) -> DistillConfig:
     for key in ("explore", "temperatures"):
         if key in d:
             d[key] = tuple(d[key])
+    extra = d.get("extra_data", ())
+    if isinstance(extra, str) or not all(isinstance(p, str) for p in extra):
+        raise ValueError(f"extra_data must be a list of file paths, got {extra!r}")
+    d["extra_data"] = tuple(extra)
     bad = [m for m in d.get("explore", ()) if m not in EXPLORE_MODES]
     if bad or ("explore" in d and not d["explore"]):
         raise ValueError(f"explore must be a non-empty list of {list(EXPLORE_MODES)}, got "

@@ -223,6 +223,36 @@ class DistillRun:
             _atomic_write_frames(path, labelled)
         return path
 
+    def extra_data(self) -> Path | None:
+        """The frames of ``extra_data`` that every member trains on: checked to come from
+        this run's teacher, held-out structures dropped; written once (data/extra.extxyz)."""
+        if not self.cfg.extra_data:
+            return None
+        path = self.out / "data" / "extra.extxyz"
+        if path.exists():
+            return path
+        from ..train.data import read_frames
+
+        kept, dropped = [], 0
+        for file in self.cfg.extra_data:
+            for i, atoms in enumerate(read_frames(file)):
+                who = atoms.info.get("teacher", atoms.info.get("source"))
+                if str(who) != self.teacher.name:
+                    who = who or "an unnamed teacher"
+                    raise ValueError(
+                        f"extra_data {file}: frame {i} was labelled by {who} (info teacher or "
+                        f"source), not by this run's teacher {self.teacher.name}: never mix "
+                        f"labellers in one data set")
+                if any(matches(_tags(atoms), rule) for rule in self.cfg.space.holdout):
+                    dropped += 1
+                else:
+                    kept.append(atoms)
+        path.parent.mkdir(exist_ok=True)
+        _atomic_write_frames(path, kept)
+        self.log(f"extra_data: {len(kept)} frames from {len(self.cfg.extra_data)} file(s); "
+                 f"{dropped} dropped by the hold-out rules")
+        return path
+
     def explore(self, it: int, space: Space, committee) -> list[Atoms]:
         path = self.out / f"iter_{it:03d}" / "candidates.extxyz"
         if path.exists():
@@ -276,12 +306,14 @@ class DistillRun:
                 settings.update(self.cfg.finetune)
             settings.setdefault("num_threads", 1)
             settings["seed"] = self.cfg.seed * 1000 + 10 * it + k
+            extra = self.extra_data()
             config = {
                 "out_dir": str(folder), "init_from": str(previous) if previous else None,
                 "refit_e0": ("present" if self.cfg.refit_e0 and previous == self._base_member(k)
                              else "none"),
                 "data": {"train_file": str(train_file), "val_fraction": 0.0,
-                         "test_fraction": 0.0, "max_force": self.teacher.max_force},
+                         "test_fraction": 0.0, "max_force": self.teacher.max_force,
+                         "extra_train_files": [str(extra)] if extra else []},
                 "model": {} if previous else {**self.cfg.model, "species": self._species()},
                 "training": settings,
             }
@@ -335,6 +367,7 @@ class DistillRun:
     def run(self) -> dict:
         start = time.time()
         space = Space(self.cfg.space, self.lattice_constants())
+        self.extra_data()  # checked before the teacher spends time on anything
         validation = self.validation_set(space)
         self.log(f"validation: {len(validation)} frames in categories "
                  f"{sorted({category_of(a) for a in validation})}")
@@ -425,6 +458,16 @@ def _rattled(atoms: Atoms, rng, amount: float) -> Atoms:
 def _kinds_in_category(space: Space, kind: str) -> int:
     mine = KIND_CATEGORY.get(kind, kind)
     return sum(1 for k, _ in space.kinds if KIND_CATEGORY.get(k, k) == mine)
+
+
+def _tags(atoms: Atoms) -> dict:
+    """Hold-out tags of a frame from elsewhere: its own info where it has the key, the metal
+    elements from its atoms otherwise (so {elements: Cu-Ni} catches any Cu-Ni frame)."""
+    metals = sorted({s for s in atoms.get_chemical_symbols() if s not in ("H", "C", "N", "O")})
+    tags = {"elements": "-".join(metals) or "none"}
+    tags.update({k: atoms.info[k] for k in ("category", "elements", "facet", "adsorbate", "shape",
+                                            "cluster_size") if k in atoms.info})
+    return tags
 
 
 def _validation_kinds(space: Space, n: int, every_kind: bool, rng) -> list[tuple[int, int]]:
