@@ -146,6 +146,8 @@ def test_sites_restrict_where_an_adsorbate_sits():
     ({"coadsorption": [["CO"]]}, "must be a pair of adsorbates"),
     ({"adsorbates": ["XYZ"]}, "also knows ['CH2', 'CH2O', 'CHO', 'COH', 'OOH']"),
     ({"adsorbates": [{"formula": "OOH", "binding": "N"}]}, "binding 'N' is not an atom of OOH"),
+    ({"adsorbates": [False]}, "YAML reads an unquoted NO as false: write \"NO\""),
+    ({"coadsorption": [[False, "O"]]}, "YAML reads an unquoted NO as false"),
 ])
 def test_bad_space_entries_name_the_problem(raw, message):
     with pytest.raises(ValueError) as exc:
@@ -237,17 +239,18 @@ def test_held_out_categories_are_never_sampled_for_training_and_each_is_validate
     assert len(initial) >= 10 and not any(_held(a) for a in initial)  # EMT may fail one
 
 
-def test_validation_without_every_kind_draws_n_per_category():
-    from geomformer_md.distill.run import _validation_kinds
-    from geomformer_md.distill.space import KIND_CATEGORY
+def test_validation_without_every_kind_draws_n_per_category_outside_the_holdout():
+    from geomformer_md.distill.run import _validation_structures
 
-    space = Space(parse_space({**BROAD, "holdout": []}), {"Cu": 3.6, "Pd": 3.9, "Au": 4.08})
-    picks = _validation_kinds(space, 3, False, np.random.default_rng(0))
-    cats = [KIND_CATEGORY.get(space.kinds[k][0], space.kinds[k][0]) for k, _ in picks]
-    assert {c: cats.count(c) for c in set(cats)} == {c: 3 for c in set(cats)}
-    assert len(set(picks)) == len(picks)  # no structure twice (a repeated kind: next rep)
-    every = _validation_kinds(space, 3, True, np.random.default_rng(0))
-    assert len(every) >= len(space.kinds) > len(picks)
+    space = Space(parse_space(BROAD), {"Cu": 3.6, "Pd": 3.9, "Au": 4.08})
+    frames = _validation_structures(space, 3, False, seed=0)
+    cats = [a.info["category"] for a in frames]
+    assert {c: cats.count(c) for c in set(cats)} == {c: 3 for c in (
+        "bulk", "alloy", "surface", "surface+ads", "cluster", "cluster+ads", "gas")}
+    assert not any(_held(a) for a in frames)
+    # every kind once is more: the old behaviour, kept as the default
+    every = _validation_structures(space, 3, True, seed=0)
+    assert len(every) > len(frames) and not any(_held(a) for a in every)
 
 
 def _tilt(atoms, formula):
@@ -329,3 +332,24 @@ def test_bad_holdout_rules_name_the_problem(rule, message):
     with pytest.raises(ValueError) as exc:
         parse_space({**BROAD, "holdout": [rule]})
     assert message in str(exc.value)
+
+
+def test_the_issue_24_config_and_its_pilot_share_one_space_that_builds_every_category():
+    from pathlib import Path
+
+    from geomformer_md.distill.config import load_distill_config
+    from geomformer_md.distill.teacher import lattice_guess
+
+    root = Path(__file__).parent.parent / "research" / "configs"
+    real = load_distill_config(root / "distill-catalysis.yaml")
+    pilot = load_distill_config(root / "distill-catalysis-pilot.yaml")
+    assert pilot.space == real.space and pilot.teacher == real.teacher
+    assert pilot.out_dir != real.out_dir
+    names = {a.formula for a in real.space.adsorbates}
+    assert names == {"H", "O", "OH", "H2O", "O2", "OOH", "C", "CH", "CH2", "CH3", "CO", "COH",
+                     "CHO", "CH2O", "CH3O", "CO2", "N", "NH", "NH2", "NH3", "NO", "N2"}
+    space = Space(real.space, {e: lattice_guess(e) for e in real.space.elements})
+    frames = space.sample(np.random.default_rng(0), 40)
+    assert {a.info["category"] for a in frames} >= {"surface+ads", "surface", "alloy"}
+    for r, rule in enumerate(real.space.holdout):
+        assert len(space.sample(np.random.default_rng(r), 2, rule=rule)) == 2

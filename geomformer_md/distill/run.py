@@ -198,12 +198,9 @@ class DistillRun:
             return _read_frames(path)
         rng, frames = self.rng(0, 1), []
         n, rules = self.cfg.validation_per_category, space.cfg.holdout
-        for k, rep in _validation_kinds(space, n, self.cfg.validation_every_kind,
-                                        self.rng(0, 8)):
-            kind, args = space.kinds[k]
-            atoms = space.build(kind, args, np.random.default_rng([self.cfg.seed, 1, k, rep]))
-            if not any(matches(atoms.info, rule) for rule in rules):
-                frames.append(_rattled(atoms, rng, self.cfg.rattle))
+        for atoms in _validation_structures(space, n, self.cfg.validation_every_kind,
+                                            self.cfg.seed):
+            frames.append(_rattled(atoms, rng, self.cfg.rattle))
         for r, rule in enumerate(rules):  # held-out structures are only ever validation
             for atoms in space.sample(self.rng(0, 2, r), n, rule=rule):
                 atoms.info["holdout"] = rule_name(rule)
@@ -470,26 +467,35 @@ def _tags(atoms: Atoms) -> dict:
     return tags
 
 
-def _validation_kinds(space: Space, n: int, every_kind: bool, rng) -> list[tuple[int, int]]:
-    """(kind index, repetition) of each validation structure: every kind, about n per
-    category (every_kind), or n kinds per category drawn without replacement (as many as
-    it has, repeated, when it has fewer)."""
+def _validation_structures(space: Space, n: int, every_kind: bool, seed: int) -> list[Atoms]:
+    """The validation structures outside the hold-out rules: every kind, about n per
+    category (every_kind), or exactly n per category, kinds drawn at random without
+    replacement (again, with new random draws, when a category has fewer kinds than n or
+    its kinds are held out)."""
+    def build(k: int, rep: int) -> Atoms | None:
+        kind, args = space.kinds[k]
+        atoms = space.build(kind, args, np.random.default_rng([seed, 1, k, rep]))
+        return None if any(matches(atoms.info, r) for r in space.cfg.holdout) else atoms
+
     if every_kind:
-        return [(k, rep) for k, (kind, _) in enumerate(space.kinds)
-                for rep in range(max(1, round(n / _kinds_in_category(space, kind))))]
+        built = (build(k, rep) for k, (kind, _) in enumerate(space.kinds)
+                 for rep in range(max(1, round(n / _kinds_in_category(space, kind)))))
+        return [a for a in built if a is not None]
     by_category: dict[str, list[int]] = {}
     for k, (kind, _) in enumerate(space.kinds):
         by_category.setdefault(KIND_CATEGORY.get(kind, kind), []).append(k)
-    out = []
+    out, rng = [], np.random.default_rng([seed, 8])
     for cat in sorted(by_category):
-        kinds = by_category[cat]
-        picks = [kinds[i] for i in rng.permutation(len(kinds))[:n]]
-        picks += [kinds[i % len(kinds)] for i in range(n - len(picks))]
-        seen: dict[int, int] = {}
-        for k in picks:
-            out.append((k, seen.get(k, 0)))
-            seen[k] = out[-1][1] + 1
-    return sorted(out)
+        kinds = [by_category[cat][i] for i in rng.permutation(len(by_category[cat]))]
+        mine = []
+        for i in range(50 * n):
+            if len(mine) == n:
+                break
+            atoms = build(kinds[i % len(kinds)], i // len(kinds))
+            if atoms is not None:
+                mine.append(atoms)
+        out += mine
+    return out
 
 
 def _with_defaults(stored, default):
