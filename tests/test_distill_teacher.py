@@ -239,7 +239,7 @@ def test_sevennet_teaches_from_its_own_environment(tmp_path):
     assert "sevenn" in teacher.versions and "torch" in teacher.versions
     assert teacher.lattice_constant("Cu") == pytest.approx(3.612, abs=0.01)  # shared/DATA.md
     slab = fcc111("Pt", (2, 2, 3), vacuum=6.0)
-    add_adsorbate(slab, "CO", 1.9, "ontop")
+    add_adsorbate(slab, ase.Atoms("CO", [[0, 0, 0], [0, 0, 1.15]]), 1.9, "ontop")
     labelled, why = teacher.label(slab)
     assert why is None
     forces = labelled.get_forces()
