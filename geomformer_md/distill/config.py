@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ..model import GeoMFormerConfig
 from ..train.config import TrainingConfig
-from .space import SpaceConfig, parse_space
+from .space_config import SpaceConfig, parse_space
 
 EXPLORE_MODES = ("md", "relax", "rattle")
 TEACHER_KEYS = ("calculator", "kwargs", "name", "max_force", "python", "timeout")
