@@ -268,3 +268,38 @@ def test_balanced_selection_deals_the_budget_over_categories():
         "surface"] * 2
     with pytest.raises(ValueError, match="balance must be one of"):
         distill_config_from_dict({**common, "balance": "element"})
+
+
+def test_extra_data_is_checked_filtered_and_trained_on(tmp_path, capsys):
+    from ase.build import bulk
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.io import write
+
+    frames = []
+    for k, atoms in enumerate([bulk("Cu", "fcc", a=3.6), bulk("Cu", "fcc", a=3.7),
+                               bulk("Cu", "fcc", a=3.5), bulk("Ag", "fcc", a=4.1) * (2, 1, 1)]):
+        if k == 3:
+            atoms[0].symbol = "Cu"  # an Ag-Cu alloy: held out below
+        atoms.calc = EMT()
+        atoms.calc = SinglePointCalculator(atoms, energy=atoms.get_potential_energy(),
+                                           forces=atoms.get_forces())
+        atoms.info["source"] = "EMT"
+        frames.append(atoms)
+    write(tmp_path / "old.extxyz", frames)
+    space = {**TINY["space"], "holdout": [{"elements": "Cu-Ag"}]}
+    cfg = _write(tmp_path, "extra", space=space, iterations=0,
+                 extra_data=[str(tmp_path / "old.extxyz")])
+    assert main(["-q", "distill", str(cfg)]) == 0
+    out = tmp_path / "extra"
+    kept = read(out / "data" / "extra.extxyz", ":")
+    assert len(kept) == 3 and all(a.get_chemical_symbols() == ["Cu"] for a in kept)
+    assert "extra_data: 3 frames from 1 file(s); 1 dropped by the hold-out rules" in (
+        out / "log.txt").read_text()
+    stored = yaml.safe_load((out / "iter_000" / "member_0" / "config.json").read_text())
+    assert stored["data"]["extra_train_files"] == [str(out / "data" / "extra.extxyz")]
+    frames[1].info["source"] = "7net-0"
+    write(tmp_path / "mixed.extxyz", frames)
+    capsys.readouterr()
+    err = _error(tmp_path, capsys, "mixed", iterations=0,
+                 extra_data=[str(tmp_path / "mixed.extxyz")])
+    assert "frame 1 was labelled by 7net-0" in err and "this run's teacher EMT" in err

@@ -55,6 +55,7 @@ REPO_PATH = re.compile(r"(?<![\w./$-])((?:docs|potentials|scripts|benchmarks|exa
                        r"|geomformer_md|research|tests)/[\w./*<>{}-]*)")
 NOT_PATHS = {
     "data/iter_000.extxyz", "data/iter_i.extxyz",  # inside a distill run's folder (docs/distill.md)
+    "data/extra.extxyz",
     "tests/conftest.make_model",  # a Python name
 }
 

@@ -251,14 +251,21 @@ def test_research_configs_are_valid_and_name_existing_files(monkeypatch):
     """Every experiment config still reads, and the data and starting models it names exist
     (paths relative to the repository root, as its "Run:" line runs it; runs/ is a run's own
     output, not kept). An archived potential is named by its file, not by its name."""
+    import yaml
+
+    from geomformer_md.distill.config import load_distill_config
     from geomformer_md.train.config import load_train_config
 
     monkeypatch.chdir(ROOT)
     assert len(CONFIGS) >= 40
     missing = []
     for path in CONFIGS:
-        cfg = load_train_config(path)
-        named = [cfg.data.train_file, *cfg.data.extra_train_files, cfg.init_from]
+        if "teacher" in (yaml.safe_load(path.read_text()) or {}):  # a distillation config
+            cfg = load_distill_config(path)
+            named = [*cfg.extra_data, cfg.init_from]
+        else:
+            cfg = load_train_config(path)
+            named = [cfg.data.train_file, *cfg.data.extra_train_files, cfg.init_from]
         for f in filter(None, named):
             if not (f in SHIPPED or f.startswith("runs/") or Path(f).is_file()):
                 missing.append(f"{path.relative_to(ROOT)}: {f}")

@@ -27,9 +27,10 @@ from pathlib import Path
 
 from ..model import GeoMFormerConfig
 from ..train.config import TrainingConfig
-from .space import SpaceConfig, parse_space
+from .space_config import SpaceConfig, parse_space
 
 EXPLORE_MODES = ("md", "relax", "rattle")
+TEACHER_KEYS = ("calculator", "kwargs", "name", "max_force", "python", "timeout")
 SELECTIONS = ("uncertainty", "random")
 BALANCES = ("none", "category")
 
@@ -43,10 +44,18 @@ class DistillConfig:
         seed: seeds every random choice (sampling, exploration, selection, training).
         teacher: {calculator: import path of an ASE calculator class or factory, kwargs:
             {...}, name: label stored in each frame's info, max_force: frames above this
-            |F| (eV/Å) count as teacher failures (default 50)}.
+            |F| (eV/Å) count as teacher failures (default 50), python: an interpreter of
+            another environment to run the calculator in (one long-lived process, restarted
+            after a crash; distill/teacher_process.py), timeout: seconds one structure may
+            take there before it counts as a teacher failure (with python only; default
+            no limit)}.
         space: the configuration space (distill/space.py, SpaceConfig).
         lattice_constants: fcc lattice constants (Å) by element; missing ones are measured
             with the teacher (a parabola through 7 energies).
+        extra_data: labelled files (any ASE-readable, .xz too) by the same teacher that
+            every member trains on besides the run's own frames (e.g. an earlier data set):
+            each frame must name the teacher in its info (``teacher`` or ``source`` equal
+            to ``teacher.name``); frames that a hold-out rule matches are dropped.
         init_from: a shipped potential, model file or committee file to start from (then
             ``model`` must be empty); None trains new models with ``model``.
         refit_e0: with init_from, refit per-element reference energies to the teacher
@@ -77,6 +86,10 @@ class DistillConfig:
         validation_per_category: fixed validation frames per category of the space (and
             per hold-out rule), labelled once at the start; errors on them are reported
             each iteration.
+        validation_every_kind: true builds every kind of structure of the space at least
+            once (so a category with more kinds than validation_per_category gets one frame
+            per kind); false draws exactly validation_per_category kinds per category at
+            random: for large spaces, where every kind once is thousands of frames.
         training: TrainingConfig keys of the first training of each member.
         finetune: TrainingConfig keys that override ``training`` in later iterations, which
             continue each member from its last weights on all data so far.
@@ -88,6 +101,7 @@ class DistillConfig:
     teacher: dict = field(default_factory=dict)
     space: SpaceConfig = field(default_factory=SpaceConfig)
     lattice_constants: dict = field(default_factory=dict)
+    extra_data: tuple[str, ...] = ()
     init_from: str | None = None
     refit_e0: bool = False
     model: dict = field(default_factory=dict)
@@ -109,6 +123,7 @@ class DistillConfig:
     max_per_trajectory: int = 3
     min_separation: int = 2
     validation_per_category: int = 8
+    validation_every_kind: bool = True
     training: dict = field(default_factory=dict)
     finetune: dict = field(default_factory=dict)
     retrain: bool = False
@@ -121,7 +136,7 @@ _INTS = ("seed", "committee_size", "iterations", "initial_frames", "frames_per_i
          "structures_per_iteration", "md_steps", "snapshot_every", "relax_steps",
          "max_per_trajectory", "min_separation", "validation_per_category")
 _FLOATS = ("timestep_fs", "rattle")
-_BOOLS = ("refit_e0", "bootstrap", "retrain")
+_BOOLS = ("refit_e0", "bootstrap", "retrain", "validation_every_kind")
 
 
 def _check_training(section: dict, where: str) -> dict:
@@ -162,12 +177,22 @@ def distill_config_from_dict(raw: dict) -> DistillConfig:
     teacher = d.get("teacher")
     if not isinstance(teacher, dict) or "calculator" not in teacher:
         raise ValueError("teacher must be given as {calculator: <import path>, kwargs: {...}}")
-    extra = sorted(set(teacher) - {"calculator", "kwargs", "name", "max_force"})
+    extra = sorted(set(teacher) - set(TEACHER_KEYS))
     if extra:
-        raise ValueError(f"unknown key(s) {extra} in teacher; valid: calculator, kwargs, name, "
-                         f"max_force")
+        raise ValueError(f"unknown key(s) {extra} in teacher; valid: {', '.join(TEACHER_KEYS)}")
     if not isinstance(teacher.get("kwargs", {}), dict):
         raise ValueError("teacher.kwargs must be a mapping of keyword arguments")
+    if "python" in teacher and (not isinstance(teacher["python"], str) or not teacher["python"]):
+        raise ValueError(f"teacher.python must be the path of a Python interpreter, got "
+                         f"{teacher['python']!r}")
+    for key in ("timeout", "max_force"):
+        value = teacher.get(key)
+        if key in teacher and (isinstance(value, bool) or not isinstance(value, (int, float))
+                               or not math.isfinite(value) or value <= 0):
+            raise ValueError(f"teacher.{key} must be a positive number, got {value!r}")
+    if "timeout" in teacher and "python" not in teacher:
+        raise ValueError("teacher.timeout needs teacher.python: only a teacher in its own "
+                         "process can be stopped when it hangs")
     d["space"] = parse_space(d.get("space") or {})
     model = d.get("model") or {}
     valid_model = {f.name for f in dataclasses.fields(GeoMFormerConfig)} - {"species", "dtype"}
@@ -182,6 +207,10 @@ def distill_config_from_dict(raw: dict) -> DistillConfig:
     for key in ("explore", "temperatures"):
         if key in d:
             d[key] = tuple(d[key])
+    extra = d.get("extra_data", ())
+    if isinstance(extra, str) or not all(isinstance(p, str) for p in extra):
+        raise ValueError(f"extra_data must be a list of file paths, got {extra!r}")
+    d["extra_data"] = tuple(extra)
     bad = [m for m in d.get("explore", ()) if m not in EXPLORE_MODES]
     if bad or ("explore" in d and not d["explore"]):
         raise ValueError(f"explore must be a non-empty list of {list(EXPLORE_MODES)}, got "

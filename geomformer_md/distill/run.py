@@ -63,13 +63,19 @@ class DistillRun:
         self.out = Path(cfg.out_dir)
         self._log = log
         self._check_out_dir()
-        self.teacher = Teacher(**{"max_force": 50.0, **cfg.teacher})
         elements = set(cfg.space.elements)
         for a in cfg.space.all_adsorbates:
             elements |= set(Atoms(_formula_atoms(a.formula)).get_chemical_symbols())
         self.elements = sorted(elements)
         self._check_model_elements()
-        self.teacher.check_elements(self.elements)
+        self.teacher = Teacher(**{"max_force": 50.0, **cfg.teacher},
+                               log_path=self.out / "teacher.log")
+        try:
+            self.teacher.check_elements(self.elements)
+            self._record_teacher()
+        except BaseException:
+            self.teacher.close()
+            raise
 
     # ------------------------------------------------------------------ setup
     def log(self, msg: str) -> None:
@@ -83,9 +89,12 @@ class DistillRun:
         path = self.out / "config.json"
         mine = self.cfg.to_dict()
         if path.is_file():
-            stored = json.loads(path.read_text())
+            # keys added to the config since the run started compare as their defaults
+            stored = _with_defaults(json.loads(path.read_text()),
+                                    json.loads(json.dumps(DistillConfig().to_dict(), default=str)))
             diff = sorted(k for k in set(mine) | set(stored)
-                          if k != "iterations" and json.dumps(mine.get(k), default=str)
+                          if k not in ("iterations", "teacher_record")
+                          and json.dumps(mine.get(k), default=str)
                           != json.dumps(stored.get(k), default=str))
             if diff:
                 raise ValueError(
@@ -93,6 +102,29 @@ class DistillRun:
                     f"{', '.join(diff)}): use a new out_dir, or delete {self.out} to start over")
         else:
             _atomic_json(path, json.loads(json.dumps(mine, default=str)))
+
+    def _record_teacher(self) -> None:
+        """Store what labels (teacher.record(): versions, settings) in config.json; refuse
+        to continue a run whose labels came from other versions of the teacher."""
+        path = self.out / "config.json"
+        stored = json.loads(path.read_text())
+        mine = json.loads(json.dumps(self.teacher.record(), default=str))
+        before = stored.get("teacher_record")
+        if before is None:
+            stored["teacher_record"] = mine
+            _atomic_json(path, stored)
+        elif before.get("versions") != mine["versions"]:
+            was = ", ".join(f"{k} {v}" for k, v in before.get("versions", {}).items())
+            raise ValueError(
+                f"{self.out} was labelled by {was}; the teacher now runs {self.teacher.version}: "
+                f"labels of two versions would mix in one run; use a new out_dir (or restore "
+                f"the teacher's environment)")
+        self.log(f"teacher {self.teacher.name}: {self.teacher.version}"
+                 + (f" (in {self.teacher.python})" if self.teacher.python else ""))
+
+    def close(self) -> None:
+        """Stop the teacher's process (a teacher run with teacher.python)."""
+        self.teacher.close()
 
     def _check_model_elements(self) -> None:
         if not self.cfg.init_from:
@@ -132,7 +164,9 @@ class DistillRun:
         for k, atoms in enumerate(frames):
             ok, bad = folder / f"{k:05d}.extxyz", folder / f"{k:05d}.failed"
             if not ok.exists() and not bad.exists():
+                t0 = time.perf_counter()
                 labelled, why = self.teacher.label(atoms)
+                self._record_time(desc, k, atoms, time.perf_counter() - t0, why is None)
                 if labelled is None:
                     bad.write_text(why)
                     with open(self.out / "failures.csv", "a", newline="") as fh:
@@ -147,6 +181,16 @@ class DistillRun:
         bar.close()
         return done
 
+    def _record_time(self, desc: str, k: int, atoms: Atoms, seconds: float, ok: bool) -> None:
+        """One row of teacher_times.csv: the cost of each teacher call, by category."""
+        path = self.out / "teacher_times.csv"
+        new = not path.exists()
+        with open(path, "a", newline="") as fh:
+            w = csv.writer(fh)
+            if new:
+                w.writerow(["phase", "frame", "category", "n_atoms", "seconds", "ok"])
+            w.writerow([desc, k, category_of(atoms), len(atoms), f"{seconds:.3f}", int(ok)])
+
     # ------------------------------------------------------------------ phases
     def validation_set(self, space: Space) -> list[Atoms]:
         path = self.out / "validation.extxyz"
@@ -154,11 +198,9 @@ class DistillRun:
             return _read_frames(path)
         rng, frames = self.rng(0, 1), []
         n, rules = self.cfg.validation_per_category, space.cfg.holdout
-        for k, (kind, args) in enumerate(space.kinds):  # every kind; about n per category
-            for rep in range(max(1, round(n / _kinds_in_category(space, kind)))):
-                atoms = space.build(kind, args, np.random.default_rng([self.cfg.seed, 1, k, rep]))
-                if not any(matches(atoms.info, rule) for rule in rules):
-                    frames.append(_rattled(atoms, rng, self.cfg.rattle))
+        for atoms in _validation_structures(space, n, self.cfg.validation_every_kind,
+                                            self.cfg.seed):
+            frames.append(_rattled(atoms, rng, self.cfg.rattle))
         for r, rule in enumerate(rules):  # held-out structures are only ever validation
             for atoms in space.sample(self.rng(0, 2, r), n, rule=rule):
                 atoms.info["holdout"] = rule_name(rule)
@@ -178,6 +220,36 @@ class DistillRun:
             _atomic_write_frames(path, labelled)
         return path
 
+    def extra_data(self) -> Path | None:
+        """The frames of ``extra_data`` that every member trains on: checked to come from
+        this run's teacher, held-out structures dropped; written once (data/extra.extxyz)."""
+        if not self.cfg.extra_data:
+            return None
+        path = self.out / "data" / "extra.extxyz"
+        if path.exists():
+            return path
+        from ..train.data import read_frames
+
+        kept, dropped = [], 0
+        for file in self.cfg.extra_data:
+            for i, atoms in enumerate(read_frames(file)):
+                who = atoms.info.get("teacher", atoms.info.get("source"))
+                if str(who) != self.teacher.name:
+                    who = who or "an unnamed teacher"
+                    raise ValueError(
+                        f"extra_data {file}: frame {i} was labelled by {who} (info teacher or "
+                        f"source), not by this run's teacher {self.teacher.name}: never mix "
+                        f"labellers in one data set")
+                if any(matches(_tags(atoms), rule) for rule in self.cfg.space.holdout):
+                    dropped += 1
+                else:
+                    kept.append(atoms)
+        path.parent.mkdir(exist_ok=True)
+        _atomic_write_frames(path, kept)
+        self.log(f"extra_data: {len(kept)} frames from {len(self.cfg.extra_data)} file(s); "
+                 f"{dropped} dropped by the hold-out rules")
+        return path
+
     def explore(self, it: int, space: Space, committee) -> list[Atoms]:
         path = self.out / f"iter_{it:03d}" / "candidates.extxyz"
         if path.exists():
@@ -186,6 +258,7 @@ class DistillRun:
         from ..simulate._progress import progress_bar
 
         calc = GeoMFormerCalculator(committee, uncertainty_threshold=None)
+        t0 = time.perf_counter()
         starts = space.sample(self.rng(it, 4), self.cfg.structures_per_iteration)
         candidates = []
         bar = progress_bar(len(starts), f"explore {it}", enabled=self.progress, unit="structure")
@@ -195,6 +268,9 @@ class DistillRun:
                                             trajectory=k)
             bar.update(1)
         bar.close()
+        took = time.perf_counter() - t0
+        self.log(f"iteration {it}: explored {len(starts)} structures, {len(candidates)} "
+                 f"candidates in {took:.0f} s ({took / max(1, len(candidates)):.2f} s each)")
         path.parent.mkdir(parents=True, exist_ok=True)
         _atomic_write_frames(path, candidates)
         # what was stored (positions rounded by extxyz), so that a resumed run, which reads
@@ -227,12 +303,14 @@ class DistillRun:
                 settings.update(self.cfg.finetune)
             settings.setdefault("num_threads", 1)
             settings["seed"] = self.cfg.seed * 1000 + 10 * it + k
+            extra = self.extra_data()
             config = {
                 "out_dir": str(folder), "init_from": str(previous) if previous else None,
                 "refit_e0": ("present" if self.cfg.refit_e0 and previous == self._base_member(k)
                              else "none"),
                 "data": {"train_file": str(train_file), "val_fraction": 0.0,
-                         "test_fraction": 0.0, "max_force": self.teacher.max_force},
+                         "test_fraction": 0.0, "max_force": self.teacher.max_force,
+                         "extra_train_files": [str(extra)] if extra else []},
                 "model": {} if previous else {**self.cfg.model, "species": self._species()},
                 "training": settings,
             }
@@ -241,7 +319,9 @@ class DistillRun:
             self.log(f"iteration {it}: training member {k} on {len(frames)} frames"
                      f"{' (bootstrap)' if self.cfg.bootstrap else ''}"
                      f"{f' from {previous}' if previous else ' from scratch'}")
+            t0 = time.perf_counter()
             train(config, resume=True, progress=False, log=lambda m: None)
+            self.log(f"iteration {it}: member {k} trained in {time.perf_counter() - t0:.0f} s")
         return paths
 
     def _species(self) -> list[int]:
@@ -284,6 +364,7 @@ class DistillRun:
     def run(self) -> dict:
         start = time.time()
         space = Space(self.cfg.space, self.lattice_constants())
+        self.extra_data()  # checked before the teacher spends time on anything
         validation = self.validation_set(space)
         self.log(f"validation: {len(validation)} frames in categories "
                  f"{sorted({category_of(a) for a in validation})}")
@@ -306,8 +387,8 @@ class DistillRun:
                 cands = _read_frames(self.out / f"iter_{it:03d}" / "candidates.extxyz")
                 unc = _uncertainty_summary(cands, _read_frames(path))
                 added = len(_read_frames(path))
-                label_dir = self.out / f"iter_{it:03d}" / "label"
-                failed = failed or sum(1 for _ in label_dir.glob("*.failed"))
+            label_dir = self.out / f"iter_{it:03d}" / "label"
+            failed = failed or sum(1 for _ in label_dir.glob("*.failed"))
             members = self.train_members(it, data)
             committee = self.committee(it, members)
             if any(r["iteration"] == it for r in rows):
@@ -376,6 +457,54 @@ def _kinds_in_category(space: Space, kind: str) -> int:
     return sum(1 for k, _ in space.kinds if KIND_CATEGORY.get(k, k) == mine)
 
 
+def _tags(atoms: Atoms) -> dict:
+    """Hold-out tags of a frame from elsewhere: its own info where it has the key, the metal
+    elements from its atoms otherwise (so {elements: Cu-Ni} catches any Cu-Ni frame)."""
+    metals = sorted({s for s in atoms.get_chemical_symbols() if s not in ("H", "C", "N", "O")})
+    tags = {"elements": "-".join(metals) or "none"}
+    tags.update({k: atoms.info[k] for k in ("category", "elements", "facet", "adsorbate", "shape",
+                                            "cluster_size") if k in atoms.info})
+    return tags
+
+
+def _validation_structures(space: Space, n: int, every_kind: bool, seed: int) -> list[Atoms]:
+    """The validation structures outside the hold-out rules: every kind, about n per
+    category (every_kind), or exactly n per category, kinds drawn at random without
+    replacement (again, with new random draws, when a category has fewer kinds than n or
+    its kinds are held out)."""
+    def build(k: int, rep: int) -> Atoms | None:
+        kind, args = space.kinds[k]
+        atoms = space.build(kind, args, np.random.default_rng([seed, 1, k, rep]))
+        return None if any(matches(atoms.info, r) for r in space.cfg.holdout) else atoms
+
+    if every_kind:
+        built = (build(k, rep) for k, (kind, _) in enumerate(space.kinds)
+                 for rep in range(max(1, round(n / _kinds_in_category(space, kind)))))
+        return [a for a in built if a is not None]
+    by_category: dict[str, list[int]] = {}
+    for k, (kind, _) in enumerate(space.kinds):
+        by_category.setdefault(KIND_CATEGORY.get(kind, kind), []).append(k)
+    out, rng = [], np.random.default_rng([seed, 8])
+    for cat in sorted(by_category):
+        kinds = [by_category[cat][i] for i in rng.permutation(len(by_category[cat]))]
+        mine = []
+        for i in range(50 * n):
+            if len(mine) == n:
+                break
+            atoms = build(kinds[i % len(kinds)], i // len(kinds))
+            if atoms is not None:
+                mine.append(atoms)
+        out += mine
+    return out
+
+
+def _with_defaults(stored, default):
+    """``stored`` with the keys it lacks taken from ``default``, in nested mappings too."""
+    if not isinstance(stored, dict) or not isinstance(default, dict):
+        return stored
+    return {**default, **{k: _with_defaults(v, default.get(k)) for k, v in stored.items()}}
+
+
 def _formula_atoms(formula: str) -> Atoms:
     from .space import adsorbate_molecule
 
@@ -395,6 +524,10 @@ def distill(config, log=print, progress: bool = True) -> dict:
         config = load_distill_config(config)
     elif isinstance(config, dict):
         config = distill_config_from_dict(config)
-    return DistillRun(config, log=log, progress=progress).run()
+    run = DistillRun(config, log=log, progress=progress)
+    try:
+        return run.run()
+    finally:
+        run.close()
 
 

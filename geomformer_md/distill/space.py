@@ -9,11 +9,17 @@ sites at coverages on surfaces and clusters, co-adsorbed pairs on surfaces, plus
 gas-phase molecules themselves. ``sample`` draws starting structures, each tagged in
 ``atoms.info`` with its ``category`` and the keys a hold-out rule can match:
 
-    category   bulk | alloy | surface | surface+ads | cluster | cluster+ads | gas
-    elements   metal elements, sorted and joined ("Cu", "Ag-Cu")
-    facet      Miller index of a surface ("111", "211"), "none" otherwise
-    adsorbate  adsorbate name, "CO+O" for a co-adsorbed pair, "none" for none
-    shape      cluster shape and metal atom count ("icosahedron13"), "none" otherwise
+    category      bulk | alloy | surface | surface+ads | cluster | cluster+ads | gas
+    elements      metal elements, sorted and joined ("Cu", "Ag-Cu")
+    facet         Miller index of a surface ("111", "211"), "none" otherwise
+    adsorbate     adsorbate name, "CO+O" for a co-adsorbed pair, "none" for none
+    shape         cluster shape and metal atom count ("icosahedron13"), "none" otherwise
+    cluster_size  metal atoms of a cluster ("55"), "none" otherwise
+
+A hold-out rule matches a structure when every key it gives matches: a value or a list
+of values (any of them); ``elements`` in any order ("Pd-Au" is "Au-Pd"); ``adsorbate``
+matches a structure holding that adsorbate, alone or co-adsorbed ({adsorbate: [NH, NH2,
+NH3]} holds out the whole NHx family, "NH3+H" included, and the gas-phase molecules).
 
 and, for what a test set reports per structure (not hold-out keys):
 
@@ -33,244 +39,42 @@ by Vegard's law in alloys. Structures are built with ASE (ase.build, ase.cluster
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
-from dataclasses import dataclass, field
 
 import numpy as np
 from ase import Atoms
 from ase.build import bulk, surface
-from ase.cluster import Decahedron, Icosahedron, Octahedron
 from ase.constraints import FixAtoms
 from ase.data import atomic_numbers, covalent_radii
 
-from ..simulate.catalysis import adsorbate_from_name
+from .space_config import (
+    CATEGORIES,
+    CLUSTER_SHAPES,
+    EXTRA_MOLECULES,
+    HOLDOUT_KEYS,
+    ORIENTATIONS,
+    SITES,
+    SURFACE_SITES,
+    Adsorbate,
+    SpaceConfig,
+    _binding_index,
+    adsorbate_molecule,
+    matches,
+    parse_space,
+    rule_name,
+)
 
-CATEGORIES = ("bulk", "alloy", "surface", "surface+ads", "cluster", "cluster+ads", "gas")
+__all__ = ["ADSORBATE_MIN_DISTANCE", "ADSORBATE_NO_BOND", "CATEGORIES", "CLUSTER_SHAPES",
+           "EXTRA_MOLECULES", "HOLDOUT_KEYS", "KIND_CATEGORY", "ORIENTATIONS", "SITES",
+           "SURFACE_SITES", "Adsorbate", "Space", "SpaceConfig", "adsorbate_molecule",
+           "bottom_layer", "exposed_atoms", "matches", "parse_space", "rule_name", "top_layer"]
+
 KIND_CATEGORY = {"alloy_random": "alloy", "alloy_ordered": "alloy"}  # builder -> category
-CLUSTER_SHAPES = {
-    # name -> (ASE builder, the keyword arguments a config entry may give)
-    "icosahedron": (Icosahedron, ("noshells",)),
-    "octahedron": (Octahedron, ("length", "cutoff")),
-    "decahedron": (Decahedron, ("p", "q", "r")),
-}
 
-
-SITES = ("top", "bridge", "hollow")
 # Atoms of different adsorbates stay at least max(ADSORBATE_MIN_DISTANCE, ADSORBATE_NO_BOND x
 # the covalent bond length) apart: no bond between them (a hydrogen bond O...H, ~1.8 Å, stays)
 ADSORBATE_MIN_DISTANCE = 1.8  # Å
 ADSORBATE_NO_BOND = 1.3
-
-
-def _hydroperoxyl() -> Atoms:  # HO2 (OOH): O-O 1.33 Å, O-H 0.97 Å, O-O-H 104° (CCCBDB)
-    t = np.radians(180 - 104.3)
-    return Atoms("O2H", [[0, 0, 0], [1.331, 0, 0], [1.331 + 0.971 * np.cos(t),
-                                                      0.971 * np.sin(t), 0]])
-
-
-def _hydroxymethylidyne() -> Atoms:  # COH: C-O 1.27 Å, O-H 0.98 Å, C-O-H 110°, a start
-    t = np.radians(180 - 110.0)         # geometry (the adsorbed radical relaxes from it)
-    return Atoms("COH", [[0, 0, 0], [1.27, 0, 0], [1.27 + 0.98 * np.cos(t),
-                                                   0.98 * np.sin(t), 0]])
-
-
-def _formyl() -> Atoms:  # CHO: ase.build.molecule's HCO (atoms C, O, H)
-    from ase.build import molecule
-
-    return molecule("HCO")
-
-
-# Adsorbates that ase.build.molecule lacks (or names otherwise), binding atom first.
-EXTRA_MOLECULES = {"OOH": _hydroperoxyl, "COH": _hydroxymethylidyne, "CHO": _formyl}
-
-
-def adsorbate_molecule(formula: str, binding_atom: int | None = None) -> tuple[str, Atoms, int]:
-    """simulate.catalysis.adsorbate_from_name, knowing EXTRA_MOLECULES as well."""
-    if formula in EXTRA_MOLECULES:
-        _, mol, bind = adsorbate_from_name(EXTRA_MOLECULES[formula](), binding_atom)
-        return formula, mol, bind
-    try:
-        return adsorbate_from_name(formula, binding_atom)
-    except ValueError as exc:
-        raise ValueError(f"{exc}; the configuration space also knows "
-                         f"{sorted(EXTRA_MOLECULES)}") from None
-
-
-@dataclass(frozen=True)
-class Adsorbate:
-    """An adsorbate by name (element, ase.build.molecule name or one of EXTRA_MOLECULES),
-    its binding element and the sites it is placed on (None: top, bridge and hollow)."""
-
-    formula: str
-    binding: str | None = None
-    sites: tuple[str, ...] | None = None
-
-
-@dataclass(frozen=True)
-class SpaceConfig:
-    """What to sample. Every section is optional; at least one must give structures.
-
-    Attributes:
-        elements: metal elements (fcc), e.g. [Cu, Ag, Au].
-        bulk: sample strained / rattled fcc bulk of each element.
-        bulk_size: repetitions of the 4-atom cubic cell (2 -> 32 atoms).
-        strain: largest strain component of bulk and alloy cells (0.04 = ±4 %).
-        alloy_pairs: element pairs for alloys, alloy surfaces and alloy clusters.
-        alloy_compositions: fractions x of the second element in random solid solutions.
-        ordered: ordered phases to build for each pair: "L12" (A3B) and/or "L10" (AB).
-        alloy_surfaces: how alloy slabs are made, one drawn per slab: "random" (the second
-            element at random sites), "segregated" (only in the top layer), "L12" / "L10"
-            (cut from the ordered phase).
-        miller: surfaces by Miller index ("111", "100", "110", "211", "311").
-        surface_layers: atomic planes of a slab (the bottom one is fixed in exploration).
-        surface_size: in-plane repetitions of the surface cell.
-        vacuum: vacuum on each side of slabs and around clusters and molecules, Å.
-        defects: surface defects to draw from: "adatom", "vacancy".
-        clusters: cluster shapes, e.g. {shape: icosahedron, noshells: 2} (13 atoms),
-            {shape: octahedron, length: 4, cutoff: 1} (38, truncated octahedron),
-            {shape: octahedron, length: 3, cutoff: 1} (13, cuboctahedron).
-        adsorbates: adsorbates with their binding element and sites.
-        coadsorption: pairs of adsorbates placed together on surfaces (alternately, at
-            least one of each).
-        coverages: adsorbates per top-layer surface atom (1/9 ... 1 ML) on surfaces.
-        gas: include the adsorbates as gas-phase molecules.
-    """
-
-    elements: tuple[str, ...] = ()
-    bulk: bool = True
-    bulk_size: int = 2
-    strain: float = 0.04
-    alloy_pairs: tuple[tuple[str, str], ...] = ()
-    alloy_compositions: tuple[float, ...] = (0.25, 0.5)
-    ordered: tuple[str, ...] = ("L12", "L10")
-    alloy_surfaces: tuple[str, ...] = ("random", "segregated")
-    miller: tuple[str, ...] = ()
-    surface_layers: int = 3
-    surface_size: tuple[int, int] = (2, 2)
-    vacuum: float = 6.0
-    defects: tuple[str, ...] = ()
-    clusters: tuple[dict, ...] = ()
-    adsorbates: tuple[Adsorbate, ...] = ()
-    coadsorption: tuple[tuple[Adsorbate, Adsorbate], ...] = ()
-    coverages: tuple[float, ...] = (0.25,)
-    gas: bool = True
-    holdout: tuple[dict, ...] = field(default=())
-
-    @property
-    def all_adsorbates(self) -> tuple[Adsorbate, ...]:
-        """Every adsorbate of the space, alone or in a co-adsorbed pair."""
-        return self.adsorbates + tuple(a for pair in self.coadsorption for a in pair)
-
-
-def parse_space(raw: dict) -> SpaceConfig:
-    """A ``space:`` mapping from YAML -> SpaceConfig; ValueError names the bad key."""
-    if not isinstance(raw, dict):
-        raise ValueError(f"space must be a mapping, got {type(raw).__name__}")
-    valid = {f.name for f in dataclasses.fields(SpaceConfig)}
-    unknown = sorted(set(raw) - valid)
-    if unknown:
-        raise ValueError(f"unknown key(s) {unknown} in space; valid keys: {sorted(valid)}")
-    d = dict(raw)
-    els = d.get("elements", ())
-    if isinstance(els, str) or not all(isinstance(e, str) for e in els):
-        raise ValueError(f"space.elements must be a list of element symbols, got {els!r}")
-    bad = [e for e in els if e not in atomic_numbers]
-    if bad:
-        raise ValueError(f"space.elements: {bad} are not element symbols")
-    d["elements"] = tuple(els)
-    pairs = []
-    for p in d.get("alloy_pairs", ()):
-        if isinstance(p, str):
-            p = p.split("-")
-        if len(p) != 2 or any(e not in d["elements"] for e in p) or p[0] == p[1]:
-            raise ValueError(f"space.alloy_pairs: {p!r} must be two different elements of "
-                             f"space.elements {list(d['elements'])}")
-        pairs.append(tuple(p))
-    d["alloy_pairs"] = tuple(pairs)
-    d["miller"] = tuple(_miller(m) for m in d.get("miller", ()))
-    for key in ("ordered", "defects", "alloy_surfaces"):
-        d[key] = tuple(d.get(key, SpaceConfig.__dataclass_fields__[key].default))
-    for o in d["ordered"]:
-        if o not in ("L12", "L10"):
-            raise ValueError(f"space.ordered: {o!r} is not L12 or L10")
-    for o in d["alloy_surfaces"]:
-        if o not in ("random", "segregated", "L12", "L10"):
-            raise ValueError(f"space.alloy_surfaces: {o!r} is not random, segregated, L12 or L10")
-    if not d["alloy_surfaces"]:
-        raise ValueError("space.alloy_surfaces is empty: give random, segregated, L12 or L10")
-    for o in d["defects"]:
-        if o not in ("adatom", "vacancy"):
-            raise ValueError(f"space.defects: {o!r} is not adatom or vacancy")
-    clusters = []
-    for c in d.get("clusters", ()):
-        if not isinstance(c, dict) or c.get("shape") not in CLUSTER_SHAPES:
-            raise ValueError(f"space.clusters: {c!r} needs shape: one of {sorted(CLUSTER_SHAPES)}")
-        allowed = CLUSTER_SHAPES[c["shape"]][1]
-        extra = sorted(set(c) - {"shape", *allowed})
-        if extra or any(not isinstance(c.get(k), int) for k in allowed):
-            raise ValueError(
-                f"space.clusters: {c['shape']} takes integer {list(allowed)}, got {c!r}")
-        clusters.append(dict(c))
-    d["clusters"] = tuple(clusters)
-    d["adsorbates"] = tuple(_adsorbate(a, "space.adsorbates") for a in d.get("adsorbates", ()))
-    pairs = []
-    for p in d.get("coadsorption", ()):
-        if isinstance(p, (str, dict)) or len(p) != 2:
-            raise ValueError(f"space.coadsorption: {p!r} must be a pair of adsorbates, "
-                             f"e.g. [CO, O]")
-        pairs.append(tuple(_adsorbate(a, "space.coadsorption") for a in p))
-    d["coadsorption"] = tuple(pairs)
-    for key in ("alloy_compositions", "coverages"):
-        vals = tuple(float(x) for x in d.get(key, SpaceConfig.__dataclass_fields__[key].default))
-        if not all(0 < x <= 1 for x in vals):
-            raise ValueError(f"space.{key} must be fractions in (0, 1], got {list(vals)}")
-        d[key] = vals
-    d["surface_size"] = tuple(d.get("surface_size", (2, 2)))
-    d["holdout"] = tuple(dict(h) for h in d.get("holdout", ()))
-    for h in d["holdout"]:
-        if not h or set(h) - {"category", "elements", "facet", "adsorbate", "shape"}:
-            raise ValueError(f"space.holdout: {h!r} must match on category, elements, facet, "
-                             f"adsorbate or shape")
-    cfg = SpaceConfig(**d)
-    if not cfg.elements:
-        raise ValueError("space.elements is empty: the configuration space has no structures")
-    if not (cfg.bulk or cfg.alloy_pairs or cfg.miller or cfg.clusters):
-        raise ValueError("the configuration space is empty: give bulk, alloy_pairs, miller or "
-                         "clusters")
-    return cfg
-
-
-def _adsorbate(a, where: str) -> Adsorbate:
-    a = {"formula": a} if isinstance(a, str) else dict(a)
-    if set(a) - {"formula", "binding", "sites"} or "formula" not in a:
-        raise ValueError(f"{where}: {a!r} must be {{formula: ..., binding: ..., sites: ...}}")
-    adsorbate_molecule(str(a["formula"]))  # raises a clear ValueError for unknown names
-    sites = a.get("sites")
-    if sites is not None:
-        sites = (sites,) if isinstance(sites, str) else tuple(sites)
-        if not sites or set(sites) - set(SITES):
-            raise ValueError(f"{where}: sites of {a['formula']} must be some of {list(SITES)}, "
-                             f"got {a['sites']!r}")
-    ads = Adsorbate(str(a["formula"]), a.get("binding"), sites)
-    _binding_index(ads)  # raises if the binding element is not in the molecule
-    return ads
-
-
-def _miller(m) -> str:
-    s = str(m).strip().strip("()").replace(",", "").replace(" ", "")
-    if len(s) != 3 or not s.isdigit() or s == "000":
-        raise ValueError(f"space.miller: {m!r} is not a Miller index like 111 or 211")
-    return s
-
-
-def matches(info: dict, rule: dict) -> bool:
-    """Does a structure's tag set match a hold-out rule (every key equal)?"""
-    return all(str(info.get(k, "")) == str(v) for k, v in rule.items())
-
-
-def rule_name(rule: dict) -> str:
-    return "heldout:" + ",".join(f"{k}={v}" for k, v in sorted(rule.items()))
 
 
 # --------------------------------------------------------------------------- builders
@@ -338,11 +142,24 @@ def _slab(cell: Atoms, miller: str, layers: int, size, vacuum: float) -> Atoms:
     return slab
 
 
-def _surface_normal_sites(atoms: Atoms, rng, n: int, periodic: bool):
-    """n (position, outward normal) pairs on the outer atoms: top layer of a slab, or the
-    atoms farthest from a cluster's centre."""
+def exposed_atoms(atoms: Atoms) -> np.ndarray:
+    """Metal atoms of the upper half of a slab with fewer than 12 metal neighbours (within
+    1.2x the nearest-neighbour distance): the top layer, and below it every atom that the
+    vacuum can reach (terrace and step-foot atoms of (211), the troughs of (110))."""
+    metal = np.flatnonzero(~np.isin(atoms.numbers, list(_LIGHT)))
+    d = atoms.get_all_distances(mic=True)[np.ix_(metal, metal)]
+    np.fill_diagonal(d, np.inf)
+    cn = (d < 1.2 * d.min()).sum(1)
+    z = atoms.positions[metal, 2]
+    return metal[(cn < 12) & (z > 0.5 * (z.min() + z.max()))]
+
+
+def _surface_normal_sites(atoms: Atoms, rng, n: int, periodic: bool, exposed: bool = False):
+    """n (position, outward normal) pairs on the outer atoms: top layer (or, with
+    ``exposed``, every exposed atom) of a slab, or the atoms farthest from a cluster's
+    centre."""
     if periodic:
-        outer = top_layer(atoms)
+        outer = exposed_atoms(atoms) if exposed else top_layer(atoms)
         normals = np.tile([0.0, 0.0, 1.0], (len(outer), 1))
     else:
         centre = atoms.positions.mean(0)
@@ -354,16 +171,21 @@ def _surface_normal_sites(atoms: Atoms, rng, n: int, periodic: bool):
 
 
 def _place(atoms: Atoms, ads: Adsorbate, rng, anchor: int, normal, tilt_deg: float,
-           tries: int = 10) -> Atoms:
+           tries: int = 10, orientations: tuple[str, ...] = (),
+           min_contact: float = 0.75) -> Atoms:
     """One adsorbate on a top, bridge or hollow site (one of ``ads.sites``) next to atom
-    ``anchor``, tilted and spun at random. A placement with any atom closer than 0.75x the
-    covalent bond length to the structure, or bonded to another adsorbate (see
-    ADSORBATE_MIN_DISTANCE), is redrawn; after ``tries`` the structure is returned unchanged."""
+    ``anchor``, tilted (0 to ``tilt_deg``, or within the range of an orientation drawn from
+    ``orientations``) and spun at random. A placement with any atom closer than
+    ``min_contact`` x the covalent bond length to a metal atom, or bonded to another
+    adsorbate (see ADSORBATE_MIN_DISTANCE), is redrawn; after ``tries`` the structure is
+    returned unchanged."""
     _, mol0, bind = adsorbate_molecule(ads.formula, _binding_index(ads))
     for _ in range(tries):
         mol = mol0.copy()
         if len(mol) > 1:  # upright along +z, then a random tilt and spin
-            mol.rotate(rng.uniform(0, tilt_deg), rng.normal(size=3) * [1, 1, 0] + [1e-9, 0, 0])
+            low, high = (0.0, tilt_deg) if not orientations else ORIENTATIONS[
+                orientations[rng.integers(len(orientations))]]
+            mol.rotate(rng.uniform(low, high), rng.normal(size=3) * [1, 1, 0] + [1e-9, 0, 0])
             mol.rotate(rng.uniform(0, 360), "z")
         mol.rotate("z", normal)
         kind = rng.choice(list(ads.sites or SITES))
@@ -371,7 +193,7 @@ def _place(atoms: Atoms, ads: Adsorbate, rng, anchor: int, normal, tilt_deg: flo
         bond = covalent_radii[atoms.numbers[anchor]] + covalent_radii[mol.numbers[bind]]
         height = {"top": 1.0, "bridge": 0.8, "hollow": 0.7}[kind] * bond
         mol.positions += site + height * np.asarray(normal) - mol.positions[bind]
-        if _clear(atoms, mol):
+        if _clear(atoms, mol, min_contact):
             return atoms + mol
     return atoms
 
@@ -420,17 +242,6 @@ def _clear(atoms: Atoms, mol: Atoms, fraction: float = 0.75) -> bool:
     return True
 
 
-def _binding_index(ads: Adsorbate) -> int | None:
-    if ads.binding is None:
-        return None
-    _, mol, _ = adsorbate_molecule(ads.formula)
-    symbols = mol.get_chemical_symbols()
-    if ads.binding not in symbols:
-        raise ValueError(
-            f"space.adsorbates: binding {ads.binding!r} is not an atom of {ads.formula}")
-    return symbols.index(ads.binding)
-
-
 class Space:
     """Draws tagged starting structures from a SpaceConfig."""
 
@@ -440,6 +251,15 @@ class Space:
         self.kinds = self._kinds()
         if not self.kinds:
             raise ValueError("the configuration space is empty: no structure kind to sample")
+        self._by_category: dict[str, list[int]] = {}
+        for k, (kind, _) in enumerate(self.kinds):
+            self._by_category.setdefault(KIND_CATEGORY.get(kind, kind), []).append(k)
+        self._categories = sorted(self._by_category)
+        w = np.array([cfg.category_weights.get(c, 1.0) for c in self._categories])
+        if cfg.category_weights and not w.sum() > 0:
+            raise ValueError(f"space.category_weights give weight 0 to every category of the "
+                             f"space {self._categories}")
+        self._weights = w / w.sum() if w.sum() > 0 else w
 
     def _kinds(self) -> list[tuple]:
         """Every (builder, arguments) the space offers, in a fixed order."""
@@ -474,7 +294,12 @@ class Space:
                 which = f"structures matching hold-out rule {rule}" if rule else (
                     "structures outside the hold-out rules")
                 raise ValueError(f"the configuration space has no {which} (check space)")
-            kind, args = self.kinds[rng.integers(len(self.kinds))]
+            if self.cfg.category_weights and rule is None:
+                cat = self._categories[rng.choice(len(self._categories), p=self._weights)]
+                members = self._by_category[cat]
+                kind, args = self.kinds[members[rng.integers(len(members))]]
+            else:
+                kind, args = self.kinds[rng.integers(len(self.kinds))]
             atoms = self.build(kind, args, rng)
             if rule is not None:
                 keep = matches(atoms.info, rule)
@@ -510,7 +335,7 @@ class Space:
                     x_b = {"L12": 0.25, "L10": 0.5}[order]
                     a0 = (1 - x_b) * self.a0[host[0]] + x_b * self.a0[host[1]]
                     cell = _ordered(order, host[0], host[1], a0)
-            atoms = _slab(cell, miller, c.surface_layers, c.surface_size, c.vacuum)
+            atoms = _slab(cell, miller, c.layers(miller), c.size(miller), c.vacuum)
             if order in ("random", "segregated"):  # random sites, everywhere or top layer
                 where = top_layer(atoms) if order == "segregated" else None
                 atoms = _substitute(atoms, rng, host[1], rng.choice([0.25, 0.5, 0.75]), where)
@@ -525,11 +350,13 @@ class Space:
                 ads = args[2] if isinstance(args[2], tuple) else (args[2],)
                 cov = rng.choice(list(c.coverages))
                 n_ads = max(len(ads), int(round(cov * n_top)))
-                anchors, normals = _surface_normal_sites(atoms, rng, n_ads, periodic=True)
+                anchors, normals = _surface_normal_sites(
+                    atoms, rng, n_ads, periodic=True, exposed=c.surface_sites == "exposed")
                 placed = []  # formulas of the adsorbates that found room
                 for j, (k, nrm) in enumerate(zip(anchors, normals, strict=True)):
                     before = len(atoms)
-                    atoms = _place(atoms, ads[j % len(ads)], rng, int(k), nrm, tilt_deg=60)
+                    atoms = _place(atoms, ads[j % len(ads)], rng, int(k), nrm, tilt_deg=60,
+                                   orientations=c.orientations, min_contact=c.min_contact)
                     if len(atoms) > before:
                         placed.append(ads[j % len(ads)].formula)
                 ads_names = "+".join(a.formula for a in ads if a.formula in placed) or "none"
@@ -546,11 +373,14 @@ class Space:
                 atoms = _substitute(atoms, rng, host[1], rng.choice([0.25, 0.5]))
             if kind == "cluster+ads":
                 anchors, normals = _surface_normal_sites(atoms, rng, 1, periodic=False)
-                atoms = _place(atoms, args[2], rng, int(anchors[0]), normals[0], tilt_deg=60)
-                ads_names = args[2].formula
+                before = len(atoms)
+                atoms = _place(atoms, args[2], rng, int(anchors[0]), normals[0], tilt_deg=60,
+                               orientations=c.orientations, min_contact=c.min_contact)
+                ads_names = args[2].formula if len(atoms) > before else "none"
             atoms.center(vacuum=c.vacuum)
+            n_metal = sum(1 for z in atoms.numbers if z not in _LIGHT)
             tags = {"category": kind, "elements": "-".join(sorted(set(host))),
-                    "shape": f"{shape['shape']}{sum(1 for z in atoms.numbers if z not in _LIGHT)}"}
+                    "shape": f"{shape['shape']}{n_metal}", "cluster_size": n_metal}
         elif kind == "gas":
             (ads,) = args
             _, atoms, _ = adsorbate_molecule(ads.formula)
@@ -562,7 +392,8 @@ class Space:
         else:  # pragma: no cover - kinds come from _kinds
             raise AssertionError(kind)
         info = {"category": "none", "elements": "none", "facet": "none", "adsorbate": ads_names,
-                "shape": "none", "order": "none", "defect": "none", "coverage": "none"}
+                "shape": "none", "cluster_size": "none", "order": "none", "defect": "none",
+                "coverage": "none"}
         info.update(tags)
         atoms.info.update(info)
         return atoms

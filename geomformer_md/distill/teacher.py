@@ -7,15 +7,23 @@ For SevenNet-0: ``{calculator: sevenn.calculator.SevenNetCalculator, kwargs: {mo
 ...}}``. Only an import path and plain YAML values are accepted: nothing from the config
 is evaluated.
 
+With ``python: /path/to/other/venv/bin/python`` the calculator is built and run in that
+interpreter instead, in one long-lived process (teacher_process.SubprocessCalculator):
+the teacher's packages stay out of this environment, a crash or a hang (``timeout``
+seconds) of the teacher fails one structure, not the run, and the process is restarted.
+
 ``label`` returns the structure with energy, forces and (for cells periodic in 3-D)
 stress in a SinglePointCalculator, or the reason it failed: an exception, a non-finite
 result or forces above ``max_force``. Failed structures are logged by the caller and
-never stored.
+never stored. Each labelled frame carries the teacher's name, the versions of what
+labelled it (the calculator's package, ASE, torch, Python) and its keyword arguments in
+``info``: ``teacher``, ``teacher_version``, ``teacher_kwargs``.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import math
 
 import numpy as np
@@ -51,20 +59,53 @@ class Teacher:
     """An ASE calculator that labels structures, with failures caught per structure."""
 
     def __init__(self, calculator: str, kwargs: dict | None = None, name: str | None = None,
-                 max_force: float = 50.0) -> None:
-        factory = import_calculator(calculator)
-        try:
-            self.calc = factory(**dict(kwargs or {}))
-        except Exception as exc:
-            raise TeacherError(f"teacher {calculator} could not be created with kwargs "
-                               f"{kwargs or {}}: {type(exc).__name__}: {exc}") from None
+                 max_force: float = 50.0, python: str | None = None,
+                 timeout: float | None = None, log_path=None) -> None:
         self.path = calculator
         self.name = name or calculator.rpartition(".")[2]
         self.max_force = max_force
+        self.python = python
+        self.kwargs = dict(kwargs or {})
         self.calls = 0
+        if python is not None:
+            from .teacher_process import SubprocessCalculator
+
+            if not isinstance(calculator, str) or "." not in calculator:
+                import_calculator(calculator)  # the same one-line error as in-process
+            self.calc = SubprocessCalculator(python, calculator, self.kwargs, timeout=timeout,
+                                             log_path=log_path)
+            self.versions = dict(self.calc.versions)
+        else:
+            from .teacher_worker import versions
+
+            factory = import_calculator(calculator)
+            try:
+                self.calc = factory(**self.kwargs)
+            except Exception as exc:
+                raise TeacherError(f"teacher {calculator} could not be created with kwargs "
+                                   f"{kwargs or {}}: {type(exc).__name__}: {exc}") from None
+            self.versions = versions(calculator)
+
+    @property
+    def version(self) -> str:
+        """'sevenn 0.13.0, ase 3.29.0, torch 2.13.0+cpu, python 3.11.2'."""
+        return ", ".join(f"{k} {v}" for k, v in self.versions.items())
+
+    def record(self) -> dict:
+        """What labels this run's data: stored in the run's config record."""
+        return {"name": self.name, "calculator": self.path, "kwargs": self.kwargs,
+                "python": self.python, "versions": self.versions}
+
+    def close(self) -> None:
+        """Stop the teacher's process, if it has one."""
+        close = getattr(self.calc, "close", None)
+        if self.python is not None and close is not None:
+            close()
 
     def label(self, atoms: Atoms) -> tuple[Atoms | None, str | None]:
         """(labelled copy, None) or (None, reason)."""
+        from .teacher_process import RemoteError, TeacherProcessError
+
         work = atoms.copy()
         work.calc = self.calc
         self.calls += 1
@@ -73,6 +114,8 @@ class Teacher:
             energy = float(work.get_potential_energy())
             forces = np.array(work.get_forces(apply_constraint=False), dtype=float)
             stress = np.array(work.get_stress(), dtype=float) if periodic else None
+        except (RemoteError, TeacherProcessError) as exc:  # already one line, with its type
+            return None, str(exc)
         except Exception as exc:  # SCF failure, unknown element, ...
             msg = str(exc).splitlines()[0][:200] if str(exc) else ""
             return None, f"{type(exc).__name__}: {msg}"
@@ -90,6 +133,8 @@ class Teacher:
             results["stress"] = stress
         out.calc = SinglePointCalculator(out, **results)
         out.info["teacher"] = self.name
+        out.info["teacher_version"] = self.version
+        out.info["teacher_kwargs"] = json.dumps(self.kwargs, sort_keys=True, default=str)
         return out, None
 
     def check_elements(self, elements) -> None:
