@@ -140,6 +140,31 @@ def test_killed_run_resumes_to_the_same_data_and_models(finished, tmp_path):
             assert torch.equal(sa[key], sb[key]), key
 
 
+def test_a_label_does_not_depend_on_the_structure_labelled_before():
+    """The teacher's calculator is reused; EMT keeps its neighbour list between structures,
+    which changed the last bits of a label, so a resumed run (fresh calculator) differed
+    from an uninterrupted one (CI saw 0.16875432209670205 against 0.1687543220966985 eV)."""
+    from ase.build import bulk
+
+    from geomformer_md.distill.teacher import Teacher
+
+    rng = np.random.default_rng(0)
+    base = bulk("Cu", "fcc", a=3.6, cubic=True)
+    base[0].symbol = "Ag"
+    frames = []
+    for _ in range(6):
+        a = base.copy()
+        a.positions += rng.normal(0, 0.01, a.positions.shape)
+        frames.append(a)
+    shared = Teacher("ase.calculators.emt.EMT")
+    for a in frames:
+        fresh = Teacher("ase.calculators.emt.EMT")
+        one, _ = shared.label(a)
+        two, _ = fresh.label(a)
+        assert one.get_potential_energy() == two.get_potential_energy()
+        np.testing.assert_array_equal(one.get_forces(), two.get_forces())
+
+
 class FlakyEMT(EMT):
     """EMT that fails on every structure with oxygen and a metal (a stand-in for an SCF
     failure); a lone O atom (the element check) passes."""

@@ -107,6 +107,11 @@ class Teacher:
         from .teacher_process import RemoteError, TeacherProcessError
 
         work = atoms.copy()
+        # A calculator keeps state between structures (EMT its neighbour list): without a
+        # reset, a label depends on the structure labelled before it, in the last bits, and a
+        # resumed run (a fresh calculator) would not reproduce an uninterrupted one.
+        if hasattr(self.calc, "reset"):
+            self.calc.reset()
         work.calc = self.calc
         self.calls += 1
         periodic = bool(np.all(work.pbc))

@@ -104,6 +104,8 @@ def compute(calc, request: dict) -> dict:
         atoms.set_initial_magnetic_moments(request["magmoms"])
     if request.get("charges") is not None:
         atoms.set_initial_charges(request["charges"])
+    if hasattr(calc, "reset"):  # no state from the structure before (see teacher.label)
+        calc.reset()
     atoms.calc = calc
     energy = float(atoms.get_potential_energy())
     forces = np.asarray(atoms.get_forces(), dtype=float)
