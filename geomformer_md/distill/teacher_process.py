@@ -129,7 +129,10 @@ class SubprocessCalculator(Calculator):
         if self._finalizer is not None:
             self._finalizer.detach()
         self._finalizer = weakref.finalize(self, _shutdown, self._proc)
-        self._send({"calculator": self.calculator, "kwargs": self.kwargs})
+        try:
+            self._send({"calculator": self.calculator, "kwargs": self.kwargs})
+        except OSError:  # already exited (not a worker at all): its exit code says why, below
+            pass
         wait = START_TIMEOUT if self.timeout is None else max(START_TIMEOUT, self.timeout)
         reply = self._receive(wait)
         if reply is None or "ready" not in reply:
