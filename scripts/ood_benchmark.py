@@ -309,6 +309,7 @@ class Builder:
             keep.append(labelled)
 
         work = start.copy()
+        self.teacher.calc.reset()  # no state from the structure before: a rebuild repeats it
         work.calc = self.teacher.calc
         if spec.get("mode") != "hot_md":
             take(rattled(start, rng, sampling), "start", 0, 0.0)
