@@ -221,14 +221,17 @@ class GeoMFormerCalculator(Calculator):
         worst = float(fs.max()) if fs.size else 0.0
         self.max_forces_std = max(self.max_forces_std, worst)
         limit = self.uncertainty_threshold
-        if limit is not None and worst > limit and not self._warned_uncertain:
+        if limit is None or self._warned_uncertain:
+            return
+        ratio, k = limit.excess(self.atoms.numbers, fs)
+        if ratio > 1.0:
             self._warned_uncertain = True
             warnings.warn(
-                f"committee force uncertainty {worst:.3f} eV/Å on atom {int(fs.argmax())} "
-                f"({self.atoms.get_chemical_symbols()[int(fs.argmax())]}) exceeds "
-                f"{limit:g} eV/Å: this structure is outside what the potential was trained on; "
-                f"treat its energies and forces with caution (warned once per calculator)",
-                UncertaintyWarning, stacklevel=3)
+                f"committee force uncertainty {fs[k]:.4g} eV/Å on atom {k} "
+                f"({self.atoms.get_chemical_symbols()[k]}) exceeds "
+                f"{limit.describe(self.atoms.numbers[k])}: this structure is outside what the "
+                f"potential was trained on; treat its energies and forces with caution (warned "
+                f"once per calculator)", UncertaintyWarning, stacklevel=3)
 
     def _check_contacts(self, graph) -> None:
         """Warn once per structure about atoms far inside their bond length (see class doc)."""

@@ -22,6 +22,7 @@ we ship; benchmarks/bench_committee.py prints the cost ratio to one member.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .data.graph import AtomGraph
@@ -81,23 +82,59 @@ class Committee(torch.nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
-def resolve_uncertainty_threshold(model, value) -> float | None:
+class ForceStdLimit(float):
+    """A force-uncertainty threshold, eV/Å: the float itself for every atom, or, where
+    ``per_element`` ({atomic number: eV/Å}) names an element, that element's own. A committee
+    calibrated per element (its members disagree more on O and H than on Ag, even in domain)
+    stores both; a user's number is one value for all."""
+
+    def __new__(cls, value: float, per_element: dict | None = None):
+        obj = super().__new__(cls, value)
+        obj.per_element = {int(z): float(t) for z, t in (per_element or {}).items()}
+        return obj
+
+    def limits(self, numbers) -> np.ndarray:
+        return np.array([self.per_element.get(int(z), float(self)) for z in numbers])
+
+    def excess(self, numbers, forces_std) -> tuple[float, int]:
+        """(largest forces_std / limit over atoms, that atom); (0, -1) for no atoms."""
+        fs = np.asarray(forces_std, dtype=float)
+        if fs.size == 0:
+            return 0.0, -1
+        ratio = fs / self.limits(numbers)
+        k = int(ratio.argmax())
+        return float(ratio[k]), k
+
+    def describe(self, z: int) -> str:
+        from ase.data import chemical_symbols
+
+        if int(z) in self.per_element:
+            return f"{self.per_element[int(z)]:.4g} eV/Å (the limit for {chemical_symbols[z]})"
+        return f"{float(self):g} eV/Å"
+
+
+def resolve_uncertainty_threshold(model, value) -> ForceStdLimit | None:
     """The force-uncertainty threshold (eV/Å) for ``model``: ``value`` itself (> 0), None (never
     warn), or "auto": the threshold calibrated for this committee and stored in its file
-    (``metadata["force_std_threshold"]``, see docs/committee.md), else
+    (``metadata["force_std_threshold"]``, and per element
+    ``metadata["force_std_threshold_per_element"]``, see docs/committee.md), else
     DEFAULT_FORCE_STD_THRESHOLD."""
+    from ase.data import atomic_numbers
+
     if isinstance(value, str):
         if value != "auto":
             raise ValueError(f"uncertainty_threshold must be a number > 0 (eV/Å), None or "
                              f"'auto', got {value!r}")
-        stored = (model.metadata.get("force_std_threshold")
-                  if isinstance(model, Committee) else None)
-        return float(stored) if stored else DEFAULT_FORCE_STD_THRESHOLD
+        meta = model.metadata if isinstance(model, Committee) else {}
+        stored = meta.get("force_std_threshold")
+        per = {atomic_numbers[el]: t
+               for el, t in (meta.get("force_std_threshold_per_element") or {}).items()}
+        return ForceStdLimit(float(stored) if stored else DEFAULT_FORCE_STD_THRESHOLD, per)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise ValueError(f"uncertainty_threshold must be > 0 eV/Å, None or 'auto', got {value!r}")
-    return float(value)
+    return ForceStdLimit(value)
 
 
 def committee_with_dtype(committee: Committee, dtype) -> Committee:
@@ -203,21 +240,33 @@ class UncertaintyMonitor:
     """Largest per-atom force std a calculator reports over a workflow (nan without a
     committee); call it after each evaluation (an optimizer or MD observer)."""
 
-    def __init__(self, calc, start: float = float("nan")) -> None:
+    def __init__(self, calc, start: float = float("nan"),
+                 start_ratio: float | None = None) -> None:
         self.calc = calc
         self.max = float(start)
         limit = getattr(calc, "uncertainty_threshold", DEFAULT_FORCE_STD_THRESHOLD)
-        self.threshold = DEFAULT_FORCE_STD_THRESHOLD if limit is None else float(limit)
+        self.threshold = (ForceStdLimit(DEFAULT_FORCE_STD_THRESHOLD) if limit is None
+                          else limit if isinstance(limit, ForceStdLimit) else ForceStdLimit(limit))
+        # largest forces_std / threshold seen (per element where the threshold is); a run
+        # resumed from a file without it falls back on its stored largest std
+        self.max_ratio = (float(start_ratio) if start_ratio is not None
+                          else self.max / float(self.threshold))
 
     def __call__(self, *args) -> None:
         fs = (getattr(self.calc, "results", None) or {}).get("forces_std")
         if fs is not None and len(fs):
             worst = float(max(fs))
             self.max = worst if self.max != self.max else max(self.max, worst)  # nan: first
+            atoms = getattr(self.calc, "atoms", None)
+            ok = atoms is not None and len(atoms) == len(fs)
+            numbers = atoms.numbers if ok else [0] * len(fs)  # [0]: no element, the default
+            ratio, _ = self.threshold.excess(numbers, fs)
+            self.max_ratio = ratio if self.max_ratio != self.max_ratio else max(self.max_ratio,
+                                                                                 ratio)
 
     @property
     def uncertain(self) -> bool:
-        return bool(self.max > self.threshold)  # False for nan
+        return bool(self.max_ratio > 1.0)  # False for nan
 
     def fields(self) -> dict:
         return {"max_force_std": self.max, "uncertain": self.uncertain}

@@ -223,3 +223,40 @@ def test_shipped_committee_loads_by_name_with_its_calibrated_threshold():
     single.calc = GeoMFormerCalculator(v11)
     assert np.abs(mean - single.get_forces()).max() < 0.05  # eV/Å: members agree in-domain
     assert atoms.calc.results["forces_std"].max() > 0
+
+
+def test_per_element_thresholds_flag_by_each_elements_own_limit(members, tmp_path):
+    """A committee file may store a threshold per element (its members disagree more on some
+    elements than others even in domain): an atom is uncertain above its element's limit."""
+    from geomformer_md.committee import UncertaintyMonitor
+
+    slab = _slab()  # Cu slab + O
+    probe = GeoMFormerCalculator(members[:2], uncertainty_threshold=None)
+    slab.calc = probe
+    slab.get_forces()
+    fs = probe.results["forces_std"]
+    o, cu = float(fs[-1]), float(fs[:-1].max())
+    # Cu's limit just above its largest spread, O's just below its spread: flagged by O only
+    meta = {"force_std_threshold": 10.0,
+            "force_std_threshold_per_element": {"Cu": 1.01 * cu, "O": 0.99 * o}}
+    path = tmp_path / "per_element.pt"
+    save_committee(Committee(members[:2], meta), path)
+    calc = GeoMFormerCalculator(str(path))
+    atoms = _slab()
+    atoms.calc = calc
+    monitor = UncertaintyMonitor(calc)
+    with pytest.warns(UncertaintyWarning, match=r"on atom 8 \(O\) exceeds .*the limit for O"):
+        atoms.get_forces()
+    monitor()
+    assert monitor.uncertain and monitor.max_ratio == pytest.approx(1 / 0.99, rel=1e-6)
+    meta["force_std_threshold_per_element"]["O"] = 1.01 * o  # now nobody passes
+    save_committee(Committee(members[:2], meta), path)
+    calc = GeoMFormerCalculator(str(path))
+    atoms = _slab()
+    atoms.calc = calc
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UncertaintyWarning)
+        atoms.get_forces()
+    monitor = UncertaintyMonitor(calc)
+    monitor()
+    assert not monitor.uncertain

@@ -513,10 +513,12 @@ class BatchEvaluator:
         ranges.append((lo, graph.n_systems))
         return ranges
 
-    def _warn_uncertain(self, forces_std: np.ndarray, label: str) -> None:
+    def _warn_uncertain(self, forces_std: np.ndarray, numbers, label: str) -> None:
         limit = self.uncertainty_threshold
-        worst = float(forces_std.max()) if forces_std.size else 0.0
-        if limit is None or worst <= limit or self._warned_uncertain:
+        if limit is None or self._warned_uncertain:
+            return
+        ratio, k = limit.excess(numbers, forces_std)
+        if ratio <= 1.0:
             return
         self._warned_uncertain = True
         import warnings
@@ -524,9 +526,10 @@ class BatchEvaluator:
         from ..calculator import UncertaintyWarning
 
         warnings.warn(
-            f"{label}: committee force uncertainty {worst:.3f} eV/Å exceeds {limit:g} eV/Å: "
-            f"outside what the potential was trained on; each result's forces_std tells which "
-            f"structures (warned once per evaluator)", UncertaintyWarning, stacklevel=4)
+            f"{label}: committee force uncertainty {forces_std[k]:.3f} eV/Å exceeds "
+            f"{limit.describe(numbers[k])}: outside what the potential was trained on; each "
+            f"result's forces_std tells which structures (warned once per evaluator)",
+            UncertaintyWarning, stacklevel=4)
 
     def _unpack(self, graph, out, ids, atoms_list, indices, results, stress, errors) -> None:
         t0 = time.perf_counter()
@@ -563,6 +566,7 @@ class BatchEvaluator:
                 res["energy_std"] = float(out["energy_std"][s])
                 res["energies_std"] = out["energies_std"][a:b].to("cpu", torch.float64).numpy()
                 res["forces_std"] = out["forces_std"][a:b].to("cpu", torch.float64).numpy()
-                self._warn_uncertain(res["forces_std"], _label(atoms_list[k], indices[k]))
+                self._warn_uncertain(res["forces_std"], atoms_list[k].numbers,
+                                     _label(atoms_list[k], indices[k]))
             results[k] = res
         self.timings["unpack"] += time.perf_counter() - t0

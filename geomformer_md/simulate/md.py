@@ -503,7 +503,8 @@ class _Recorder:
         self.t_sum, self.t_count = stats.get("t_sum", 0.0), stats.get("t_count", 0)
         self.min_ratio = stats.get("min_bond_ratio", math.inf)
         self.close_step = stats.get("close_contact_step")
-        self.uncertainty = UncertaintyMonitor(dyn.atoms.calc, stats.get("max_force_std", math.nan))
+        self.uncertainty = UncertaintyMonitor(dyn.atoms.calc, stats.get("max_force_std", math.nan),
+                                              stats.get("max_force_std_ratio"))
         self.npt = s.ensemble in NPT_ENSEMBLES
         self.traj = self.log_fh = None
         self.bar = progress_bar(s.steps, f"MD {s.ensemble}", progress, initial=start)
@@ -601,6 +602,7 @@ class _Recorder:
             "min_bond_ratio": self.min_ratio,
             "close_contact_step": self.close_step,
             "max_force_std": self.uncertainty.max,
+            "max_force_std_ratio": self.uncertainty.max_ratio,
             "rng_state": self.rng.bit_generator.state,
         }
         _atomic_savez(self.restart_path, arrays, meta)
@@ -802,7 +804,8 @@ def run_md(
             restart=paths[2],
             wall_time_s=time.perf_counter() - t_start,
             **_contact_fields(meta.get("min_bond_ratio", math.inf), meta.get("close_contact_step")),
-            **UncertaintyMonitor(atoms.calc, meta.get("max_force_std", math.nan)).fields(),
+            **UncertaintyMonitor(atoms.calc, meta.get("max_force_std", math.nan),
+                                 meta.get("max_force_std_ratio")).fields(),
         )
 
     # ---- its integrator and starting state
