@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from ase import Atoms
 from ase.build import bulk, fcc111
 from ase.data import reference_states
 from ase.eos import EquationOfState
@@ -116,8 +115,8 @@ def main() -> None:
               + (f"; failing: {', '.join(w['failing'])}" if w["failing"] else ""))
         for row in w["pairs"]:
             print(f"  {row['pair']:6s} E(r_probe={row['r_probe']:.3f}) - E(R={row['R']:.2f}) = "
-                  f"{row['rise']:10.2f} eV  least force below 0.75 R {row['min_force']:10.2f} eV/Å  "
-                  f"monotonic {row['monotonic']}")
+                  f"{row['rise']:10.2f} eV  least force below 0.75 R {row['min_force']:10.2f} "
+                  f"eV/Å  monotonic {row['monotonic']}")
         for c in r["pushes"]:
             if "error" in c:
                 print(f"  {c['case']:11s} start max|F| {c['start_max_force']:10.1f} eV/Å -> "
@@ -128,8 +127,9 @@ def main() -> None:
                   f"converged {c['converged']} in {c['steps']} steps")
         print("  a0 (Å), model - labeller: " + ", ".join(
             f"{m} {r['a0'][m]:.4f} ({r['a0'][m] - a_ref[m]:+.4f})" for m in METALS))
+        k = r["onsite_force_constants"]
         print("  on-site force constants (eV/Å^2, displacements 1e-4, 1e-3, 2e-2 Å): " + "; ".join(
-            f"{m} " + " ".join(f"{k:.2f}" for k in v) for m, v in r["onsite_force_constants"].items()))
+            f"{m} " + " ".join(f"{x:.2f}" for x in v) for m, v in k.items()))
     if a.out:
         Path(a.out).write_text(json.dumps(result, indent=1))
 

@@ -159,6 +159,7 @@ def test_short_scans_are_kept_only_where_the_labeller_curve_is_a_wall():
     d_break, d_keep = short_range.trusted_range(d, turned, R)
     assert d_break == pytest.approx(0.5 * R, abs=0.03)
     assert d_keep == pytest.approx(d_break + short_range.MARGIN * R)
-    flat = np.where(d > 0.6 * R, morse, np.interp(0.6 * R, d[::-1], morse[::-1]) + 1e-3 * (0.6 * R - d))
+    at_06 = np.interp(0.6 * R, d[::-1], morse[::-1])
+    flat = np.where(d > 0.6 * R, morse, at_06 + 1e-3 * (0.6 * R - d))
     assert short_range.trusted_range(d, flat, R)[0] == pytest.approx(0.6 * R, abs=0.05)
     assert short_range.trusted_range(d, morse, R) == (0.0, short_range.FLOOR * R)

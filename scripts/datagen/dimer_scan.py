@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Dimer curves of the labeller for every element pair: where is it trustworthy at short range?
 
-    /work/venv-label/bin/python scripts/datagen/dimer_scan.py --out data/catalysis-v1-extra-short/teacher_dimers.json
+    /work/venv-label/bin/python scripts/datagen/dimer_scan.py --out teacher_dimers.json
 
 For each pair of ELEMENTS, E(r) - E(free atoms) of an isolated dimer from 0.10 Å to 3.50 Å
 (step 0.02 Å). A physical curve rises monotonically as r falls below its minimum and keeps
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import sys
 import time
@@ -84,7 +83,8 @@ def main(argv=None) -> int:
         info = analyse(rs, es)
         r_cov = float(covalent_radii[atomic_numbers[a]] + covalent_radii[atomic_numbers[b]])
         info.update(R_cov=r_cov, E_free=e_free, E=es.tolist(), F=fs.tolist(),
-                    E_at_0p5=float(np.interp(0.5, rs, es)), E_at_Rcov=float(np.interp(r_cov, rs, es)))
+                    E_at_0p5=float(np.interp(0.5, rs, es)),
+                    E_at_Rcov=float(np.interp(r_cov, rs, es)))
         result["pairs"][f"{a}-{b}"] = info
         print(f"{a + '-' + b:6s} {r_cov:6.2f} {info['r_min']:6.2f} {info['E_min']:8.3f} "
               f"{info['r_turn']:7.2f} {info['E_at_0p5']:9.3f} {info['E_at_Rcov']:9.3f}", flush=True)
