@@ -90,7 +90,8 @@ def evaluate(model, frames: list, log=print) -> list[dict]:
         rows.append({"category": str(atoms.info["category"]),
                      "config_id": str(atoms.info.get("config_id", i)),
                      "mode": str(atoms.info.get("mode", atoms.info.get("kind", "none"))),
-                     "n": len(atoms), "de": e - atoms.get_potential_energy(),
+                     "n": len(atoms), "numbers": atoms.numbers.copy(),
+                     "de": e - atoms.get_potential_energy(),
                      "df": f - atoms.get_forces(apply_constraint=False),
                      "fmag": np.linalg.norm(f, axis=1),
                      "fstd": calc.results["forces_std"].copy() if calc.is_committee else None})
@@ -132,6 +133,10 @@ def summarise(rows: list[dict], threshold: float) -> dict:
     unc = np.array([r["fstd"].max() for r in rows]) if committee else None
     fmag = np.array([r["fmag"].max() for r in rows])
     t80 = t_catch(unc[large]) if committee else None
+    # flagged by the threshold as the calculator applies it (per element where it has them)
+    flag = (np.array([threshold.excess(r["numbers"], r["fstd"])[0] > 1.0 for r in rows])
+            if committee and hasattr(threshold, "excess")
+            else unc > threshold if committee else None)
     cats = [c for c in ORDER if any(r["category"] == c for r in rows)]
     cats += sorted({r["category"] for r in rows} - set(cats))
     table = {}
@@ -161,8 +166,8 @@ def summarise(rows: list[dict], threshold: float) -> dict:
                 "spearman_atoms": _spearman(s_atoms, e_atoms),
                 "spearman_frames": _spearman(u, frame_err[idx]),
                 "median_uncertainty_eV_A": float(np.median(u)),
-                "caught_at_threshold": float(np.mean(u[lg] > threshold)) if lg.any() else None,
-                "flagged_at_threshold": float(np.mean(u > threshold)),
+                "caught_at_threshold": float(np.mean(flag[idx][lg])) if lg.any() else None,
+                "flagged_at_threshold": float(np.mean(flag[idx])),
                 "caught_at_t80": float(np.mean(u[lg] >= t80)) if lg.any() else None,
                 "flagged_at_t80": float(np.mean(u >= t80)),
                 "t80_in_category_eV_A": t_catch(u[lg]) if lg.any() else None,
@@ -172,9 +177,13 @@ def summarise(rows: list[dict], threshold: float) -> dict:
     out = {"table": table, "large_error_eV_A": LARGE_ERROR}
     if committee:
         ok = unc[~large]
-        out.update(threshold_eV_A=threshold, t80_eV_A=t80,
+        from ase.data import chemical_symbols
+
+        per = getattr(threshold, "per_element", {}) or {}
+        out.update(threshold_eV_A=float(threshold), t80_eV_A=t80,
+                   threshold_per_element={chemical_symbols[z]: t for z, t in per.items()},
                    false_alarms_at_t80=float(np.mean(ok >= t80)) if len(ok) else None,
-                   false_alarms_at_threshold=float(np.mean(ok > threshold)) if len(ok) else None)
+                   false_alarms_at_threshold=float(np.mean(flag[~large])) if len(ok) else None)
         cat = np.array([r["category"] for r in rows])
         ind = cat == "in_domain"
         if ind.any() and (~ind).any():
@@ -229,8 +238,9 @@ def print_table(summary: dict, name: str) -> None:
     head = ["category", "frames", "F MAE meV/Å", "E MAE meV/atom", "max ‖ΔF‖ eV/Å",
             f">{LARGE_ERROR}", "Spearman ‖F‖", "AUC ‖F‖"]
     if committee:
-        thr = summary["threshold_eV_A"]
-        head += ["Spearman atoms", "Spearman frames", f"caught@{thr:g}", f"flagged@{thr:g}",
+        thr = f"{summary['threshold_eV_A']:g}" + ("/el" if summary.get("threshold_per_element")
+                                                    else "")
+        head += ["Spearman atoms", "Spearman frames", f"caught@{thr}", f"flagged@{thr}",
                  "caught@t80", "flagged@t80", "AUC"]
     print(f"\n{name}\n| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for cat, r in table.items():
