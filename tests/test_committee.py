@@ -223,6 +223,15 @@ def test_shipped_committee_loads_by_name_with_its_calibrated_threshold():
     single.calc = GeoMFormerCalculator(v11)
     assert np.abs(mean - single.get_forces()).max() < 0.05  # eV/Å: members agree in-domain
     assert atoms.calc.results["forces_std"].max() > 0
+    # per-element thresholds for the elements it was calibrated on; a clean Pt(111) slab,
+    # the middle of its training data, is not flagged
+    from geomformer_md.committee import UncertaintyMonitor
+
+    per = committee.metadata["force_std_threshold_per_element"]
+    assert {"Pt", "O", "H", "Cu"} <= set(per) and all(0 < t < 0.1 for t in per.values())
+    monitor = UncertaintyMonitor(calc)
+    monitor()
+    assert not monitor.uncertain and monitor.max_ratio < 0.5
 
 
 def test_per_element_thresholds_flag_by_each_elements_own_limit(members, tmp_path):
