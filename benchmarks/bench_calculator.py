@@ -176,26 +176,20 @@ def _run(timer, atoms) -> float:
     return call(timer, atoms) if hasattr(timer, "calculate") else timer(atoms)
 
 
-def _rss_mb(field: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise KeyError(field)
-
-
 def memory_worker(name: str, n: int) -> None:
     """In a fresh process: the RSS rise during one call, and the max RSS."""
+    from geomformer_md.memory import process_memory_mb
+
     torch.set_num_threads(2)
     calc, atoms = build(name), cu_supercell(n)
-    before, setup_peak = _rss_mb("VmRSS"), _rss_mb("VmHWM")
+    before, setup_peak = process_memory_mb("VmRSS"), process_memory_mb("VmHWM")
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # reset VmHWM to the current RSS
     except OSError:
         pass
     call(calc, atoms)
-    peak = _rss_mb("VmHWM")
+    peak = process_memory_mb("VmHWM")
     # Not ru_maxrss: Linux carries it over exec from the (big) parent process.
     print(json.dumps({"call_mb": peak - before, "maxrss_mb": max(peak, setup_peak)}))
 

@@ -32,19 +32,9 @@ import sys
 import time
 
 import torch
-from ase.build import bulk
+from bench_calculator import cu_supercell  # the same rattled fcc Cu cells
 
 MODES = ("before", "after")
-
-
-def cu_supercell(n_atoms: int, seed: int = 0):
-    """fcc Cu (a = 3.61 Å), cubic 4-atom cell repeated k^3 times, rattled by 0.05 Å."""
-    k = round((n_atoms / 4) ** (1 / 3))
-    if 4 * k**3 != n_atoms:
-        raise ValueError(f"{n_atoms} atoms is not a cubic fcc supercell (4 k^3)")
-    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((k, k, k))
-    atoms.rattle(0.05, seed=seed)
-    return atoms
 
 
 def set_mode(mode: str) -> None:
@@ -58,30 +48,22 @@ def call(calc, atoms) -> None:
     calc.calculate(atoms, ["energy", "forces", "stress"], ["positions"])
 
 
-def _rss_mb(field: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise KeyError(field)
-
-
 def memory_worker(mode: str, n: int, dtype: str, threads: int) -> None:
     """In a fresh process: the RSS rise during one call."""
     from geomformer_md import GeoMFormerCalculator
     from geomformer_md.data.graph import atoms_to_graph
-    from geomformer_md.memory import estimate_call_bytes
+    from geomformer_md.memory import estimate_call_bytes, process_memory_mb
 
     torch.set_num_threads(threads)
     set_mode(mode)
     calc, atoms = GeoMFormerCalculator(dtype=dtype), cu_supercell(n)
     n_edges = atoms_to_graph(atoms, calc.potential.cutoff).n_edges
     est = estimate_call_bytes(calc.potential, n, n_edges)  # also runs the calibration
-    before = _rss_mb("VmRSS")
+    before = process_memory_mb("VmRSS")
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset VmHWM to the current RSS
     call(calc, atoms)
-    peak = _rss_mb("VmHWM")
+    peak = process_memory_mb("VmHWM")
     print(json.dumps({"call_mb": peak - before, "estimate_mb": est / 2**20}))
 
 

@@ -72,6 +72,16 @@ CGROUP_FILES = (
 )
 
 
+def process_memory_mb(field: str) -> float:
+    """A memory field of this process from /proc/self/status (Linux), MiB: "VmRSS" (resident
+    now), "VmHWM" (its peak; writing "5" to /proc/self/clear_refs resets it to VmRSS)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise KeyError(field)
+
+
 def _cgroup_room() -> int | None:
     """Bytes left under the cgroup memory limit (v2 or v1), None without a limit."""
     for limit_file, usage_file in CGROUP_FILES:

@@ -16,25 +16,18 @@ import geomformer_md.model.geomformer as gm_module
 import geomformer_md.potential as potential_module
 from geomformer_md import GeoMFormerCalculator, Potential, atoms_to_graph, load_potential
 from geomformer_md.data.neighbors import brute_force_neighbor_list, matscipy_neighbor_list
+from geomformer_md.memory import process_memory_mb
 from geomformer_md.model.attention import tally_saved
 from geomformer_md.simulate.batch import BatchEvaluator
 
 
-def _rss_mb(field: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise KeyError(field)
-
-
 def _call_rise_mb(calc, atoms) -> float:
     """Rise of this process's resident set during one calculator call (Linux)."""
-    before = _rss_mb("VmRSS")
+    before = process_memory_mb("VmRSS")
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset the peak (VmHWM) to the current RSS
     calc.calculate(atoms, ["energy", "forces"], ["positions"])
-    return _rss_mb("VmHWM") - before
+    return process_memory_mb("VmHWM") - before
 
 
 linux_only = pytest.mark.skipif(
