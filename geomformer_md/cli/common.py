@@ -65,6 +65,13 @@ def _positive(kind=float, allow_zero=False):
     return parse
 
 
+def _add_fix_bottom_layers(sp, default=None,
+                           help="hold the N lowest atomic layers of a slab fixed") -> None:
+    """--fix-bottom-layers N, as relax, md and adsorb take it."""
+    sp.add_argument("--fix-bottom-layers", type=_positive(int, allow_zero=True),
+                    default=default, metavar="N", help=help)
+
+
 def _read(path: str, index=":"):
     """Frames of any ASE-readable file, as a list; one-line errors (``--index`` checked)."""
     from ase.io import read

@@ -10,6 +10,7 @@ from pathlib import Path
 from .common import (
     PROG,
     CLIError,
+    _add_fix_bottom_layers,
     _atomic_path,
     _beside,
     _check_elements,
@@ -229,13 +230,7 @@ def add_parsers(add) -> None:
         default=None,
         help="initial height above the top layer, Å (default: from covalent radii)",
     )
-    sp.add_argument(
-        "--fix-bottom-layers",
-        type=_positive(int, allow_zero=True),
-        default=2,
-        metavar="N",
-        help="bottom slab layers held fixed",
-    )
+    _add_fix_bottom_layers(sp, default=2, help="bottom slab layers held fixed")
     sp.add_argument("--fmax", type=_positive(), default=0.05, help="eV/Å")
     sp.add_argument(
         "--steps", type=_positive(int), default=500, help="maximum steps per relaxation"

@@ -11,6 +11,7 @@ from pathlib import Path
 from .common import (
     PROG,
     CLIError,
+    _add_fix_bottom_layers,
     _check_elements,
     _claim,
     _in_flags,
@@ -275,13 +276,7 @@ def add_parsers(add) -> None:
     sp.add_argument(
         "--pressure", type=float, default=0.0, help="external pressure with --relax-cell, bar"
     )
-    sp.add_argument(
-        "--fix-bottom-layers",
-        type=_positive(int, allow_zero=True),
-        default=None,
-        metavar="N",
-        help="hold the N lowest atomic layers of a slab fixed",
-    )
+    _add_fix_bottom_layers(sp)
     sp.add_argument(
         "--output",
         metavar="FILE",
@@ -324,13 +319,7 @@ def add_parsers(add) -> None:
     sp.add_argument(
         "--skin", type=_positive(allow_zero=True), default=1.0, help="Verlet neighbour-list skin, Å"
     )
-    sp.add_argument(
-        "--fix-bottom-layers",
-        type=_positive(int, allow_zero=True),
-        default=None,
-        metavar="N",
-        help="hold the N lowest atomic layers of a slab fixed",
-    )
+    _add_fix_bottom_layers(sp)
     sp.add_argument(
         "--resume",
         action="store_true",
