@@ -7,8 +7,15 @@ from ase.build import add_adsorbate, fcc111
 from conftest import make_model
 
 from geomformer_md.data.graph import atoms_to_graph, edge_vectors
-from geomformer_md.lammps.export import RankEnergy, example_graph, exportable_model, inputs
+from geomformer_md.lammps.export import (
+    RankEnergy,
+    example_graph,
+    example_ranks,
+    exportable_model,
+    inputs,
+)
 from geomformer_md.lammps.graph import rank_graph
+from geomformer_md.lammps.halo import SimulatedRanks
 
 
 def _slab():
@@ -51,6 +58,66 @@ def test_rank_graph_gives_the_whole_structures_energies_and_gradient(config):
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-11)
 
 
+def _whole_forces(model, atoms):
+    """Per-atom energies and forces of the whole structure (the ASE calculator's graph)."""
+    g = atoms_to_graph(atoms, model.config.cutoff)
+    pos = g.positions.clone().requires_grad_(True)
+    i, j = g.edge_index
+    e = model(g.numbers, g.edge_index, pos[j] - pos[i] + g.shifts.double() @ g.cell[0])["energy"]
+    (grad,) = torch.autograd.grad(e.sum(), pos)
+    return e.detach().numpy(), -grad.numpy()
+
+
+@pytest.mark.parametrize("config, n_ranks", [({}, 2), ({"angular_lmax": 2, "radial_mlp": 12,
+                                                         "zbl": True, "n_layers": 3}, 3)])
+def test_halo_ranks_exchanging_features_give_the_whole_structures_energies_and_forces(
+        config, n_ranks):
+    """The halo mode: each rank computes every layer for its own atoms only, from one hop
+    of ghost nodes whose features (and, backward, gradients) the ranks exchange before each
+    block. Summed over ranks, energies and forces equal the whole structure's."""
+    model = make_model(**{"n_layers": 2, **config})
+    atoms = _slab()
+    x = atoms.positions[:, 0]
+    cuts = np.quantile(x, np.linspace(0, 1, n_ranks + 1)[1:-1])
+    rank_of = np.searchsorted(cuts, x)
+    cfg = model.config
+    graphs = [rank_graph(atoms, rank_of == r, cfg.cutoff, cfg.n_layers, halo=True)
+              for r in range(n_ranks)]
+    for g in graphs:  # one hop of ghosts, every layer on the own atoms
+        assert g.n_own < g.numbers.shape[0]
+        assert set(g.layer_sizes) == {(g.n_own, g.edge_index.shape[1])}
+        assert (g.edge_index[0] < g.n_own).all()
+    fn = RankEnergy(model, halo=True)
+    out = SimulatedRanks(graphs, len(atoms)).run(
+        lambda r: [t.detach() for t in fn(*inputs(graphs[r], torch.float64))])
+    energies, forces = np.full(len(atoms), np.nan), np.zeros((len(atoms), 3))
+    for g, (e, grad) in zip(graphs, out, strict=True):
+        energies[g.atoms[: g.n_own]] = e.numpy()
+        a, b = g.atoms[g.edge_index.numpy()]
+        np.add.at(forces, a, grad.numpy())
+        np.add.at(forces, b, -grad.numpy())
+    want_e, want_f = _whole_forces(model, atoms)
+    np.testing.assert_allclose(energies, want_e, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(forces, want_f, rtol=0, atol=1e-12)
+    assert np.abs(want_f).max() > 1e-3  # not a comparison of zeros
+
+
+def test_halo_graph_of_one_rank_needs_no_exchange():
+    """A rank that owns every atom has no ghost nodes: geomformer::halo passes its rows
+    through without any exchange, and the result is the whole structure's."""
+    model = make_model()
+    atoms = _slab()
+    g = rank_graph(atoms, np.arange(len(atoms)), model.config.cutoff, model.config.n_layers,
+                   halo=True)
+    assert g.n_own == g.numbers.shape[0] == len(atoms)
+    e, grad = RankEnergy(model, halo=True)(*inputs(g, torch.float64))
+    np.testing.assert_allclose(e.detach()[np.argsort(g.atoms)], _whole_forces(model, atoms)[0],
+                               rtol=0, atol=1e-12)
+    ghosts = rank_graph(atoms, atoms.positions[:, 0] < 4.0, model.config.cutoff, 2, halo=True)
+    with pytest.raises(RuntimeError, match="ghost nodes.*SimulatedRanks"):
+        RankEnergy(model, halo=True)(*inputs(ghosts, torch.float64))
+
+
 def test_the_receptive_field_is_layers_plus_one_cutoffs():
     """Atoms L + 1 hops away change the own atoms' energies (the initial features sum over
     neighbours, one cutoff more than the L layers), atoms L + 2 hops away do not. This is
@@ -83,6 +150,13 @@ def test_example_graphs_have_distinct_layer_sizes():
         edges = [e for _, e in g.layer_sizes[1:]]
         assert len(set(atoms)) == len(atoms) and min(atoms) > 1
         assert len(set(edges)) == len(edges) and min(edges) > 1
+        ranks, n_atoms = example_ranks(model, own_length=own_length)
+        traced = example_graph(model, own_length, halo=True)
+        assert ranks[0].numbers.tolist() == traced.numbers.tolist()
+        for g in ranks:  # halo: own atoms, nodes and edges, all different
+            sizes = [g.n_own, g.numbers.shape[0], g.edge_index.shape[1]]
+            assert len(set(sizes)) == 3 and min(sizes) > 1
+        assert sum(g.n_own for g in ranks) == n_atoms
 
 
 def test_export_refuses_what_lammps_cannot_run(tmp_path):

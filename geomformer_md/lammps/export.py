@@ -1,18 +1,29 @@
 """``geomformer-md lammps export``: a model as an AOTInductor package the plugin loads.
 
-What is exported is the function one LAMMPS rank needs,
+What is exported is the function one LAMMPS rank needs, in one of two ghost modes
+(``ghost_mode``, stored in the package's metadata; docs/lammps.md compares them):
 
-    (numbers [n], edge_index [2, E], edge_vec [E, 3], layer sizes)
-        -> (energies of its own atoms [n_own], dE/d edge_vec [E, 3]),
+* "halo" (the default): (numbers [n], edge_index [2, E], edge_vec [E, 3], own [n_own, 0])
+  -> (energies of the own atoms [n_own], dE/d edge_vec [E, 3]). Every layer is computed
+  for the own atoms only; before each block the ghost nodes' features are filled from the
+  ranks that own them, and in the backward pass the gradients with respect to them are
+  summed into their owners, by the custom operators geomformer::halo / halo_reverse
+  (halo.py), which the plugin implements with LAMMPS's forward and reverse communication.
+  One cutoff of ghosts; no work is done twice.
+* "recompute": (numbers [n], edge_index [2, E], edge_vec [E, 3], layer sizes) -> the same.
+  The rank computes the lower layers of the ghosts its atoms depend on itself, from
+  (layers + 1) cutoffs of ghosts; no communication inside the model. The layer sizes
+  (graph.py) are passed as the shapes of empty tensors, so that they stay dynamic.
 
-the model's whole per-atom energy (GeoMFormer.forward, so any term added there, such as
-a short-range repulsion, comes along) and its gradient in one graph. The layer sizes
-(graph.py) are passed as the shapes of empty tensors, so that they stay dynamic.
+Either way it is the model's whole per-atom energy (GeoMFormer.forward, so any term added
+there, such as a short-range repulsion, comes along) and its gradient in one graph: the
+forward pass's activations serve the backward pass.
 
 How: make_fx traces the function, backward included, into one graph of aten operations
-with symbolic sizes (torch.export alone cannot trace autograd.grad; NequIP does the
-same); torch.export and AOTInductor compile it to a shared library packaged with the
-weights and metadata (.pt2). Why AOTInductor and not TorchScript: on the same traced
+(and the two custom operators) with symbolic sizes (torch.export alone cannot trace
+autograd.grad; NequIP does the same); torch.export and AOTInductor compile it to a shared
+library packaged with the weights and metadata (.pt2); the custom operators become calls
+into torch's dispatcher by name. Why AOTInductor and not TorchScript: on the same traced
 graph (288-atom slab), the compiled package ran energy + gradient 2.2x faster than
 TorchScript in float32 and 2.3x in float64, and 1.7x / 1.4x faster than eager PyTorch
 (docs/lammps.md, benchmarks/bench_lammps.py --parts formats). The price is a few minutes
@@ -36,23 +47,37 @@ import torch
 
 from ..model import GeoMFormer
 from ..model.config import _DTYPES
+from . import halo as _halo  # registers geomformer::halo / halo_reverse
 from .graph import RankGraph, rank_graph
 
-FORMAT_VERSION = 1  # 1: AOTInductor package, inputs/outputs as in the module docstring
+# 1: AOTInductor package, the "recompute" mode (no ghost_mode key).
+# 2: adds the metadata keys ghost_mode ("halo" or "recompute") and halo_width.
+FORMAT_VERSION = 2
+GHOST_MODES = ("halo", "recompute")
 TOLERANCE = {torch.float64: 1e-9, torch.float32: 2e-4}  # export-time check, relative
 
 
 class RankEnergy(torch.nn.Module):
-    """The exported function (module docstring); ``sizes[k]`` has shape (atoms, edges, 0)."""
+    """The exported function (module docstring). recompute: ``sizes[k]`` has shape (atoms,
+    edges, 0); halo: one size, ``own`` of shape (own atoms, 0)."""
 
-    def __init__(self, model: GeoMFormer) -> None:
+    def __init__(self, model: GeoMFormer, halo: bool = False) -> None:
         super().__init__()
-        self.model = model
+        self.model, self.halo = model, halo
 
     def forward(self, numbers, edge_index, edge_vec, *sizes):
         edge_vec = edge_vec.requires_grad_(True)
-        layer_sizes = [(s.shape[0], s.shape[1]) for s in sizes]
-        energies = self.model(numbers, edge_index, edge_vec, layer_sizes=layer_sizes)["energy"]
+        exchange = None
+        if self.halo:
+            (own,) = sizes
+            layer_sizes = [(own.shape[0], edge_index.shape[1])] * (len(self.model.blocks) + 1)
+
+            def exchange(zi, ze):
+                return _halo.exchange(zi, ze, numbers)
+        else:
+            layer_sizes = [(s.shape[0], s.shape[1]) for s in sizes]
+        energies = self.model(numbers, edge_index, edge_vec, layer_sizes=layer_sizes,
+                              exchange=exchange)["energy"]
         energies = energies[: layer_sizes[-1][0]]
         (grad,) = torch.autograd.grad([energies.sum()], [edge_vec])
         return energies, grad
@@ -60,14 +85,16 @@ class RankEnergy(torch.nn.Module):
 
 def inputs(graph: RankGraph, dtype: torch.dtype) -> list[torch.Tensor]:
     """The exported function's arguments for a rank graph (as the plugin builds them)."""
-    sizes = [torch.empty(a, e, 0, dtype=torch.uint8) for a, e in graph.layer_sizes]
+    if graph.halo:
+        sizes = [torch.empty(graph.n_own, 0, dtype=torch.uint8)]
+    else:
+        sizes = [torch.empty(a, e, 0, dtype=torch.uint8) for a, e in graph.layer_sizes]
     return [graph.numbers, graph.edge_index, graph.edge_vec.to(dtype), *sizes]
 
 
-def example_graph(model: GeoMFormer, own_length: float = 0.8, seed: int = 0) -> RankGraph:
-    """A rank graph in which every layer size differs and exceeds 1 (so that tracing keeps
-    them symbolic): a rod of random elements whose atoms within ``own_length`` lattice
-    constants of its end are the rank's own."""
+def _rod(model: GeoMFormer, own_length: float, seed: int):
+    """A rod of random elements, long enough for (layers + 3) cutoffs past ``own_length``
+    lattice constants; and its lattice constant."""
     from ase.build import bulk
 
     cfg = model.config
@@ -78,7 +105,27 @@ def example_graph(model: GeoMFormer, own_length: float = 0.8, seed: int = 0) -> 
     rng = np.random.default_rng(seed)
     rod.numbers = rng.choice(cfg.species, len(rod))
     rod.positions += rng.normal(scale=0.03 * a, size=rod.positions.shape)
-    return rank_graph(rod, rod.positions[:, 0] < own_length * a, cfg.cutoff, cfg.n_layers)
+    return rod, a
+
+
+def example_graph(model: GeoMFormer, own_length: float = 0.8, seed: int = 0,
+                  halo: bool = False) -> RankGraph:
+    """A rank graph in which every layer size differs and exceeds 1 (so that tracing keeps
+    them symbolic): a rod of random elements whose atoms within ``own_length`` lattice
+    constants of its end are the rank's own."""
+    rod, a = _rod(model, own_length, seed)
+    cfg = model.config
+    return rank_graph(rod, rod.positions[:, 0] < own_length * a, cfg.cutoff, cfg.n_layers, halo)
+
+
+def example_ranks(model: GeoMFormer, own_length: float = 0.8, seed: int = 0):
+    """The rod of example_graph split in two ranks at ``own_length`` lattice constants, as
+    halo-mode graphs (rank 0's is example_graph's); and the number of atoms."""
+    rod, a = _rod(model, own_length, seed)
+    cfg = model.config
+    left = rod.positions[:, 0] < own_length * a
+    graphs = [rank_graph(rod, own, cfg.cutoff, cfg.n_layers, halo=True) for own in (left, ~left)]
+    return graphs, len(rod)
 
 
 @contextlib.contextmanager
@@ -95,12 +142,12 @@ def _no_duck_shapes():
         _config.use_duck_shape = old
 
 
-def trace(model: GeoMFormer):
-    """RankEnergy(model) as an FX graph of aten operations with symbolic sizes."""
+def trace(model: GeoMFormer, halo: bool = False):
+    """RankEnergy(model, halo) as an FX graph of aten operations with symbolic sizes."""
     from torch.fx.experimental.proxy_tensor import make_fx
 
-    fn = RankEnergy(model)
-    example = inputs(example_graph(model), model.config.torch_dtype)
+    fn = RankEnergy(model, halo)
+    example = inputs(example_graph(model, halo=halo), model.config.torch_dtype)
     with _no_duck_shapes():
         return make_fx(fn, tracing_mode="symbolic", _allow_non_fake_inputs=True,
                        _error_on_data_dependent_ops=True)(*example), example
@@ -125,22 +172,25 @@ def exportable_model(model: GeoMFormer, dtype: str | None) -> GeoMFormer:
     return gm
 
 
-def metadata(model: GeoMFormer, source: str) -> dict[str, str]:
-    """What the plugin reads (format, cutoff, layers, elements, dtype) and what a person
-    may want to know about the file. Values are strings (AOTInductor's metadata)."""
+def metadata(model: GeoMFormer, source: str, ghost_mode: str) -> dict[str, str]:
+    """What the plugin reads (format, ghost mode, cutoff, layers, elements, dtype) and what
+    a person may want to know about the file. Values are strings (AOTInductor's metadata)."""
     from ase.data import chemical_symbols
 
     from .. import __version__
 
     cfg = model.config
+    halo = ghost_mode == "halo"
     return {
         "geomformer_lammps_format": str(FORMAT_VERSION),
+        "ghost_mode": ghost_mode,
+        "halo_width": str(4 * cfg.d_model),  # numbers exchanged per atom and layer (zi, ze)
         "cutoff": repr(float(cfg.cutoff)),
         "n_layers": str(cfg.n_layers),
         "elements": " ".join(chemical_symbols[z] for z in cfg.species),
         "atomic_numbers": " ".join(str(z) for z in cfg.species),
         "dtype": cfg.dtype,
-        "ghost_cutoff_without_skin": repr((cfg.n_layers + 1) * float(cfg.cutoff)),
+        "ghost_cutoff_without_skin": repr((1 if halo else cfg.n_layers + 1) * float(cfg.cutoff)),
         "source": source,
         "config": json.dumps(cfg.to_dict()),
         "geomformer_md_version": __version__,
@@ -148,36 +198,60 @@ def metadata(model: GeoMFormer, source: str) -> dict[str, str]:
     }
 
 
-def check_against_eager(model: GeoMFormer, run, graphs) -> float:
-    """Largest relative deviation of ``run`` (the compiled function) from the eager one;
-    ValueError above TOLERANCE."""
-    eager = RankEnergy(model)
+def _deviation(model: GeoMFormer, want, got, n_atoms: int) -> float:
     worst = 0.0
-    for g in graphs:
-        args = inputs(g, model.config.torch_dtype)
-        want = [t.detach() for t in eager(*args)]
-        got = run(*args)
-        for w, o, what in zip(want, got, ("energies", "gradients"), strict=True):
-            scale = float(w.abs().max()) + 1.0
-            err = float((w - o).abs().max()) / scale
-            worst = max(worst, err)
-            if not err <= TOLERANCE[model.config.torch_dtype]:
-                raise ValueError(f"the compiled model's {what} differ from the model's by "
-                                 f"{err:.2e} (relative) on a {g.numbers.shape[0]}-atom graph")
+    for w, o, what in zip(want, got, ("energies", "gradients"), strict=True):
+        scale = float(w.abs().max()) + 1.0
+        err = float((w - o).abs().max()) / scale
+        worst = max(worst, err)
+        if not err <= TOLERANCE[model.config.torch_dtype]:
+            raise ValueError(f"the compiled model's {what} differ from the model's by "
+                             f"{err:.2e} (relative) on a {n_atoms}-atom graph")
     return worst
 
 
-def export(model, output: str | os.PathLike, dtype: str | None = None, log=print) -> Path:
+def check_against_eager(model: GeoMFormer, load, halo: bool = False) -> float:
+    """Largest relative deviation of the compiled function (``load()`` returns one) from
+    the eager one, on two rank graphs of different sizes (halo: two splits of a rod in two
+    simulated ranks that exchange ghost features); ValueError above TOLERANCE."""
+    eager = RankEnergy(model, halo)
+    dtype = model.config.torch_dtype
+    worst = 0.0
+    if not halo:
+        run = load()
+        for g in (example_graph(model), example_graph(model, own_length=2.3, seed=1)):
+            args = inputs(g, dtype)
+            want = [t.detach() for t in eager(*args)]
+            worst = max(worst, _deviation(model, want, run(*args), g.numbers.shape[0]))
+        return worst
+    runs = [load(), load()]  # one per simulated rank: a package runs one call at a time
+    for own_length, seed in ((0.8, 0), (2.3, 1)):
+        graphs, n_atoms = example_ranks(model, own_length, seed)
+        ranks = _halo.SimulatedRanks(graphs, n_atoms)
+        args = [inputs(g, dtype) for g in graphs]
+        want = ranks.run(lambda r, args=args: [t.detach() for t in eager(*args[r])])
+        got = ranks.run(lambda r, args=args: runs[r](*args[r]))
+        for w, o, g in zip(want, got, graphs, strict=True):
+            worst = max(worst, _deviation(model, w, o, g.numbers.shape[0]))
+    return worst
+
+
+def export(model, output: str | os.PathLike, dtype: str | None = None, log=print,
+           ghost_mode: str = "halo") -> Path:
     """Write ``model`` (a shipped name, a model file or a GeoMFormer) for pair_style
     geomformer to ``output`` (.pt2), atomically; returns the path.
 
-    Compiles C++ (a few minutes); checks the compiled package against the model on two
-    graphs of different sizes before writing it.
+    ghost_mode: "halo" (ghost features exchanged between ranks at every layer) or
+    "recompute" (each rank recomputes them from (layers + 1) cutoffs of ghosts); see the
+    module docstring and docs/lammps.md. Compiles C++ (a few minutes); checks the compiled
+    package against the model on two graphs of different sizes before writing it.
     """
     from torch.export import Dim
 
     from ..io.registry import default_potential_name
 
+    if ghost_mode not in GHOST_MODES:
+        raise ValueError(f"ghost_mode must be 'halo' or 'recompute', got {ghost_mode!r}")
     output = Path(output)
     if output.suffix != ".pt2":
         raise ValueError(f"the output file must end in .pt2 (an AOTInductor package), got {output}")
@@ -186,12 +260,14 @@ def export(model, output: str | os.PathLike, dtype: str | None = None, log=print
     gm = exportable_model(model, dtype)
     source = model if isinstance(model, (str, os.PathLike)) else type(model).__name__
     source = default_potential_name() if model is None else str(source)
+    halo = ghost_mode == "halo"
     t0 = time.perf_counter()
-    fx, example = trace(gm)
+    fx, example = trace(gm, halo)
     log(f"traced the model and its gradient ({len(fx.graph.nodes)} operations, "
         f"{time.perf_counter() - t0:.0f} s)")
     auto = {0: Dim.AUTO, 1: Dim.AUTO}
-    shapes = [{0: Dim.AUTO}, {1: Dim.AUTO}, {0: Dim.AUTO}] + [auto] * (gm.config.n_layers + 1)
+    shapes = [{0: Dim.AUTO}, {1: Dim.AUTO}, {0: Dim.AUTO}]
+    shapes += [{0: Dim.AUTO}] if halo else [auto] * (gm.config.n_layers + 1)
     # Compiled under its final name in a private folder (the name is the package's top
     # folder), then moved into place: a failed export leaves no file that looks finished.
     # torch's own deprecation notices (FutureWarning) are not the user's to act on.
@@ -204,13 +280,10 @@ def export(model, output: str | os.PathLike, dtype: str | None = None, log=print
         tmp = os.path.join(tmpdir, output.name)
         torch._inductor.aoti_compile_and_package(
             program, package_path=tmp,
-            inductor_configs={"aot_inductor.metadata": metadata(gm, source)},
+            inductor_configs={"aot_inductor.metadata": metadata(gm, source, ghost_mode)},
         )
         log(f"compiled in {time.perf_counter() - t0:.0f} s; checking it against the model")
-        compiled = torch._inductor.aoti_load_package(tmp)
-        worst = check_against_eager(
-            gm, compiled, [example_graph(gm), example_graph(gm, own_length=2.3, seed=1)]
-        )
+        worst = check_against_eager(gm, lambda: torch._inductor.aoti_load_package(tmp), halo)
         log(f"largest relative deviation from the model: {worst:.1e}")
         os.replace(tmp, output)
     return output

@@ -7,6 +7,10 @@ the whole structure's. Nodes are atoms (periodic images are the atom itself), nu
 by hop distance from the rank's own atoms: own atoms first, then each further hop.
 Layer k of an L-layer model is needed only on nodes within L - k hops, the initial
 features within L hops, and nodes at L + 1 hops only as the far ends of edges.
+
+With ``halo=True`` (the plugin's halo mode, lammps/halo.py) the graph is the own atoms,
+their edges and the atoms one hop away (ghost nodes, whose features other ranks send):
+every layer is computed for the own atoms only.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ class RankGraph:
     """numbers [n] long; edge_index [2, E] long (centre, neighbour), grouped by centre in
     node order; edge_vec [E, 3] float64 Å; layer_sizes: n_layers + 1 pairs (atoms,
     edges) for GeoMFormer.forward; atoms [n]: the atom index of each node; n_own: nodes
-    whose energies the rank computes (the first ones)."""
+    whose energies the rank computes (the first ones); halo: built for the halo mode."""
 
     numbers: torch.Tensor
     edge_index: torch.Tensor
@@ -32,6 +36,7 @@ class RankGraph:
     layer_sizes: list[tuple[int, int]]
     atoms: np.ndarray
     n_own: int
+    halo: bool = False
 
 
 def hop_depth(edge_index: np.ndarray, n_atoms: int, own: np.ndarray, max_hops: int) -> np.ndarray:
@@ -47,8 +52,9 @@ def hop_depth(edge_index: np.ndarray, n_atoms: int, own: np.ndarray, max_hops: i
     return depth
 
 
-def rank_graph(atoms, own, cutoff: float, n_layers: int) -> RankGraph:
-    """The graph of a rank owning the atoms ``own`` (indices or a boolean mask) of ``atoms``."""
+def rank_graph(atoms, own, cutoff: float, n_layers: int, halo: bool = False) -> RankGraph:
+    """The graph of a rank owning the atoms ``own`` (indices or a boolean mask) of ``atoms``;
+    halo: one hop of ghost nodes, every layer on the own atoms (module docstring)."""
     graph = atoms_to_graph(atoms, cutoff, "matscipy")
     ei = graph.edge_index.numpy()
     vec = edge_vectors(graph).detach()
@@ -56,12 +62,13 @@ def rank_graph(atoms, own, cutoff: float, n_layers: int) -> RankGraph:
     ei, vec = ei[:, keep_d], vec[torch.from_numpy(keep_d)]
     n = len(atoms)
     own = np.flatnonzero(np.asarray(own)) if np.asarray(own).dtype == bool else np.asarray(own)
-    depth = hop_depth(ei, n, own, n_layers + 1)
-    nodes = np.flatnonzero(depth <= n_layers + 1)
+    reach = 0 if halo else n_layers  # depth of the deepest nodes whose edges are used
+    depth = hop_depth(ei, n, own, reach + 1)
+    nodes = np.flatnonzero(depth <= reach + 1)
     nodes = nodes[np.argsort(depth[nodes], kind="stable")]
     node_of = np.full(n, -1)
     node_of[nodes] = np.arange(len(nodes))
-    use = depth[ei[0]] <= n_layers  # edges of the nodes whose initial features are needed
+    use = depth[ei[0]] <= reach  # edges of the nodes whose initial features are needed
     centre, nbr = node_of[ei[0, use]], node_of[ei[1, use]]
     order = np.lexsort((nbr, centre))
     edge_index = torch.from_numpy(np.stack([centre[order], nbr[order]]))
@@ -69,7 +76,7 @@ def rank_graph(atoms, own, cutoff: float, n_layers: int) -> RankGraph:
     node_depth = depth[nodes]
     sizes = []
     for k in range(n_layers + 1):  # entry 0: initial features (<= L hops); k: layer k
-        a = int((node_depth <= n_layers - k).sum())
+        a = int((node_depth <= (0 if halo else n_layers - k)).sum())
         sizes.append((a, int((edge_index[0] < a).sum())))
     numbers = torch.as_tensor(atoms.numbers[nodes], dtype=torch.long)
-    return RankGraph(numbers, edge_index, edge_vec, sizes, nodes, sizes[-1][0])
+    return RankGraph(numbers, edge_index, edge_vec, sizes, nodes, sizes[-1][0], halo)

@@ -281,6 +281,7 @@ class GeoMFormer(nn.Module):
         node_scalars: torch.Tensor | None = None,
         node_vectors: torch.Tensor | None = None,
         layer_sizes: list[tuple[int, int]] | None = None,
+        exchange=None,
     ) -> dict[str, torch.Tensor]:
         """Run the model.
 
@@ -299,6 +300,12 @@ class GeoMFormer(nn.Module):
                 them; geomformer_md/lammps). Atomic numbers are not checked (the check
                 reads tensor values, which an exported graph cannot). Energies are then
                 valid for the first layer_sizes[-1][0] atoms only; the vector head is off.
+            exchange: with layer_sizes, a function (zi [a, d], ze [a, 3, d]) -> ([n, d],
+                [n, 3, d]) called before every block: the rows of the atoms the previous
+                layer computed -> the streams of all atoms, the other rows filled from
+                elsewhere (a LAMMPS rank's ghost atoms from the ranks that own them:
+                geomformer_md/lammps/halo.py). Then every layer can be computed for the
+                same first atoms only.
 
         Returns:
             {"energy": [n] per-atom energies} and/or {"vector": [n, 3]}.
@@ -334,7 +341,8 @@ class GeoMFormer(nn.Module):
         if cfg.angular_lmax:
             geo = (i, j, m, rbf, torch.cat(real_harmonics(unit, cfg.angular_lmax), dim=-1))
         if pruned:
-            zi, ze = self._pruned_blocks(zi, ze, layer_sizes, (i, j, m, rbf, self_rbf, unit), geo)
+            zi, ze = self._pruned_blocks(zi, ze, layer_sizes, (i, j, m, rbf, self_rbf, unit), geo,
+                                         exchange)
         else:
             chunks = self._chunks(i, j, m, rbf, self_rbf, unit, n, n_chunks)
             for block in self.blocks:
@@ -353,14 +361,15 @@ class GeoMFormer(nn.Module):
             out["vector"] = self.vector_out(self.vector_norm(ze)).squeeze(-1)
         return out
 
-    def _pruned_blocks(self, zi, ze, layer_sizes, edge_feats, geo):
+    def _pruned_blocks(self, zi, ze, layer_sizes, edge_feats, geo, exchange=None):
         """The blocks of forward(layer_sizes=...): each on a prefix of atoms and edges.
 
         Why: the energy of atom i depends on the layer-(L-1) features of its neighbours,
         ..., on the initial features of atoms up to L hops away, so a rank that needs
         the energies of its own atoms computes layer k only for atoms within L - k hops
         of them. Every layer on the whole graph would cost a rank of a 4200-atom slab on
-        2 ranks 1.4x the atom-layers (1.85 instead of 1.33 per own atom and layer).
+        2 ranks 1.4x the atom-layers (1.85 instead of 1.33 per own atom and layer). With
+        ``exchange`` (forward's docstring) the other rows come from outside before each block.
         """
         if len(layer_sizes) != len(self.blocks) + 1:
             raise ValueError(f"layer_sizes needs {len(self.blocks) + 1} (atoms, edges) pairs, "
@@ -368,6 +377,8 @@ class GeoMFormer(nn.Module):
         i, j, m, rbf, self_rbf, unit = edge_feats
         zi, ze = zi[: layer_sizes[0][0]], ze[: layer_sizes[0][0]]
         for block, (n_k, e_k) in zip(self.blocks, layer_sizes[1:], strict=True):
+            if exchange is not None:
+                zi, ze = exchange(zi, ze)
             ij, m_k, rbf_k, unit_k = (i[:e_k], j[:e_k]), m[:e_k], rbf[:e_k], unit[:e_k]
             chunks = self._chunks(*ij, m_k, rbf_k, self_rbf, unit_k, n_k, 1)
             zi, ze = block(zi, ze, chunks, geo and tuple(t[:e_k] for t in geo))

@@ -6,10 +6,18 @@
    On one rank every ghost is such an image, so the graph is exactly the one the ASE
    calculator builds (no redundant work). Nodes are numbered by their hop distance from
    the rank's own atoms (breadth-first over edges shorter than r_c): depth 0 are the own
-   atoms, and the model computes its initial features for depth <= L and layer k for
-   depth <= L - k only (L = number of layers). Depth L + 1 enters only as the far end of
-   edges. Each edge keeps the two LAMMPS atoms it joins, so the gradient with respect to
-   its vector becomes forces on exactly those atoms (ghosts included) and the virial. */
+   atoms. Each edge keeps the two LAMMPS atoms it joins, so the gradient with respect to
+   its vector becomes forces on exactly those atoms (ghosts included) and the virial.
+
+   Halo mode: the graph is the own atoms, their edges and the atoms at depth 1 (ghost
+   nodes). Every layer is computed for the own atoms; before each block the model calls
+   geomformer::halo, whose kernel (below) puts the own rows in halo_buf, runs LAMMPS's
+   forward communication (which fills every ghost atom's row from its owner) and reads
+   the ghost nodes' rows; its backward, geomformer::halo_reverse, puts the ghost nodes'
+   gradient rows in halo_buf and runs the reverse communication, which sums them into the
+   owners' rows. Recompute mode: depth up to L + 1 (L = number of layers); the model
+   computes its initial features for depth <= L and layer k for depth <= L - k only, and
+   depth L + 1 enters only as the far end of edges. */
 
 #include "pair_geomformer.h"
 
@@ -28,6 +36,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/headeronly/version.h>
+#include <torch/library.h>
 
 #include <cmath>
 #include <cstring>
@@ -43,6 +52,67 @@ static double cpu_seconds()    // this process's CPU time: the work, whatever th
   return t.tv_sec + 1e-9 * t.tv_nsec;
 }
 
+static double wall_seconds()
+{
+  timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return t.tv_sec + 1e-9 * t.tv_nsec;
+}
+
+PairGeoMFormer *PairGeoMFormer::running = nullptr;
+
+/* The custom operators of a halo-mode model (geomformer_md/lammps/halo.py defines the same
+   schema in Python for the export). The compiled model calls them through torch's
+   dispatcher by name; they hand the rows to the pair style that runs the model. */
+
+static PairGeoMFormer *running_pair(const char *op)
+{
+  if (!PairGeoMFormer::running)
+    throw std::runtime_error(std::string("geomformer::") + op + " was called outside "
+                             "pair_style geomformer's compute");
+  return PairGeoMFormer::running;
+}
+
+static at::Tensor halo_op(const at::Tensor &own, const at::Tensor &like)
+{
+  PairGeoMFormer *pair = running_pair("halo");
+  const at::Tensor src = own.to(at::kDouble).contiguous();
+  const int64_t n_own = own.size(0), n_nodes = like.size(0);
+  std::vector<int64_t> shape = own.sizes().vec();
+  shape[0] = n_nodes;
+  at::Tensor all = at::empty(shape, src.options());
+  const int width = (int) (n_own ? src.numel() / n_own : all.numel() / std::max<int64_t>(n_nodes, 1));
+  pair->halo_forward(src.data_ptr<double>(), (int) n_own, width, all.data_ptr<double>(),
+                     (int) n_nodes);
+  return all.to(own.scalar_type());
+}
+
+static at::Tensor halo_reverse_op(const at::Tensor &grad, const at::Tensor &own)
+{
+  PairGeoMFormer *pair = running_pair("halo_reverse");
+  const at::Tensor src = grad.to(at::kDouble).contiguous();
+  const int64_t n_nodes = grad.size(0), n_own = own.size(0);
+  std::vector<int64_t> shape = grad.sizes().vec();
+  shape[0] = n_own;
+  at::Tensor out = at::empty(shape, src.options());
+  const int width = (int) (n_nodes ? src.numel() / n_nodes : 0);
+  pair->halo_reverse(src.data_ptr<double>(), (int) n_nodes, width, out.data_ptr<double>(),
+                     (int) n_own);
+  return out.to(grad.scalar_type());
+}
+
+TORCH_LIBRARY(geomformer, m)
+{
+  m.def("halo(Tensor own, Tensor like) -> Tensor");
+  m.def("halo_reverse(Tensor grad, Tensor own) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(geomformer, CPU, m)
+{
+  m.impl("halo", halo_op);
+  m.impl("halo_reverse", halo_reverse_op);
+}
+
 namespace LAMMPS_NS {
 
 // The exported model and the metadata `geomformer-md lammps export` stores with it. The
@@ -56,11 +126,17 @@ class GeoMFormerModel {
     if (meta.count("geomformer_lammps_format") == 0)
       throw std::runtime_error("it has no geomformer-md metadata (not written by "
                                "'geomformer-md lammps export')");
+    // Format 1: recompute mode, no ghost_mode key. 2: ghost_mode "halo" or "recompute".
     int format = std::stoi(meta.at("geomformer_lammps_format"));
-    if (format != 1)
+    if (format != 1 && format != 2)
       throw std::runtime_error("its format version is " + std::to_string(format) +
-                               "; this plugin reads version 1 (rebuild the plugin with the "
-                               "geomformer-md that exported it)");
+                               "; this plugin reads versions 1 and 2 (rebuild the plugin with "
+                               "the geomformer-md that exported it)");
+    const std::string mode = format >= 2 ? meta.at("ghost_mode") : "recompute";
+    if (mode != "halo" && mode != "recompute")
+      throw std::runtime_error("its ghost mode '" + mode + "' is unknown to this plugin");
+    halo = mode == "halo";
+    halo_width = halo ? std::stoi(meta.at("halo_width")) : 0;
     std::string exported_with = meta.at("torch_version");
     exported_with = exported_with.substr(0, exported_with.find('+'));
     if (exported_with != TORCH_VERSION)
@@ -86,6 +162,8 @@ class GeoMFormerModel {
   std::unordered_map<std::string, std::string> meta;
   double cutoff;
   int n_layers;
+  bool halo;          // ghost mode: halo (features exchanged per layer), else recompute
+  int halo_width;     // doubles per atom and exchange
   std::vector<std::string> elements;
   std::vector<int> atomic_numbers;
   at::ScalarType dtype;
@@ -179,7 +257,7 @@ void PairGeoMFormer::coeff(int narg, char **arg)
 
 double PairGeoMFormer::ghost_cutoff_needed() const
 {
-  return (model->n_layers + 1) * model->cutoff + neighbor->skin;
+  return (halo ? 1 : model->n_layers + 1) * model->cutoff + neighbor->skin;
 }
 
 void PairGeoMFormer::init_style()
@@ -196,29 +274,49 @@ void PairGeoMFormer::init_style()
   if (comm->mode != Comm::SINGLE)
     error->all(FLERR, "pair_style geomformer supports comm_modify mode single only");
 
-  // The receptive field: the energy of an atom depends on the last layer's features of
-  // its neighbours, ..., on the initial features of atoms L cutoffs away, and those are
-  // sums over THEIR neighbours: L + 1 cutoffs, plus the skin atoms may move between
-  // neighbour-list builds. A ghost cutoff the user set below that is an error (it would
-  // silently give wrong forces near subdomain boundaries); none set, or our own, is raised.
+  halo = model->halo;
   const double need = ghost_cutoff_needed();
-  if (comm->cutghostuser < need) {
-    if (comm->cutghostuser > 0.0 && comm->cutghostuser != ghost_cut_set)
-      error->all(FLERR, "pair_style geomformer: ghost cutoff {:.4g} Å (comm_modify cutoff) is too "
-                 "small for this model: it needs (n_layers {} + 1) x r_c {:.4g} Å + neighbor "
-                 "skin {:.4g} Å = {:.4g} Å, because each of the {} layers looks one cutoff "
-                 "further and the initial features one more. Remove the comm_modify cutoff "
-                 "(the pair style sets it) or make it at least {:.4g}", comm->cutghostuser,
-                 model->n_layers, model->cutoff, neighbor->skin, need, model->n_layers, need);
-    comm->cutghostuser = ghost_cut_set = need;
+  if (halo) {
+    // Halo mode: ghosts within r_c + skin are all a rank needs (their features come from
+    // their owners), and LAMMPS's ghost cutoff is never below the neighbour cutoff, r_c +
+    // skin: nothing to set or check. A cutoff this style raised for a recompute-mode
+    // model earlier in the input goes back.
+    if (ghost_cut_set > 0.0 && comm->cutghostuser == ghost_cut_set) comm->cutghostuser = 0.0;
+    ghost_cut_set = 0.0;
+    ghostneigh = 0;
+    comm_forward = comm_reverse = model->halo_width;
     if (comm->me == 0)
-      utils::logmesg(lmp, "pair_style geomformer: ghost cutoff set to {:.4g} Å = (n_layers {} + "
-                     "1) x r_c {:.4g} Å + skin {:.4g} Å\n", need, model->n_layers,
-                     model->cutoff, neighbor->skin);
+      utils::logmesg(lmp, "pair_style geomformer: halo mode (ghost features exchanged at every "
+                     "layer): ghost cutoff r_c {:.4g} Å + skin {:.4g} Å = {:.4g} Å\n",
+                     model->cutoff, neighbor->skin, need);
+  } else {
+    // The receptive field: the energy of an atom depends on the last layer's features of
+    // its neighbours, ..., on the initial features of atoms L cutoffs away, and those are
+    // sums over THEIR neighbours: L + 1 cutoffs, plus the skin atoms may move between
+    // neighbour-list builds. A ghost cutoff the user set below that is an error (it would
+    // silently give wrong forces near subdomain boundaries); none set, or our own, is raised.
+    ghostneigh = 1;
+    comm_forward = comm_reverse = 0;
+    if (comm->cutghostuser < need) {
+      if (comm->cutghostuser > 0.0 && comm->cutghostuser != ghost_cut_set)
+        error->all(FLERR, "pair_style geomformer: ghost cutoff {:.4g} Å (comm_modify cutoff) is "
+                   "too small for this model (recompute mode): it needs (n_layers {} + 1) x r_c "
+                   "{:.4g} Å + neighbor skin {:.4g} Å = {:.4g} Å, because each of the {} layers "
+                   "looks one cutoff further and the initial features one more. Remove the "
+                   "comm_modify cutoff (the pair style sets it), make it at least {:.4g}, or "
+                   "export the model in halo mode (ghost cutoff r_c + skin)", comm->cutghostuser,
+                   model->n_layers, model->cutoff, neighbor->skin, need, model->n_layers, need);
+      comm->cutghostuser = ghost_cut_set = need;
+      if (comm->me == 0)
+        utils::logmesg(lmp, "pair_style geomformer: recompute mode: ghost cutoff set to {:.4g} Å "
+                       "= (n_layers {} + 1) x r_c {:.4g} Å + skin {:.4g} Å\n", need,
+                       model->n_layers, model->cutoff, neighbor->skin);
+    }
   }
   at::set_num_threads(comm->nthreads);
   for (double &x : stats) x = 0.0;
-  neighbor->add_request(this, NeighConst::REQ_FULL | NeighConst::REQ_GHOST);
+  neighbor->add_request(this, halo ? NeighConst::REQ_FULL
+                                   : NeighConst::REQ_FULL | NeighConst::REQ_GHOST);
 }
 
 double PairGeoMFormer::init_one(int i, int j)
@@ -233,7 +331,7 @@ void PairGeoMFormer::build_graph()
 {
   const int nlocal = atom->nlocal;
   const int nall = nlocal + atom->nghost;
-  const int hops = model->n_layers + 1;
+  const int hops = halo ? 1 : model->n_layers + 1;    // depths whose edges are gathered
   const double rc2 = model->cutoff * model->cutoff;
   double **x = atom->x;
   int *type = atom->type;
@@ -309,10 +407,16 @@ void PairGeoMFormer::compute(int eflag, int vflag)
   stats[1] += n_own;
   stats[2] += rep.size();
   stats[3] += edge_i.size();
-  for (int k = 0; k <= L; k++) stats[4] += depth_end[L - k];
+  for (int k = 0; k <= L; k++) stats[4] += halo ? n_own : depth_end[L - k];
   const double t1 = cpu_seconds();
   stats[5] += t1 - t0;
-  if (n_own == 0) return;    // an empty subdomain, or only NULL-type atoms: no energy here
+  if (n_own == 0) {    // an empty subdomain, or only NULL-type atoms: no energy here, but
+    if (halo && comm->nprocs > 1) {    // the other ranks' exchanges pass through this one
+      for (int k = 0; k < L; k++) halo_forward(nullptr, 0, model->halo_width, nullptr, 0);
+      for (int k = 0; k < L; k++) halo_reverse(nullptr, 0, model->halo_width, nullptr, 0);
+    }
+    return;
+  }
 
   const long n_edges = (long) edge_i.size();
   const int n_nodes = (int) rep.size();
@@ -328,19 +432,27 @@ void PairGeoMFormer::compute(int eflag, int vflag)
     std::memcpy(edge_index.data_ptr<int64_t>() + n_edges, edge_j.data(), n_edges * sizeof(int64_t));
   }
   at::Tensor vec = at::from_blob(edge_vec.data(), {n_edges, 3}, at::kDouble).to(model->dtype);
-  // Layer sizes as the shapes of empty tensors (the exported graph's dynamic dimensions):
-  // entry 0 the initial features, entry k layer k, each (atoms, edges) in prefix form.
+  // Sizes as the shapes of empty tensors (the exported graph's dynamic dimensions). Halo:
+  // the own atoms. Recompute: the layer sizes, entry 0 the initial features, entry k layer
+  // k, each (atoms, edges) in prefix form.
   std::vector<at::Tensor> inputs{numbers, edge_index, vec};
   auto opts_u8 = at::TensorOptions().dtype(at::kByte);
-  for (int k = 0; k <= L; k++) {
-    const int atoms = depth_end[L - k];
-    inputs.push_back(at::empty({atoms, (long) edges_before[atoms], 0}, opts_u8));
+  if (halo) {
+    inputs.push_back(at::empty({n_own, 0}, opts_u8));
+  } else {
+    for (int k = 0; k <= L; k++) {
+      const int atoms = depth_end[L - k];
+      inputs.push_back(at::empty({atoms, (long) edges_before[atoms], 0}, opts_u8));
+    }
   }
 
   std::vector<at::Tensor> out;
   try {
+    running = this;
     out = model->run(inputs);
+    running = nullptr;
   } catch (std::exception &e) {
+    running = nullptr;
     std::string why = e.what();
     error->one(FLERR, "pair_style geomformer: the model failed on rank {} ({} own atoms, {} "
                "nodes, {} edges): {}", comm->me, n_own, n_nodes, n_edges,
@@ -352,7 +464,7 @@ void PairGeoMFormer::compute(int eflag, int vflag)
     error->one(FLERR, "pair_style geomformer: the model returned {} energies and {} gradient "
                "entries for {} atoms and {} edges", energies.numel(), grad.numel(), n_own,
                n_edges);
-  stats[6] += cpu_seconds() - t1;
+  stats[6] += cpu_seconds() - t1;    // the exchanges' CPU time included
   const double *e = energies.data_ptr<double>();
   const double *g = grad.data_ptr<double>();
 
@@ -390,21 +502,99 @@ void PairGeoMFormer::compute(int eflag, int vflag)
   }
 }
 
+/* The halo exchange. Rows of all local and ghost atoms live in halo_buf; LAMMPS's
+   communication moves them between ranks in its swaps (a ghost of a ghost passes through
+   the rank in between, which is why a rank with no atom of its own still takes part).
+   Forward: every ghost atom's row becomes its owner's. Reverse: every ghost atom's row is
+   added to its owner's, in the reverse order of the swaps. One rank has no remote atoms
+   (every ghost is an image of an own atom, folded into its node): no communication. */
+
+void PairGeoMFormer::halo_forward(const double *own, int n_own, int width, double *all,
+                                  int n_nodes)
+{
+  const double t0 = wall_seconds();
+  if (n_own != (n_own ? depth_end[0] : 0) || n_nodes != (n_own ? (int) rep.size() : 0) ||
+      width != comm_forward)
+    error->one(FLERR, "pair_style geomformer: the model exchanged {} own and {} node rows of {} "
+               "numbers; the graph has {} and {} and the model file says {}", n_own, n_nodes,
+               width, depth_end[0], rep.size(), comm_forward);
+  const size_t w = width;
+  halo_buf.resize((atom->nlocal + atom->nghost) * w);
+  for (int k = 0; k < n_own; k++)
+    std::memcpy(&halo_buf[rep[k] * w], own + k * w, w * sizeof(double));
+  if (comm->nprocs > 1) comm->forward_comm(this);
+  if (n_own) std::memcpy(all, own, n_own * w * sizeof(double));
+  for (int k = n_own; k < n_nodes; k++)
+    std::memcpy(all + k * w, &halo_buf[rep[k] * w], w * sizeof(double));
+  stats[7] += wall_seconds() - t0;
+}
+
+void PairGeoMFormer::halo_reverse(const double *grad, int n_nodes, int width, double *own,
+                                  int n_own)
+{
+  const double t0 = wall_seconds();
+  if (n_own != (n_own ? depth_end[0] : 0) || n_nodes != (n_own ? (int) rep.size() : 0) ||
+      width != comm_reverse)
+    error->one(FLERR, "pair_style geomformer: the model's reverse exchange got {} node and {} own "
+               "rows of {} numbers; the graph has {} and {} and the model file says {}", n_nodes,
+               n_own, width, rep.size(), depth_end[0], comm_reverse);
+  const size_t w = width;
+  halo_buf.assign((atom->nlocal + atom->nghost) * w, 0.0);
+  for (int k = n_own; k < n_nodes; k++)
+    std::memcpy(&halo_buf[rep[k] * w], grad + k * w, w * sizeof(double));
+  if (comm->nprocs > 1) comm->reverse_comm(this);
+  for (int k = 0; k < n_own; k++) {
+    const double *g = grad + k * w, *received = &halo_buf[rep[k] * w];
+    double *o = own + k * w;
+    for (size_t c = 0; c < w; c++) o[c] = g[c] + received[c];
+  }
+  stats[7] += wall_seconds() - t0;
+}
+
+int PairGeoMFormer::pack_forward_comm(int n, int *list, double *buf, int, int *)
+{
+  const size_t w = comm_forward;
+  for (int i = 0; i < n; i++) std::memcpy(buf + i * w, &halo_buf[list[i] * w], w * sizeof(double));
+  return n * w;
+}
+
+void PairGeoMFormer::unpack_forward_comm(int n, int first, double *buf)
+{
+  std::memcpy(&halo_buf[first * (size_t) comm_forward], buf, n * comm_forward * sizeof(double));
+}
+
+int PairGeoMFormer::pack_reverse_comm(int n, int first, double *buf)
+{
+  std::memcpy(buf, &halo_buf[first * (size_t) comm_reverse], n * comm_reverse * sizeof(double));
+  return n * comm_reverse;
+}
+
+void PairGeoMFormer::unpack_reverse_comm(int n, int *list, double *buf)
+{
+  const size_t w = comm_reverse;
+  for (int i = 0; i < n; i++) {
+    double *row = &halo_buf[list[i] * w];
+    const double *in = buf + i * w;
+    for (size_t c = 0; c < w; c++) row[c] += in[c];
+  }
+}
+
 /* Per-rank averages over the run's calls: the ghost overhead (graph nodes and atom-layers
-   evaluated per own atom; 1 would be no redundant work) and where the CPU time went. */
+   evaluated per own atom; 1 would be no redundant work) and where the time went. */
 
 void PairGeoMFormer::finish()
 {
-  double sum[7], max[7];
-  MPI_Allreduce(stats, sum, 7, MPI_DOUBLE, MPI_SUM, world);
-  MPI_Allreduce(stats, max, 7, MPI_DOUBLE, MPI_MAX, world);
+  double sum[8], max[8];
+  MPI_Allreduce(stats, sum, 8, MPI_DOUBLE, MPI_SUM, world);
+  MPI_Allreduce(stats, max, 8, MPI_DOUBLE, MPI_MAX, world);
   if (comm->me != 0 || max[0] == 0) return;
   const double calls = max[0], own = sum[1] / calls, hops = model->n_layers + 1;
-  utils::logmesg(lmp, "pair_style geomformer, per rank and call ({} ranks, {} calls): own atoms "
-                 "{:.0f}, graph nodes {:.0f} ({:.2f} per own atom), edges {:.0f}, atom-layers "
-                 "evaluated / (own atoms x (layers + 1)) {:.2f}; CPU s per call (max over "
-                 "ranks): graph {:.4g}, model {:.4g}\n", comm->nprocs, (long) calls,
+  utils::logmesg(lmp, "pair_style geomformer, per rank and call ({} ranks, {} calls, {} mode): own "
+                 "atoms {:.0f}, graph nodes {:.0f} ({:.2f} per own atom), edges {:.0f}, "
+                 "atom-layers evaluated / (own atoms x (layers + 1)) {:.2f}; CPU s per call (max "
+                 "over ranks): graph {:.4g}, model {:.4g}; wall s per call in halo exchanges (max "
+                 "over ranks) {:.4g}\n", comm->nprocs, (long) calls, halo ? "halo" : "recompute",
                  own / comm->nprocs, sum[2] / calls / comm->nprocs, own > 0 ? sum[2] / sum[1] : 0.0,
                  sum[3] / calls / comm->nprocs, own > 0 ? sum[4] / (hops * sum[1]) : 0.0,
-                 max[5] / calls, max[6] / calls);
+                 max[5] / calls, max[6] / calls, max[7] / calls);
 }

@@ -1,10 +1,13 @@
 /* pair_style geomformer: a GeoMFormer potential exported by `geomformer-md lammps export`.
 
-   Each rank builds the graph of its own atoms plus the ghost atoms within the model's
-   receptive field, evaluates the energy of its own atoms with the exported model, and
-   gets the gradient with respect to every edge vector; forces on ghost atoms go back to
-   their owners through LAMMPS's reverse communication (newton_pair on), so the result
-   is the same for any number of ranks. See docs/lammps.md. */
+   Each rank builds the graph of its own atoms plus ghost atoms, evaluates the energy of
+   its own atoms with the exported model, and gets the gradient with respect to every edge
+   vector; forces on ghost atoms go back to their owners through LAMMPS's reverse
+   communication (newton_pair on), so the result is the same for any number of ranks.
+   Two ghost modes, chosen by the model file: "halo" (one cutoff of ghosts; the ghosts'
+   features are exchanged between ranks at every layer, forward and backward, through
+   pack/unpack_forward_comm and pack/unpack_reverse_comm below) and "recompute" ((layers +
+   1) cutoffs of ghosts, whose lower layers each rank computes itself). See docs/lammps.md. */
 
 #ifndef LMP_PAIR_GEOMFORMER_H
 #define LMP_PAIR_GEOMFORMER_H
@@ -31,6 +34,19 @@ class PairGeoMFormer : public Pair {
   double init_one(int, int) override;
   void finish() override;
 
+  int pack_forward_comm(int, int *, double *, int, int *) override;
+  void unpack_forward_comm(int, int, double *) override;
+  int pack_reverse_comm(int, int, double *) override;
+  void unpack_reverse_comm(int, int *, double *) override;
+
+  // The halo mode's exchange, called by the geomformer::halo / halo_reverse kernels while
+  // the model runs (rows of `width` doubles): own rows -> rows of all graph nodes, ghost
+  // rows from their owners; gradients of all nodes -> own rows, ghost rows summed into
+  // their owners. Every rank makes the same calls (an empty rank with null pointers).
+  void halo_forward(const double *own, int n_own, int width, double *all, int n_nodes);
+  void halo_reverse(const double *grad, int n_nodes, int width, double *own, int n_own);
+  static PairGeoMFormer *running;    // the instance whose model is running, for the kernels
+
  protected:
   void allocate();
   void build_graph();
@@ -41,10 +57,15 @@ class PairGeoMFormer : public Pair {
   std::vector<int> type_z;    // atomic number of each LAMMPS type, 0 = NULL (ignored)
 
   double ghost_cut_set = 0.0;    // the ghost cutoff this style set (not the user)
+  bool halo = false;             // the model file's ghost mode: halo (else recompute)
 
   // Per-run statistics, printed by finish(): calls, and sums over calls of own atoms, graph
-  // nodes, edges, atom-layers evaluated, and CPU seconds in the graph and in the model.
-  double stats[7] = {0, 0, 0, 0, 0, 0, 0};
+  // nodes, edges, atom-layers evaluated, CPU seconds in the graph and in the model, and
+  // wall seconds in the halo exchanges (waiting for the other ranks included).
+  double stats[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+
+  std::vector<double> halo_buf;    // [nall x halo_width] per-atom rows being exchanged
+  int halo_width = 0;              // doubles per atom in the exchange (4 d_model)
 
   // The graph of one step, rebuilt at every call (reused buffers); see the .cpp.
   std::vector<int> node_of;                      // [nall] node of each atom, -1 = none (yet)
