@@ -38,6 +38,7 @@
 #include <torch/headeronly/version.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <ctime>
@@ -285,6 +286,13 @@ void PairGeoMFormer::init_style()
     ghost_cut_set = 0.0;
     ghostneigh = 0;
     comm_forward = comm_reverse = model->halo_width;
+    // Inside pair_style hybrid, LAMMPS sizes its communication buffers from the hybrid
+    // style's comm_forward, which took the maximum over the sub-styles when they were
+    // created (pair_style line), before this one knew its model: raise it here.
+    if (force->pair && force->pair != this) {
+      force->pair->comm_forward = std::max(force->pair->comm_forward, comm_forward);
+      force->pair->comm_reverse = std::max(force->pair->comm_reverse, comm_reverse);
+    }
     if (comm->me == 0)
       utils::logmesg(lmp, "pair_style geomformer: halo mode (ghost features exchanged at every "
                      "layer): ghost cutoff r_c {:.4g} Å + skin {:.4g} Å = {:.4g} Å\n",
