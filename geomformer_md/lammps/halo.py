@@ -31,9 +31,12 @@ import torch
 
 _local = threading.local()  # .exchange: the simulated rank of this thread, or None
 
-_lib = torch.library.Library("geomformer", "DEF")
-_lib.define("halo(Tensor own, Tensor like) -> Tensor")
-_lib.define("halo_reverse(Tensor grad, Tensor own) -> Tensor")
+# A fragment, and the schema only if missing: the plugin, loaded into this process by the
+# lammps module, may have defined it already (its C++ kernels then serve CPU tensors).
+_lib = torch.library.Library("geomformer", "FRAGMENT")
+if not hasattr(torch.ops.geomformer, "halo"):
+    _lib.define("halo(Tensor own, Tensor like) -> Tensor")
+    _lib.define("halo_reverse(Tensor grad, Tensor own) -> Tensor")
 
 
 def _halo(own: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -102,17 +102,28 @@ static at::Tensor halo_reverse_op(const at::Tensor &grad, const at::Tensor &own)
   return out.to(grad.scalar_type());
 }
 
-TORCH_LIBRARY(geomformer, m)
-{
-  m.def("halo(Tensor own, Tensor like) -> Tensor");
-  m.def("halo_reverse(Tensor grad, Tensor own) -> Tensor");
-}
-
-TORCH_LIBRARY_IMPL(geomformer, CPU, m)
-{
-  m.impl("halo", halo_op);
-  m.impl("halo_reverse", halo_reverse_op);
-}
+// Registered when LAMMPS loads the plugin. Not with TORCH_LIBRARY: in a Python process
+// that imported geomformer_md.lammps.halo (which defines the schema) before loading the
+// plugin through the lammps module, a second definition would abort the load; here the
+// schema is defined only if it is missing, and the C++ kernels serve CPU tensors either way.
+namespace {
+struct HaloOperators {
+  std::unique_ptr<torch::Library> def, impl;
+  HaloOperators()
+  {
+    if (!c10::Dispatcher::singleton().findSchema({"geomformer::halo", ""})) {
+      def = std::make_unique<torch::Library>(torch::Library::FRAGMENT, "geomformer",
+                                             std::nullopt, __FILE__, __LINE__);
+      def->def("halo(Tensor own, Tensor like) -> Tensor");
+      def->def("halo_reverse(Tensor grad, Tensor own) -> Tensor");
+    }
+    impl = std::make_unique<torch::Library>(torch::Library::IMPL, "geomformer",
+                                            c10::DispatchKey::CPU, __FILE__, __LINE__);
+    impl->impl("halo", halo_op);
+    impl->impl("halo_reverse", halo_reverse_op);
+  }
+} halo_operators;
+}    // namespace
 
 namespace LAMMPS_NS {
 
