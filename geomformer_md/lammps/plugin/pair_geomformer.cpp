@@ -74,6 +74,13 @@ static PairGeoMFormer *running_pair(const char *op)
   return PairGeoMFormer::running;
 }
 
+static int row_width(const std::vector<int64_t> &shape)    // numbers per row (atom)
+{
+  int64_t width = 1;
+  for (size_t d = 1; d < shape.size(); d++) width *= shape[d];
+  return (int) width;
+}
+
 static at::Tensor halo_op(const at::Tensor &own, const at::Tensor &like)
 {
   PairGeoMFormer *pair = running_pair("halo");
@@ -82,7 +89,7 @@ static at::Tensor halo_op(const at::Tensor &own, const at::Tensor &like)
   std::vector<int64_t> shape = own.sizes().vec();
   shape[0] = n_nodes;
   at::Tensor all = at::empty(shape, src.options());
-  const int width = (int) (n_own ? src.numel() / n_own : all.numel() / std::max<int64_t>(n_nodes, 1));
+  const int width = row_width(shape);
   pair->halo_forward(src.data_ptr<double>(), (int) n_own, width, all.data_ptr<double>(),
                      (int) n_nodes);
   return all.to(own.scalar_type());
@@ -96,7 +103,7 @@ static at::Tensor halo_reverse_op(const at::Tensor &grad, const at::Tensor &own)
   std::vector<int64_t> shape = grad.sizes().vec();
   shape[0] = n_own;
   at::Tensor out = at::empty(shape, src.options());
-  const int width = (int) (n_nodes ? src.numel() / n_nodes : 0);
+  const int width = row_width(shape);
   pair->halo_reverse(src.data_ptr<double>(), (int) n_nodes, width, out.data_ptr<double>(),
                      (int) n_own);
   return out.to(grad.scalar_type());
@@ -144,11 +151,14 @@ class GeoMFormerModel {
       throw std::runtime_error("its format version is " + std::to_string(format) +
                                "; this plugin reads versions 1 and 2 (rebuild the plugin with "
                                "the geomformer-md that exported it)");
-    const std::string mode = format >= 2 ? meta.at("ghost_mode") : "recompute";
+    const std::string mode = format == 1 ? "recompute"
+                             : meta.count("ghost_mode") ? meta.at("ghost_mode") : "";
     if (mode != "halo" && mode != "recompute")
       throw std::runtime_error("its ghost mode '" + mode + "' is unknown to this plugin");
     halo = mode == "halo";
-    halo_width = halo ? std::stoi(meta.at("halo_width")) : 0;
+    halo_width = halo && meta.count("halo_width") ? std::stoi(meta.at("halo_width")) : 0;
+    if (halo && halo_width <= 0)
+      throw std::runtime_error("its metadata has no valid halo_width (the halo mode needs it)");
     std::string exported_with = meta.at("torch_version");
     exported_with = exported_with.substr(0, exported_with.find('+'));
     if (exported_with != TORCH_VERSION)
