@@ -170,6 +170,8 @@ def test_export_refuses_what_lammps_cannot_run(tmp_path):
         export(make_model(), tmp_path / "model.pt")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         export(make_model(), tmp_path / "no" / "model.pt2")
+    with pytest.raises(ValueError, match="ghost_mode must be 'halo' or 'recompute'"):
+        export(make_model(), tmp_path / "model.pt2", ghost_mode="full")
 
 
 def test_build_plugin_names_what_is_missing(monkeypatch):
