@@ -210,6 +210,9 @@ def _check_against_ase(name, nprocs, plugin, model_file, references, tmp_path):
     ref, n = references[name], len(atoms)
     row = res.thermo[-1]
     forces = np.stack([res.dump[k] for k in ("fx", "fy", "fz")], axis=1)
+    df, de = np.abs(forces - ref["forces"]).max(), np.abs(res.dump["c_pe"] - ref["energies"]).max()
+    print(f"{name} on {nprocs} rank(s): largest |F - F_ase| {df:.1e} eV/Å, per-atom energies "
+          f"{de:.1e} eV")
     assert abs(row["PotEng"] - ref["energy"]) / n < 1e-6
     np.testing.assert_allclose(res.dump["c_pe"], ref["energies"], rtol=0, atol=1e-6)
     np.testing.assert_allclose(forces, ref["forces"], rtol=0, atol=1e-6)
@@ -316,6 +319,7 @@ def test_nve_on_two_ranks_conserves_energy_short(plugin, model_file, tmp_path):
 @pytest.mark.slow
 def test_nve_on_two_ranks_conserves_energy_2000_steps(plugin, model_file, tmp_path):
     drift, _ = _nve(2000, plugin, model_file, tmp_path)
+    print(f"largest |E_tot - E_tot(0)| {1e3 * np.abs(drift).max():.2f} meV/atom")
     assert np.abs(drift).max() < 1e-3  # eV/atom
 
 
