@@ -93,7 +93,7 @@ class DistillRun:
             stored = _with_defaults(json.loads(path.read_text()),
                                     json.loads(json.dumps(DistillConfig().to_dict(), default=str)))
             diff = sorted(k for k in set(mine) | set(stored)
-                          if k not in ("iterations", "teacher_record")
+                          if k not in ("iterations", "workers", "teacher_record")
                           and json.dumps(mine.get(k), default=str)
                           != json.dumps(stored.get(k), default=str))
             if diff:
@@ -278,11 +278,12 @@ class DistillRun:
         return _read_frames(path)
 
     def train_members(self, it: int, data_files: list[Path]) -> list[Path]:
-        """Train (iteration 0) or continue (later) every member; returns model files."""
-        from ..train import train
+        """Train (iteration 0) or continue (later) every member; returns model files.
 
-        frames = [a for p in data_files for a in _read_frames(p)]
-        paths = []
+        Members are independent (own data sample, seed and folder), so with ``workers`` > 1
+        they train in that many processes at once, with the same results."""
+        data = [_read_frames(p) for p in data_files]
+        paths, jobs = [], []
         for k in range(self.cfg.committee_size):
             folder = self.out / f"iter_{it:03d}" / f"member_{k}"
             model = folder / "model.pt"
@@ -292,11 +293,7 @@ class DistillRun:
             folder.mkdir(parents=True, exist_ok=True)
             train_file = folder / "train.extxyz"
             if not train_file.exists():
-                chosen = frames
-                if self.cfg.bootstrap:
-                    idx = self.rng(it, 6, k).integers(0, len(frames), len(frames))
-                    chosen = [frames[i] for i in np.sort(idx)]
-                _atomic_write_frames(train_file, chosen)
+                _atomic_write_frames(train_file, self._member_frames(it, k, data))
             previous = self._start_model(it, k)
             settings = dict(self.cfg.training)
             if it > 0 and not self.cfg.retrain:
@@ -316,13 +313,29 @@ class DistillRun:
             }
             if previous:  # no pseudo-label replay: members continue on all teacher data
                 config["replay"] = {"frames": 0}
-            self.log(f"iteration {it}: training member {k} on {len(frames)} frames"
+            n_train = sum(1 for _ in _read_frames(train_file))
+            self.log(f"iteration {it}: training member {k} on {n_train} frames"
                      f"{' (bootstrap)' if self.cfg.bootstrap else ''}"
                      f"{f' from {previous}' if previous else ' from scratch'}")
-            t0 = time.perf_counter()
-            train(config, resume=True, progress=False, log=lambda m: None)
-            self.log(f"iteration {it}: member {k} trained in {time.perf_counter() - t0:.0f} s")
+            jobs.append((k, config))
+        for k, seconds in _train_jobs(jobs, self.cfg.workers):
+            self.log(f"iteration {it}: member {k} trained in {seconds:.0f} s")
         return paths
+
+    def _member_frames(self, it: int, k: int, data: list[list[Atoms]]) -> list[Atoms]:
+        """Member k's training frames at iteration it: all data, or (finetune_frames) this
+        iteration's frames plus a sample of the earlier ones; then its bootstrap resample."""
+        frames = [a for part in data for a in part]
+        cap = self.cfg.finetune_frames
+        if it > 0 and not self.cfg.retrain and cap and len(frames) > cap:
+            new, old = data[-1], [a for part in data[:-1] for a in part]
+            n_old = max(0, cap - len(new))
+            pick = self.rng(it, 9, k).choice(len(old), n_old, replace=False)
+            frames = [old[i] for i in np.sort(pick)] + new
+        if self.cfg.bootstrap:
+            idx = self.rng(it, 6, k).integers(0, len(frames), len(frames))
+            frames = [frames[i] for i in np.sort(idx)]
+        return frames
 
     def _species(self) -> list[int]:
         from ase.data import atomic_numbers
@@ -429,6 +442,43 @@ class DistillRun:
             for r in rows:
                 w.writerow({k: r.get(k, "") for k in fields})
         os.replace(tmp, self.out / "progress.csv")
+
+
+def _train_one(config: dict) -> float:
+    from ..train import train
+
+    t0 = time.perf_counter()
+    train(config, resume=True, progress=False, log=lambda m: None)
+    return time.perf_counter() - t0
+
+
+def _die_with_parent() -> None:
+    """A training worker stops when the run is killed (Linux: PR_SET_PDEATHSIG), so a
+    resumed run never trains a member beside an orphan writing the same checkpoints."""
+    import signal
+
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _train_jobs(jobs: list[tuple[int, dict]], workers: int):
+    """Yield (member, seconds) as the training jobs finish, in ``workers`` processes."""
+    if workers <= 1 or len(jobs) <= 1:
+        for k, config in jobs:
+            yield k, _train_one(config)
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=mp.get_context("spawn"),
+                             initializer=_die_with_parent) as pool:
+        futures = {pool.submit(_train_one, config): k for k, config in jobs}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
 
 
 def _uncertainty_summary(candidates: list[Atoms], selected: list[Atoms]) -> dict:
