@@ -142,6 +142,29 @@ def test_killed_run_resumes_to_the_same_data_and_models(finished, tmp_path):
             assert torch.equal(sa[key], sb[key]), key
 
 
+def test_exploration_in_two_workers_gives_the_same_candidates(finished):
+    import dataclasses
+
+    from geomformer_md.distill.run import _explore_jobs
+    from geomformer_md.io.checkpoint import load_any
+
+    _, out = finished
+    cfg = distill_config_from_dict({**TINY, "out_dir": str(out)})
+    space = Space(cfg.space, {"Cu": 3.6, "Ag": 4.1})
+    starts = space.sample(np.random.default_rng(5), 3)
+    jobs = [(k, a, cfg.explore[k % 3], [0, 1, 5, k]) for k, a in enumerate(starts)]
+    file = out / "iter_000" / "committee.pt"
+    runs = []
+    for workers in (1, 2):
+        found = dict(_explore_jobs(jobs, load_any(file), dataclasses.replace(cfg, workers=workers),
+                                   file))
+        runs.append([a for k in sorted(found) for a in found[k]])
+    assert len(runs[0]) == len(runs[1]) > 3
+    for a, b in zip(*runs, strict=True):
+        np.testing.assert_array_equal(a.positions, b.positions)
+        assert a.info["force_std_max"] == b.info["force_std_max"]
+
+
 def test_finetune_frames_caps_what_members_continue_on(tmp_path):
     from ase.build import bulk
 

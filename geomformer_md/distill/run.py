@@ -254,20 +254,20 @@ class DistillRun:
         path = self.out / f"iter_{it:03d}" / "candidates.extxyz"
         if path.exists():
             return _read_frames(path)
-        from ..calculator import GeoMFormerCalculator
         from ..simulate._progress import progress_bar
 
-        calc = GeoMFormerCalculator(committee, uncertainty_threshold=None)
         t0 = time.perf_counter()
         starts = space.sample(self.rng(it, 4), self.cfg.structures_per_iteration)
-        candidates = []
+        jobs = [(k, atoms, self.cfg.explore[k % len(self.cfg.explore)], [self.cfg.seed, it, 5, k])
+                for k, atoms in enumerate(starts)]
         bar = progress_bar(len(starts), f"explore {it}", enabled=self.progress, unit="structure")
-        for k, atoms in enumerate(starts):
-            mode = self.cfg.explore[k % len(self.cfg.explore)]
-            candidates += explore_structure(atoms, calc, mode, self.cfg, self.rng(it, 5, k),
-                                            trajectory=k)
+        found = {}
+        for k, frames in _explore_jobs(jobs, committee, self.cfg,
+                                       self.out / f"iter_{it - 1:03d}" / "committee.pt"):
+            found[k] = frames
             bar.update(1)
         bar.close()
+        candidates = [a for k in sorted(found) for a in found[k]]
         took = time.perf_counter() - t0
         self.log(f"iteration {it}: explored {len(starts)} structures, {len(candidates)} "
                  f"candidates in {took:.0f} s ({took / max(1, len(candidates)):.2f} s each)")
@@ -442,6 +442,48 @@ class DistillRun:
             for r in rows:
                 w.writerow({k: r.get(k, "") for k in fields})
         os.replace(tmp, self.out / "progress.csv")
+
+
+def _explore_one(committee, job, cfg) -> list[Atoms]:
+    """The candidates of one starting structure, with a calculator of its own (a shared
+    one would carry neighbour-list state from the structure before into the last bits)."""
+    from ..calculator import GeoMFormerCalculator
+
+    k, atoms, mode, seed = job
+    calc = GeoMFormerCalculator(committee, uncertainty_threshold=None)
+    return explore_structure(atoms, calc, mode, cfg, np.random.default_rng(seed), trajectory=k)
+
+
+_WORKER_COMMITTEE = None
+
+
+def _explore_init(committee_file: str) -> None:
+    global _WORKER_COMMITTEE
+    import torch
+
+    _die_with_parent()
+    torch.set_num_threads(1)
+    _WORKER_COMMITTEE = load_any(committee_file)
+
+
+def _explore_in_worker(job, cfg) -> tuple[int, list[Atoms]]:
+    return job[0], _explore_one(_WORKER_COMMITTEE, job, cfg)
+
+
+def _explore_jobs(jobs: list, committee, cfg, committee_file: Path):
+    """Yield (structure, candidates) as explorations finish, in ``cfg.workers`` processes
+    (each loads the committee from its file); any order, the same candidates."""
+    if cfg.workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            yield job[0], _explore_one(committee, job, cfg)
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(min(cfg.workers, len(jobs)), mp_context=mp.get_context("spawn"),
+                             initializer=_explore_init, initargs=(str(committee_file),)) as pool:
+        for future in as_completed([pool.submit(_explore_in_worker, job, cfg) for job in jobs]):
+            yield future.result()
 
 
 def _train_one(config: dict) -> float:
