@@ -36,6 +36,7 @@ from .config import DistillConfig, distill_config_from_dict, load_distill_config
 from .evaluate import category_of, evaluate_committee, plot_progress
 from .explore import explore_structure, select_frames
 from .space import KIND_CATEGORY, Space, matches, rule_name
+from .space_config import frame_tags
 from .teacher import Teacher
 
 
@@ -240,7 +241,7 @@ class DistillRun:
                         f"extra_data {file}: frame {i} was labelled by {who} (info teacher or "
                         f"source), not by this run's teacher {self.teacher.name}: never mix "
                         f"labellers in one data set")
-                if any(matches(_tags(atoms), rule) for rule in self.cfg.space.holdout):
+                if any(matches(frame_tags(atoms), rule) for rule in self.cfg.space.holdout):
                     dropped += 1
                 else:
                     kept.append(atoms)
@@ -547,16 +548,6 @@ def _rattled(atoms: Atoms, rng, amount: float) -> Atoms:
 def _kinds_in_category(space: Space, kind: str) -> int:
     mine = KIND_CATEGORY.get(kind, kind)
     return sum(1 for k, _ in space.kinds if KIND_CATEGORY.get(k, k) == mine)
-
-
-def _tags(atoms: Atoms) -> dict:
-    """Hold-out tags of a frame from elsewhere: its own info where it has the key, the metal
-    elements from its atoms otherwise (so {elements: Cu-Ni} catches any Cu-Ni frame)."""
-    metals = sorted({s for s in atoms.get_chemical_symbols() if s not in ("H", "C", "N", "O")})
-    tags = {"elements": "-".join(metals) or "none"}
-    tags.update({k: atoms.info[k] for k in ("category", "elements", "facet", "adsorbate", "shape",
-                                            "cluster_size") if k in atoms.info})
-    return tags
 
 
 def _validation_structures(space: Space, n: int, every_kind: bool, seed: int) -> list[Atoms]:
