@@ -54,8 +54,9 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
        "OPENBLAS_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
 
 
-def _distill_process(cfg: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "geomformer_md.cli", "-q", "distill", str(cfg)],
+def _distill_process(cfg: Path, *flags: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "geomformer_md.cli", "-q", "distill", str(cfg),
+                             *flags],
                             env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -125,7 +126,8 @@ def test_killed_run_resumes_to_the_same_data_and_models(finished, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (out / "committee.pt").exists()
-    resumed = _distill_process(cfg)
+    # resumed with the members training two at a time: same results as one at a time
+    resumed = _distill_process(cfg, "--workers", "2")
     _, err = resumed.communicate()
     assert resumed.returncode == 0, err
     data_a, models_a = _state(straight)
@@ -138,6 +140,52 @@ def test_killed_run_resumes_to_the_same_data_and_models(finished, tmp_path):
     for sa, sb in zip(models_a, models_b, strict=True):
         for key in sa:
             assert torch.equal(sa[key], sb[key]), key
+
+
+def test_exploration_in_two_workers_gives_the_same_candidates(finished):
+    import dataclasses
+
+    from geomformer_md.distill.run import _explore_jobs
+    from geomformer_md.io.checkpoint import load_any
+
+    _, out = finished
+    cfg = distill_config_from_dict({**TINY, "out_dir": str(out)})
+    space = Space(cfg.space, {"Cu": 3.6, "Ag": 4.1})
+    starts = space.sample(np.random.default_rng(5), 3)
+    jobs = [(k, a, cfg.explore[k % 3], [0, 1, 5, k]) for k, a in enumerate(starts)]
+    file = out / "iter_000" / "committee.pt"
+    runs = []
+    for workers in (1, 2):
+        found = dict(_explore_jobs(jobs, load_any(file), dataclasses.replace(cfg, workers=workers),
+                                   file))
+        runs.append([a for k in sorted(found) for a in found[k]])
+    assert len(runs[0]) == len(runs[1]) > 3
+    for a, b in zip(*runs, strict=True):
+        np.testing.assert_array_equal(a.positions, b.positions)
+        assert a.info["force_std_max"] == b.info["force_std_max"]
+
+
+def test_finetune_frames_caps_what_members_continue_on(tmp_path):
+    from ase.build import bulk
+
+    from geomformer_md.distill.run import DistillRun
+
+    cfg = distill_config_from_dict({**TINY, "out_dir": str(tmp_path / "cap"), "finetune_frames": 5,
+                                    "bootstrap": False})
+    run = DistillRun(cfg, log=lambda m: None, progress=False)
+    try:
+        old = [bulk("Cu", cubic=True) for _ in range(8)]
+        new = [bulk("Ag", cubic=True) for _ in range(3)]
+        for i, a in enumerate(old + new):
+            a.info["n"] = i
+        picks = [run._member_frames(1, k, [old, new]) for k in range(2)]
+        for frames in picks:  # this iteration's frames, then 2 of the 8 earlier ones
+            assert len(frames) == 5 and [a.info["n"] for a in frames[-3:]] == [8, 9, 10]
+            assert all(a.info["n"] < 8 for a in frames[:2])
+        assert [a.info["n"] for a in picks[0]] != [a.info["n"] for a in picks[1]]
+        assert len(run._member_frames(0, 0, [old + new])) == 11  # iteration 0: all of it
+    finally:
+        run.close()
 
 
 def test_a_label_does_not_depend_on_the_structure_labelled_before():

@@ -464,3 +464,39 @@ def test_weights_by_tag_scale_the_energy_and_force_terms_of_tagged_frames(data_f
     raw["data"].update(weight_key="kind", forces_weights={"short": -1})
     with pytest.raises(ValueError, match="forces_weights must map tags to numbers >= 0"):
         train_config_from_dict(raw)
+
+
+def test_exclude_rules_keep_whole_categories_out_of_every_split(tmp_path):
+    from ase.build import fcc100
+
+    from geomformer_md.train.trainer import Trainer
+
+    frames = emt_frames()
+    for k in range(6):  # Cu(100) with O: the category to hold out, in the main and an extra file
+        a = fcc100("Cu", (1, 1, 3), vacuum=4.0)
+        a += Atoms("O", positions=[a.positions[-1] + [0, 0, 1.8]])
+        a.positions += np.random.default_rng(k).normal(0, 0.05, a.positions.shape)
+        a = emt_labelled(a)
+        a.info.update(facet="100", adsorbate="O", config_id=f"h{k}")
+        frames.append(a)
+    write(tmp_path / "all.extxyz", frames)
+    write(tmp_path / "extra.extxyz", frames[-3:])
+    raw = config(tmp_path / "all.extxyz", tmp_path / "x", epochs=1)
+    raw["data"].update(extra_train_files=[str(tmp_path / "extra.extxyz")],
+                       exclude=[{"facet": "100"}])
+    lines = []
+    trainer = Trainer(train_config_from_dict(raw), progress=False, log=lines.append)
+    everything = trainer.train_set + trainer.val_set + trainer.test_set
+    assert len(everything) == len(frames) - 6
+    assert not any(s.info.get("facet") == "100" for s in everything)
+    assert sum("data.exclude: 6 of 30 frames" in m for m in lines) == 1
+    assert sum("data.exclude: 3 of 3 frames" in m for m in lines) == 1
+    # a co-adsorbed frame matches a rule naming one of its adsorbates, as in distillation
+    raw["data"]["exclude"] = [{"adsorbate": ["O", "OH"]}]
+    raw["out_dir"] = str(tmp_path / "y")
+    trainer = Trainer(train_config_from_dict(raw), progress=False, log=lambda *a: None)
+    assert len(trainer.train_set + trainer.val_set + trainer.test_set) == len(frames) - 6
+    for bad in ([{"miller": "100"}], {"facet": "100"}, [{"facet": []}]):
+        raw["data"]["exclude"] = bad
+        with pytest.raises(ValueError, match="data.exclude"):
+            train_config_from_dict(raw)

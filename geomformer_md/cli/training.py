@@ -3,6 +3,7 @@ checkpoint, from a teacher."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -55,9 +56,14 @@ def cmd_export(args) -> int:
 
 
 def cmd_distill(args) -> int:
-    from ..distill import distill
+    from ..distill import distill, load_distill_config
 
-    result = distill(args.config, progress=not getattr(args, "quiet", False))
+    config = args.config
+    if args.workers is not None:
+        if args.workers < 1:
+            raise CLIError(f"--workers must be at least 1, got {args.workers}")
+        config = dataclasses.replace(load_distill_config(args.config), workers=args.workers)
+    result = distill(config, progress=not getattr(args, "quiet", False))
     last = result["rows"][-1] if result["rows"] else {}
     summary = ", ".join(f"{k} {last[k]:.4g}" for k in ("E_all", "F_all", "spearman", "caught")
                         if isinstance(last.get(k), float))
@@ -93,3 +99,6 @@ def add_parsers(add) -> None:
              "(any ASE calculator) over a configuration space; re-running the same config "
              "continues the run", cmd_distill, model_options=False)
     sp.add_argument("config", help="distillation config (YAML; see docs/distill.md)")
+    sp.add_argument("--workers", type=int, metavar="N",
+                    help="train the committee's members in N processes at once (overrides "
+                         "the config's workers; results do not depend on it)")

@@ -93,7 +93,15 @@ class DistillConfig:
         training: TrainingConfig keys of the first training of each member.
         finetune: TrainingConfig keys that override ``training`` in later iterations, which
             continue each member from its last weights on all data so far.
+        finetune_frames: 0 (every later iteration continues each member on all data so
+            far), or a cap N: each member continues on the frames labelled in this
+            iteration plus a seeded random sample of the earlier ones, N in all (its own
+            sample per member and iteration). Training grows with the data otherwise, and
+            is nearly all of a long run's cost; the final potential is trained on all data
+            afterwards anyway (the committee only chooses the data).
         retrain: train every iteration from scratch instead (slower; for comparisons).
+        workers: train the K members in this many processes at once (one thread each).
+            Results do not depend on it, so it may change when a run is continued.
     """
 
     out_dir: str = "runs/distill"
@@ -126,7 +134,9 @@ class DistillConfig:
     validation_every_kind: bool = True
     training: dict = field(default_factory=dict)
     finetune: dict = field(default_factory=dict)
+    finetune_frames: int = 0
     retrain: bool = False
+    workers: int = 1
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -134,7 +144,8 @@ class DistillConfig:
 
 _INTS = ("seed", "committee_size", "iterations", "initial_frames", "frames_per_iteration",
          "structures_per_iteration", "md_steps", "snapshot_every", "relax_steps",
-         "max_per_trajectory", "min_separation", "validation_per_category")
+         "max_per_trajectory", "min_separation", "validation_per_category", "finetune_frames",
+         "workers")
 _FLOATS = ("timestep_fs", "rattle")
 _BOOLS = ("refit_e0", "bootstrap", "retrain", "validation_every_kind")
 
@@ -225,11 +236,12 @@ def distill_config_from_dict(raw: dict) -> DistillConfig:
     cfg = DistillConfig(**d)
     if cfg.committee_size < 2:
         raise ValueError(f"committee_size must be at least 2, got {cfg.committee_size}")
-    for key in ("iterations", "min_separation"):
+    for key in ("iterations", "min_separation", "finetune_frames"):
         if getattr(cfg, key) < 0:
             raise ValueError(f"{key} must be >= 0, got {getattr(cfg, key)}")
     for key in ("initial_frames", "frames_per_iteration", "structures_per_iteration", "md_steps",
-                "snapshot_every", "relax_steps", "max_per_trajectory", "validation_per_category"):
+                "snapshot_every", "relax_steps", "max_per_trajectory", "validation_per_category",
+                "workers"):
         if getattr(cfg, key) < 1:
             raise ValueError(f"{key} must be >= 1, got {getattr(cfg, key)}")
     return cfg

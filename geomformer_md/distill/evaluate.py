@@ -21,11 +21,12 @@ def category_of(atoms: Atoms) -> str:
     return str(atoms.info.get("holdout") or atoms.info.get("category") or "unknown")
 
 
-def committee_errors(committee, frames: list[Atoms]) -> list[dict]:
-    """Per frame: category, n, energy error (eV), force errors and stds per atom."""
+def committee_errors(committee, frames: list[Atoms], dtype: str | None = None) -> list[dict]:
+    """Per frame: category, n, energy error (eV), force errors and stds per atom (dtype:
+    the evaluation precision, None for the model's own)."""
     from ..calculator import GeoMFormerCalculator
 
-    calc = GeoMFormerCalculator(committee, uncertainty_threshold=None)
+    calc = GeoMFormerCalculator(committee, uncertainty_threshold=None, dtype=dtype)
     rows = []
     for atoms in frames:
         ref_e = atoms.get_potential_energy()

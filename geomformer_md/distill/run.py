@@ -36,6 +36,7 @@ from .config import DistillConfig, distill_config_from_dict, load_distill_config
 from .evaluate import category_of, evaluate_committee, plot_progress
 from .explore import explore_structure, select_frames
 from .space import KIND_CATEGORY, Space, matches, rule_name
+from .space_config import frame_tags
 from .teacher import Teacher
 
 
@@ -93,7 +94,7 @@ class DistillRun:
             stored = _with_defaults(json.loads(path.read_text()),
                                     json.loads(json.dumps(DistillConfig().to_dict(), default=str)))
             diff = sorted(k for k in set(mine) | set(stored)
-                          if k not in ("iterations", "teacher_record")
+                          if k not in ("iterations", "workers", "teacher_record")
                           and json.dumps(mine.get(k), default=str)
                           != json.dumps(stored.get(k), default=str))
             if diff:
@@ -240,7 +241,7 @@ class DistillRun:
                         f"extra_data {file}: frame {i} was labelled by {who} (info teacher or "
                         f"source), not by this run's teacher {self.teacher.name}: never mix "
                         f"labellers in one data set")
-                if any(matches(_tags(atoms), rule) for rule in self.cfg.space.holdout):
+                if any(matches(frame_tags(atoms), rule) for rule in self.cfg.space.holdout):
                     dropped += 1
                 else:
                     kept.append(atoms)
@@ -254,20 +255,20 @@ class DistillRun:
         path = self.out / f"iter_{it:03d}" / "candidates.extxyz"
         if path.exists():
             return _read_frames(path)
-        from ..calculator import GeoMFormerCalculator
         from ..simulate._progress import progress_bar
 
-        calc = GeoMFormerCalculator(committee, uncertainty_threshold=None)
         t0 = time.perf_counter()
         starts = space.sample(self.rng(it, 4), self.cfg.structures_per_iteration)
-        candidates = []
+        jobs = [(k, atoms, self.cfg.explore[k % len(self.cfg.explore)], [self.cfg.seed, it, 5, k])
+                for k, atoms in enumerate(starts)]
         bar = progress_bar(len(starts), f"explore {it}", enabled=self.progress, unit="structure")
-        for k, atoms in enumerate(starts):
-            mode = self.cfg.explore[k % len(self.cfg.explore)]
-            candidates += explore_structure(atoms, calc, mode, self.cfg, self.rng(it, 5, k),
-                                            trajectory=k)
+        found = {}
+        for k, frames in _explore_jobs(jobs, committee, self.cfg,
+                                       self.out / f"iter_{it - 1:03d}" / "committee.pt"):
+            found[k] = frames
             bar.update(1)
         bar.close()
+        candidates = [a for k in sorted(found) for a in found[k]]
         took = time.perf_counter() - t0
         self.log(f"iteration {it}: explored {len(starts)} structures, {len(candidates)} "
                  f"candidates in {took:.0f} s ({took / max(1, len(candidates)):.2f} s each)")
@@ -278,11 +279,12 @@ class DistillRun:
         return _read_frames(path)
 
     def train_members(self, it: int, data_files: list[Path]) -> list[Path]:
-        """Train (iteration 0) or continue (later) every member; returns model files."""
-        from ..train import train
+        """Train (iteration 0) or continue (later) every member; returns model files.
 
-        frames = [a for p in data_files for a in _read_frames(p)]
-        paths = []
+        Members are independent (own data sample, seed and folder), so with ``workers`` > 1
+        they train in that many processes at once, with the same results."""
+        data = [_read_frames(p) for p in data_files]
+        paths, jobs = [], []
         for k in range(self.cfg.committee_size):
             folder = self.out / f"iter_{it:03d}" / f"member_{k}"
             model = folder / "model.pt"
@@ -292,11 +294,7 @@ class DistillRun:
             folder.mkdir(parents=True, exist_ok=True)
             train_file = folder / "train.extxyz"
             if not train_file.exists():
-                chosen = frames
-                if self.cfg.bootstrap:
-                    idx = self.rng(it, 6, k).integers(0, len(frames), len(frames))
-                    chosen = [frames[i] for i in np.sort(idx)]
-                _atomic_write_frames(train_file, chosen)
+                _atomic_write_frames(train_file, self._member_frames(it, k, data))
             previous = self._start_model(it, k)
             settings = dict(self.cfg.training)
             if it > 0 and not self.cfg.retrain:
@@ -316,13 +314,29 @@ class DistillRun:
             }
             if previous:  # no pseudo-label replay: members continue on all teacher data
                 config["replay"] = {"frames": 0}
-            self.log(f"iteration {it}: training member {k} on {len(frames)} frames"
+            n_train = sum(1 for _ in _read_frames(train_file))
+            self.log(f"iteration {it}: training member {k} on {n_train} frames"
                      f"{' (bootstrap)' if self.cfg.bootstrap else ''}"
                      f"{f' from {previous}' if previous else ' from scratch'}")
-            t0 = time.perf_counter()
-            train(config, resume=True, progress=False, log=lambda m: None)
-            self.log(f"iteration {it}: member {k} trained in {time.perf_counter() - t0:.0f} s")
+            jobs.append((k, config))
+        for k, seconds in _train_jobs(jobs, self.cfg.workers):
+            self.log(f"iteration {it}: member {k} trained in {seconds:.0f} s")
         return paths
+
+    def _member_frames(self, it: int, k: int, data: list[list[Atoms]]) -> list[Atoms]:
+        """Member k's training frames at iteration it: all data, or (finetune_frames) this
+        iteration's frames plus a sample of the earlier ones; then its bootstrap resample."""
+        frames = [a for part in data for a in part]
+        cap = self.cfg.finetune_frames
+        if it > 0 and not self.cfg.retrain and cap and len(frames) > cap:
+            new, old = data[-1], [a for part in data[:-1] for a in part]
+            n_old = max(0, cap - len(new))
+            pick = self.rng(it, 9, k).choice(len(old), n_old, replace=False)
+            frames = [old[i] for i in np.sort(pick)] + new
+        if self.cfg.bootstrap:
+            idx = self.rng(it, 6, k).integers(0, len(frames), len(frames))
+            frames = [frames[i] for i in np.sort(idx)]
+        return frames
 
     def _species(self) -> list[int]:
         from ase.data import atomic_numbers
@@ -431,6 +445,85 @@ class DistillRun:
         os.replace(tmp, self.out / "progress.csv")
 
 
+def _explore_one(committee, job, cfg) -> list[Atoms]:
+    """The candidates of one starting structure, with a calculator of its own (a shared
+    one would carry neighbour-list state from the structure before into the last bits)."""
+    from ..calculator import GeoMFormerCalculator
+
+    k, atoms, mode, seed = job
+    calc = GeoMFormerCalculator(committee, uncertainty_threshold=None)
+    return explore_structure(atoms, calc, mode, cfg, np.random.default_rng(seed), trajectory=k)
+
+
+_WORKER_COMMITTEE = None
+
+
+def _explore_init(committee_file: str) -> None:
+    global _WORKER_COMMITTEE
+    import torch
+
+    _die_with_parent()
+    torch.set_num_threads(1)
+    _WORKER_COMMITTEE = load_any(committee_file)
+
+
+def _explore_in_worker(job, cfg) -> tuple[int, list[Atoms]]:
+    return job[0], _explore_one(_WORKER_COMMITTEE, job, cfg)
+
+
+def _explore_jobs(jobs: list, committee, cfg, committee_file: Path):
+    """Yield (structure, candidates) as explorations finish, in ``cfg.workers`` processes
+    (each loads the committee from its file); any order, the same candidates."""
+    if cfg.workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            yield job[0], _explore_one(committee, job, cfg)
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(min(cfg.workers, len(jobs)), mp_context=mp.get_context("spawn"),
+                             initializer=_explore_init, initargs=(str(committee_file),)) as pool:
+        for future in as_completed([pool.submit(_explore_in_worker, job, cfg) for job in jobs]):
+            yield future.result()
+
+
+def _train_one(config: dict) -> float:
+    from ..train import train
+
+    t0 = time.perf_counter()
+    train(config, resume=True, progress=False, log=lambda m: None)
+    return time.perf_counter() - t0
+
+
+def _die_with_parent() -> None:
+    """A training worker stops when the run is killed (Linux: PR_SET_PDEATHSIG), so a
+    resumed run never trains a member beside an orphan writing the same checkpoints."""
+    import signal
+
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _train_jobs(jobs: list[tuple[int, dict]], workers: int):
+    """Yield (member, seconds) as the training jobs finish, in ``workers`` processes."""
+    if workers <= 1 or len(jobs) <= 1:
+        for k, config in jobs:
+            yield k, _train_one(config)
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=mp.get_context("spawn"),
+                             initializer=_die_with_parent) as pool:
+        futures = {pool.submit(_train_one, config): k for k, config in jobs}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+
+
 def _uncertainty_summary(candidates: list[Atoms], selected: list[Atoms]) -> dict:
     u = np.array([a.info.get("force_std_max", np.nan) for a in candidates], float)
     s = np.array([a.info.get("force_std_max", np.nan) for a in selected], float)
@@ -455,16 +548,6 @@ def _rattled(atoms: Atoms, rng, amount: float) -> Atoms:
 def _kinds_in_category(space: Space, kind: str) -> int:
     mine = KIND_CATEGORY.get(kind, kind)
     return sum(1 for k, _ in space.kinds if KIND_CATEGORY.get(k, k) == mine)
-
-
-def _tags(atoms: Atoms) -> dict:
-    """Hold-out tags of a frame from elsewhere: its own info where it has the key, the metal
-    elements from its atoms otherwise (so {elements: Cu-Ni} catches any Cu-Ni frame)."""
-    metals = sorted({s for s in atoms.get_chemical_symbols() if s not in ("H", "C", "N", "O")})
-    tags = {"elements": "-".join(metals) or "none"}
-    tags.update({k: atoms.info[k] for k in ("category", "elements", "facet", "adsorbate", "shape",
-                                            "cluster_size") if k in atoms.info})
-    return tags
 
 
 def _validation_structures(space: Space, n: int, every_kind: bool, seed: int) -> list[Atoms]:

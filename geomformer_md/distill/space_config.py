@@ -384,6 +384,15 @@ def matches(info: dict, rule: dict) -> bool:
     return True
 
 
+def frame_tags(atoms) -> dict:
+    """Hold-out tags of a frame from elsewhere: its own info where it has the key, the metal
+    elements from its atoms otherwise (so {elements: Cu-Ni} catches any Cu-Ni frame)."""
+    metals = sorted({s for s in atoms.get_chemical_symbols() if s not in ("H", "C", "N", "O")})
+    tags = {"elements": "-".join(metals) or "none"}
+    tags.update({k: atoms.info[k] for k in HOLDOUT_KEYS if k in atoms.info})
+    return tags
+
+
 def rule_name(rule: dict) -> str:
     return "heldout:" + ",".join(f"{k}={'|'.join(_values(v))}" for k, v in sorted(rule.items()))
 

@@ -11,42 +11,34 @@ the neighbourhood, the invariants of the moments
 
 (the addition theorem), with P_l up to l = L. No Clebsch-Gordan coefficients
 are needed for invariants: any orthonormal real basis of degree-l harmonics gives
-the same sums over m.
+the same sums over m. The harmonics are e3nn's.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
-_S3, _S15, _S58, _S38 = math.sqrt(3.0), math.sqrt(15.0), math.sqrt(5.0 / 8.0), math.sqrt(3.0 / 8.0)
 
+def spherical_harmonics(lmax: int) -> nn.Module:
+    """e3nn's real spherical harmonics of l = 1..lmax (at most 3) as one module: unit vectors
+    u [E, 3] -> [E, M], the degrees side by side (M = lmax (lmax + 2)).
 
-def real_harmonics(u: torch.Tensor, lmax: int) -> list[torch.Tensor]:
-    """Real spherical harmonics of unit vectors u [E, 3] for l = 1..lmax (at most 3).
-
-    Normalised so that sum_m Y_lm(u) Y_lm(u') = P_l(u . u') (hence sum_m Y_lm(u)^2 = 1).
-    Returns [Y_1 [E, 3], Y_2 [E, 5], ...] (the model uses them side by side, torch.cat).
+    Normalised ("norm") so that sum_m Y_lm(u) Y_lm(u') = P_l(u . u'): the invariants below
+    depend on that and on nothing else of the basis, so e3nn's ordering of m is as good
+    as any. No parameters: a model's state_dict does not change with it.
     """
     if not 1 <= lmax <= 3:
         raise ValueError(f"angular_lmax must be 1, 2 or 3, got {lmax}")
-    x, y, z = u.unbind(-1)
-    out = [u]
-    if lmax >= 2:
-        out.append(torch.stack([
-            _S3 * x * y, _S3 * y * z, 0.5 * (3.0 * z * z - 1.0), _S3 * x * z,
-            0.5 * _S3 * (x * x - y * y),
-        ], dim=-1))
-    if lmax >= 3:
-        zz = 5.0 * z * z
-        out.append(torch.stack([
-            _S58 * y * (3.0 * x * x - y * y), _S15 * x * y * z, _S38 * y * (zz - 1.0),
-            0.5 * z * (zz - 3.0), _S38 * x * (zz - 1.0), 0.5 * _S15 * z * (x * x - y * y),
-            _S58 * x * (x * x - 3.0 * y * y),
-        ], dim=-1))
-    return out
+    from e3nn import o3  # here: importing e3nn costs ~1 s, paid only by models that use it
+
+    return o3.SphericalHarmonics(list(range(1, lmax + 1)), normalize=False, normalization="norm")
+
+
+def real_harmonics(u: torch.Tensor, lmax: int) -> list[torch.Tensor]:
+    """The harmonics of spherical_harmonics(lmax) for unit vectors u [E, 3], one tensor
+    [E, 2l + 1] per degree l = 1..lmax."""
+    return list(spherical_harmonics(lmax)(u).split([2 * l + 1 for l in range(1, lmax + 1)], -1))
 
 
 class AngularInvariants(nn.Module):
@@ -77,7 +69,7 @@ class AngularInvariants(nn.Module):
 
     def forward(self, x: torch.Tensor, i, j, m, feats, harmonics: torch.Tensor):
         """x [n, d] (normed invariant stream); i, j, m, feats: the geometric edges' centres,
-        neighbours, envelopes and edge features [E, K]; harmonics [E, M]: the real_harmonics
+        neighbours, envelopes and edge features [E, K]; harmonics [E, M]: spherical_harmonics(L)
         of l = 1..L side by side (M = L (L + 2)).
 
         All degrees go through one scatter and one batched matmul: a loop over l made 1.46x

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .angular import AngularInvariants, real_harmonics
+from .angular import AngularInvariants, spherical_harmonics
 from .attention import (
     Edges,
     EquCrossAttention,
@@ -254,6 +254,7 @@ class GeoMFormer(nn.Module):
             self.vector_out = nn.Linear(d, 1, bias=False)
         # Short-range prior (config.zbl): no parameters, so adding it keeps a state_dict valid.
         self.zbl = ZBLRepulsion(cfg.species, cfg.zbl_inner, cfg.zbl_outer) if cfg.zbl else None
+        self.harmonics = spherical_harmonics(cfg.angular_lmax) if cfg.angular_lmax else None
         self.to(cfg.torch_dtype)
 
     @property
@@ -339,7 +340,7 @@ class GeoMFormer(nn.Module):
 
         geo = None
         if cfg.angular_lmax:
-            geo = (i, j, m, rbf, torch.cat(real_harmonics(unit, cfg.angular_lmax), dim=-1))
+            geo = (i, j, m, rbf, self.harmonics(unit))
         if pruned:
             zi, ze = self._pruned_blocks(zi, ze, layer_sizes, (i, j, m, rbf, self_rbf, unit), geo,
                                          exchange)

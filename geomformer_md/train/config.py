@@ -78,6 +78,13 @@ class DataConfig:
             terms) multiplied by that value; other frames keep 1. E.g. compressed short-range
             frames, whose labels are less certain and whose forces are 10-50 eV/Å, so that
             they shape the repulsive wall without outweighing the frames of the domain.
+        exclude: hold-out rules, as ``space.holdout`` of a distillation (docs/distill.md):
+            e.g. ``[{elements: Cu-Ni}, {facet: "311"}, {adsorbate: [NH, NH2, NH3]}]``. A
+            frame of any file that matches one of them is dropped before the split and never
+            trained on or tested on, so that whole categories stay unseen and transfer to
+            them can be measured. Tags come from the frame's info (category, elements,
+            facet, adsorbate, shape, cluster_size) and, for ``elements``, from its metal
+            atoms when the info lacks it.
     """
 
     train_file: str = ""
@@ -102,6 +109,7 @@ class DataConfig:
     weight_key: str | None = None
     energy_weights: dict = field(default_factory=dict)
     forces_weights: dict = field(default_factory=dict)
+    exclude: tuple[dict, ...] = ()
 
 
 def test_fraction_of(data: DataConfig) -> float:
@@ -357,6 +365,8 @@ def train_config_from_dict(raw: dict) -> TrainConfig:
         if not isinstance(kinds, (list, tuple)):
             raise ValueError(f"data.path_kinds must be a list of kinds, got {kinds!r}")
         data_raw["path_kinds"] = [str(k) for k in kinds]  # info["kind"] compares as text
+        if "exclude" in data_raw:
+            data_raw["exclude"] = _exclude_rules(data_raw["exclude"])
     if isinstance(data_raw, dict) and isinstance(data_raw.get("extra_train_files"), str):
         raise ValueError(f"data.extra_train_files must be a list of file paths, got "
                          f"{data_raw['extra_train_files']!r}")
@@ -383,6 +393,25 @@ def train_config_from_dict(raw: dict) -> TrainConfig:
     _require(math.isfinite(r.rattle) and r.rattle >= 0,
              f"replay.rattle must be >= 0 Å, got {r.rattle}")
     return cfg
+
+
+def _exclude_rules(raw) -> tuple[dict, ...]:
+    from ..distill.space_config import HOLDOUT_KEYS
+
+    if not isinstance(raw, (list, tuple)):
+        raise ValueError(f"data.exclude must be a list of rules such as {{facet: \"311\"}}, "
+                         f"got {raw!r}")
+    rules = []
+    for rule in raw:
+        if not isinstance(rule, dict) or not rule or set(rule) - set(HOLDOUT_KEYS):
+            raise ValueError(f"data.exclude: {rule!r} must match on one or more of "
+                             f"{', '.join(HOLDOUT_KEYS)}")
+        values = {k: [str(x) for x in (v if isinstance(v, (list, tuple)) else [v])]
+                  for k, v in rule.items()}
+        if not all(values.values()):
+            raise ValueError(f"data.exclude: {rule!r} has an empty list")
+        rules.append(values)
+    return tuple(rules)
 
 
 def _check_top(cfg: TrainConfig, raw: dict) -> None:

@@ -238,11 +238,24 @@ class Trainer:
                                                       flagged[0][1], name))
         return out
 
+    def _kept(self, frames: list, path) -> list:
+        """The frames of one file that no ``data.exclude`` rule matches."""
+        rules = self.cfg.data.exclude
+        if not rules:
+            return frames
+        from ..distill.space_config import frame_tags, matches
+
+        kept = [a for a in frames if not any(matches(frame_tags(a), r) for r in rules)]
+        if len(kept) < len(frames):
+            self.log(f"data.exclude: {len(frames) - len(kept)} of {len(frames)} frames of "
+                     f"{path} dropped")
+        return kept
+
     def _setup(self) -> None:
         data = self.cfg.data
         start = self._load_starting_model() if self.cfg.init_from else None
-        frames = read_frames(data.train_file)
-        extra = {path: read_frames(path) for path in data.extra_train_files}
+        frames = self._kept(read_frames(data.train_file), data.train_file)
+        extra = {path: self._kept(read_frames(path), path) for path in data.extra_train_files}
         every = frames + [a for more in extra.values() for a in more]
         species = sorted({int(z) for a in every for z in a.get_atomic_numbers()})
         if start is None:
@@ -273,7 +286,7 @@ class Trainer:
         self.val_set = self._samples(frames, va, data.train_file)
         self.test_set = self._samples(frames, te, data.train_file)
         if data.test_file:
-            test_frames = read_frames(data.test_file)
+            test_frames = self._kept(read_frames(data.test_file), data.test_file)
             self.test_set += self._samples(test_frames, range(len(test_frames)), data.test_file)
         if not self.train_set:
             raise ValueError("no training structures left after the split")
