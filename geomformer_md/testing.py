@@ -54,19 +54,24 @@ def check_symmetries(calc, atoms: Atoms, rotation: np.ndarray, tol: float) -> No
     moved.positions = atoms.positions @ rotation.T + rng.normal(0, 3.0, 3)
     moved.set_cell(atoms.cell[:] @ rotation.T, scale_atoms=False)
     e1, f1, s1 = _eval(calc, moved)
-    assert abs(e1 - e0) <= tol * max(abs(e0), 1.0), f"energy changed by {e1 - e0:.3e} under rotation"
-    assert _rel(f1, f0 @ rotation.T) <= tol, f"forces not equivariant: rel err {_rel(f1, f0 @ rotation.T):.3e}"
+    assert abs(e1 - e0) <= tol * max(abs(e0), 1.0), \
+        f"energy changed by {e1 - e0:.3e} under rotation"
+    assert _rel(f1, f0 @ rotation.T) <= tol, \
+        f"forces not equivariant: rel err {_rel(f1, f0 @ rotation.T):.3e}"
     if s0 is not None:
         err = _rel(s1, rotation @ s0 @ rotation.T)
         assert err <= tol, f"stress not equivariant: rel err {err:.3e}"
 
     perm = rng.permutation(len(atoms))
     e2, f2, _ = _eval(calc, atoms[perm])
-    assert abs(e2 - e0) <= tol * max(abs(e0), 1.0), f"energy changed by {e2 - e0:.3e} under permutation"
-    assert _rel(f2, f0[perm]) <= tol, f"forces not permutation-equivariant: {_rel(f2, f0[perm]):.3e}"
+    assert abs(e2 - e0) <= tol * max(abs(e0), 1.0), \
+        f"energy changed by {e2 - e0:.3e} under permutation"
+    assert _rel(f2, f0[perm]) <= tol, \
+        f"forces not permutation-equivariant: {_rel(f2, f0[perm]):.3e}"
 
 
-def check_forces_fd(calc, atoms: Atoms, delta: float = 1e-4, tol: float = 1e-6, n_atoms: int = 4) -> None:
+def check_forces_fd(calc, atoms: Atoms, delta: float = 1e-4, tol: float = 1e-6,
+                    n_atoms: int = 4) -> None:
     """Forces equal central finite differences of the energy (float64 models)."""
     _, f, _ = _eval(calc, atoms)
     work = atoms.copy()
@@ -93,7 +98,8 @@ def check_stress_fd(calc, atoms: Atoms, tol: float = 1e-6) -> None:
     s = work.get_stress()
     num = calc.calculate_numerical_stress(work, d=1e-5)
     err = np.abs(s - num).max()
-    assert err <= tol * max(1.0, np.abs(num).max() * 1e3), f"stress {s} vs numerical {num} (err {err:.2e})"
+    assert err <= tol * max(1.0, np.abs(num).max() * 1e3), \
+        f"stress {s} vs numerical {num} (err {err:.2e})"
 
 
 def check_supercell(calc, atoms: Atoms, tol: float) -> None:
@@ -106,7 +112,8 @@ def check_supercell(calc, atoms: Atoms, tol: float) -> None:
         f"supercell forces differ: {np.abs(f1 - np.tile(f0, (8, 1))).max():.3e}"
     )
     if s0 is not None:
-        assert np.abs(s1 - s0).max() <= tol * max(np.abs(s0).max(), 1e-6), "supercell stress differs"
+        assert np.abs(s1 - s0).max() <= tol * max(np.abs(s0).max(), 1e-6), \
+            "supercell stress differs"
 
 
 def dimer_scan(calc, symbol: str, cutoff: float, n: int = 201, width: float = 0.2):
@@ -126,7 +133,8 @@ def check_cutoff_smoothness(calc, symbol: str, cutoff: float) -> None:
     """Energy and force go continuously to their isolated values at r_c; no jump anywhere."""
     rs, es, fs, iso = dimer_scan(calc, symbol, cutoff)
     beyond = rs >= cutoff
-    assert np.abs(es[beyond] - iso).max() < 1e-12, "energy beyond the cutoff differs from isolated atoms"
+    assert np.abs(es[beyond] - iso).max() < 1e-12, \
+        "energy beyond the cutoff differs from isolated atoms"
     assert np.abs(fs[beyond]).max() < 1e-12, "force beyond the cutoff is not zero"
     # Near r_c the envelope makes E - E_iso ~ (r_c - r)^3: the last steps are tiny.
     last = np.where(~beyond)[0][-3:]
@@ -172,8 +180,9 @@ def check_lattice_stiffness(calc, atoms: Atoms, factor: float = 3.0, **kw) -> np
     k = lattice_force_constants(calc, atoms, **kw)
     ref = max(abs(k[-1]), 0.5)  # eV/Å^2; metals' on-site constants are a few eV/Å^2
     assert np.all(np.abs(k[:-1] - k[-1]) <= (factor - 1.0) * ref), (
-        f"force constant at the lattice site depends on the displacement: k(h) = {np.round(k, 3)} eV/Å^2 "
-        f"for h = {kw.get('amplitudes', LATTICE_AMPLITUDES)} Å (a narrow well at the symmetric site)"
+        f"force constant at the lattice site depends on the displacement: k(h) = "
+        f"{np.round(k, 3)} eV/Å^2 for h = {kw.get('amplitudes', LATTICE_AMPLITUDES)} Å "
+        f"(a narrow well at the symmetric site)"
     )
     return k
 

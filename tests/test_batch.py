@@ -319,7 +319,8 @@ def test_relax_many_cell_and_line_search(model):
     )
     for atoms, got in zip(slabs(2), out, strict=True):
         _assert_relax_equal(
-            got, relax(atoms, calc, optimizer="BFGSLineSearch", fmax=0.005, steps=10, progress=False)
+            got,
+            relax(atoms, calc, optimizer="BFGSLineSearch", fmax=0.005, steps=10, progress=False),
         )
         assert got[1].n_extra_calls > 0  # line-search points computed alone
 

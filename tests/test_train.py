@@ -446,7 +446,8 @@ def test_weights_by_tag_scale_the_energy_and_force_terms_of_tagged_frames(data_f
         a.info["kind"] = "short" if k % 2 else "normal"
     write(tmp_path / "tagged.extxyz", frames)
     raw = config(tmp_path / "tagged.extxyz", tmp_path / "w", epochs=1)
-    raw["data"].update(weight_key="kind", energy_weights={"short": 0.1}, forces_weights={"short": 0.0})
+    raw["data"].update(weight_key="kind", energy_weights={"short": 0.1},
+                       forces_weights={"short": 0.0})
     trainer = Trainer(train_config_from_dict(raw), progress=False, log=lambda *a: None)
     short = [s for s in trainer.train_set if s.info["kind"] == "short"]
     normal = [s for s in trainer.train_set if s.info["kind"] == "normal"]

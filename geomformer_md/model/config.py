@@ -116,7 +116,8 @@ class GeoMFormerConfig:
         if not self.cutoff > 0:
             problems.append(f"cutoff must be > 0, got {self.cutoff}")
         if self.d_model <= 0 or self.n_heads <= 0 or self.d_model % self.n_heads:
-            problems.append(f"d_model ({self.d_model}) must be a positive multiple of n_heads ({self.n_heads})")
+            problems.append(f"d_model ({self.d_model}) must be a positive multiple of n_heads "
+                            f"({self.n_heads})")
         if not self.equ_norm_eps > 0:
             problems.append(f"equ_norm_eps must be > 0, got {self.equ_norm_eps}")
         if not 0.0 <= self.dropout < 1.0:
@@ -169,7 +170,8 @@ class GeoMFormerConfig:
         valid = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - valid)
         if unknown:
-            raise ValueError(f"unknown GeoMFormerConfig keys {unknown}; valid keys: {sorted(valid)}")
+            raise ValueError(f"unknown GeoMFormerConfig keys {unknown}; "
+                             f"valid keys: {sorted(valid)}")
         return cls(**{**LEGACY_DEFAULTS, **d})
 
 
