@@ -153,6 +153,9 @@ def labeller_check(sysdir: Path, start: Atoms, relaxed: Atoms, watch: BondWatch,
     out = {"events": [], "unchecked_events": max(0, len(events) - a.max_events)}
     calc = None
     for k, ev in enumerate(events[: a.max_events]):
+        if any(not e["reproduced"] for e in out["events"]):
+            out["unchecked_events"] += 1  # the verdict is decided: spare the labeller's time
+            continue
         rec_path = ldir / f"event{k}.json"
         if rec_path.is_file():
             out["events"].append(json.loads(rec_path.read_text()))
@@ -191,7 +194,9 @@ def labeller_check(sysdir: Path, start: Atoms, relaxed: Atoms, watch: BondWatch,
         _atomic_write(rec_path, json.dumps(label, indent=1))
         out["events"].append(label)
     end_path = ldir / "end_relax.json"
-    if end_path.is_file():
+    if any(not e["reproduced"] for e in out["events"]):
+        out["end"] = {"kept": None, "not_kept": [], "skipped": "an event was not reproduced"}
+    elif end_path.is_file():
         out["end"] = json.loads(end_path.read_text())
     else:
         calc = calc or labeller_factory()
@@ -206,9 +211,9 @@ def labeller_check(sysdir: Path, start: Atoms, relaxed: Atoms, watch: BondWatch,
         calc.close()
     reasons = [f"event at step {e['step']} ({', '.join(e['broken'] + e['formed'])}) not "
                f"reproduced" for e in out["events"] if not e["reproduced"]]
-    if not out["end"]["kept"]:
+    if out["end"]["kept"] is False:
         reasons.append("labeller relaxation of the end frame: " + "; ".join(out["end"]["not_kept"]))
-    if out["unchecked_events"]:
+    if out["unchecked_events"] and not reasons:
         reasons.append(f"{out['unchecked_events']} later event(s) not checked (--max-events)")
     out["agrees"] = not reasons
     out["reasons"] = reasons
@@ -249,7 +254,8 @@ def run_system(system: System, a: argparse.Namespace, outdir: Path, calc_factory
         if rel_path.is_file():
             relaxed = read(rel_path)
         else:
-            relaxed, _ = relax(start, calc_factory(), fmax=0.05, steps=300, progress=False)
+            relaxed, _ = relax(start, calc_factory(), fmax=0.05, steps=a.relax_steps,
+                               progress=False)
             _atomic_traj(rel_path, relaxed)
         relaxed = _fixed(relaxed, fixed)
         watch.observe(start, 0)
@@ -341,7 +347,8 @@ def write_report(outdir: Path, results: list[dict], a: argparse.Namespace, model
         "benchmark": "md-stability", "version": RESULT_VERSION, "model": model,
         "command": " ".join(["scripts/md_stability.py", *sys.argv[1:]]),
         "settings": {"temperature_K": a.temperature, "timestep_fs": a.timestep,
-                     "steps": a.steps, "equil_steps": a.equil_steps, "interval": a.interval,
+                     "steps": a.steps, "equil_steps": a.equil_steps,
+                     "relax_steps": a.relax_steps, "interval": a.interval,
                      "seed": a.seed, "min_distance_A": MIN_DISTANCE,
                      "labeller": None if a.no_labeller else {
                          "calculator": a.labeller, "kwargs": json.loads(a.labeller_kwargs),
@@ -370,6 +377,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--list", action="store_true", help="list the systems and exit")
     p.add_argument("--steps", type=int, default=5000, help="production steps (default 5000)")
     p.add_argument("--equil-steps", type=int, default=200)
+    p.add_argument("--relax-steps", type=int, default=300, help="the model's relaxation of the "
+                   "start (fmax 0.05 eV/Å) before the MD; 0: none")
     p.add_argument("--temperature", type=float, default=1000.0, help="K (default 1000)")
     p.add_argument("--timestep", type=float, default=0.5, help="fs (default 0.5)")
     p.add_argument("--interval", type=int, default=10, help="steps between stored frames")
@@ -389,9 +398,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-events", type=int, default=3, help="events checked per system")
     p.add_argument("--quiet", dest="progress", action="store_false", help="no MD progress")
     a = p.parse_args(argv)
-    for name in ("steps", "equil_steps", "interval", "replicas", "window", "event_window",
+    for name in ("steps", "equil_steps", "relax_steps", "interval", "replicas", "window", "event_window",
                  "max_events"):
-        if getattr(a, name) < (0 if name == "equil_steps" else 1):
+        if getattr(a, name) < (0 if name in ("equil_steps", "relax_steps") else 1):
             p.error(f"--{name.replace('_', '-')} must be a positive integer")
     if not (a.temperature > 0 and a.timestep > 0):
         p.error("--temperature and --timestep must be > 0")
