@@ -18,7 +18,7 @@ formed (< 1.25 x). Checks:
                  frame before it (positions and momenta, same thermostat; 2 replicas of 200
                  steps, the first that reproduces it ends the check), and the labeller's
                  relaxation of the model's end frame must keep the model's end connectivity.
-                 Both: "labeller agrees" (pass); otherwise "labeller keeps the bond" (fail).
+                 Both: "labeller agrees" (pass); otherwise "labeller disagrees" (fail).
   temperature    the production's mean temperature within 3 standard errors of the target
   uncertainty    a committee's largest force std and whether it passed its threshold (report)
 
@@ -209,8 +209,9 @@ def labeller_check(sysdir: Path, start: Atoms, relaxed: Atoms, watch: BondWatch,
         _atomic_write(end_path, json.dumps(out["end"], indent=1))
     if calc is not None and hasattr(calc, "close"):
         calc.close()
-    reasons = [f"event at step {e['step']} ({', '.join(e['broken'] + e['formed'])}) not "
-               f"reproduced" for e in out["events"] if not e["reproduced"]]
+    reasons = [f"event at step {e['step']} ("
+               + ", ".join([f"-{b}" for b in e["broken"]] + [f"+{f}" for f in e["formed"]])
+               + ") not reproduced" for e in out["events"] if not e["reproduced"]]
     if out["end"]["kept"] is False:
         reasons.append("labeller relaxation of the end frame: " + "; ".join(out["end"]["not_kept"]))
     if out["unchecked_events"] and not reasons:
@@ -278,7 +279,7 @@ def run_system(system: System, a: argparse.Namespace, outdir: Path, calc_factory
             verdict = "changed (labeller not asked)"
         else:
             labeller = labeller_check(sysdir, start, relaxed, watch, a, labeller_factory, fixed)
-            verdict = "labeller agrees" if labeller["agrees"] else "labeller keeps the bond"
+            verdict = "labeller agrees" if labeller["agrees"] else "labeller disagrees"
     n_dof = 3 * (len(start) - len(fixed))
     # Standard error of the run's mean temperature: per-frame relative spread sqrt(2/N_dof),
     # one independent sample per 2/friction = 200 fs (Langevin at 0.01/fs decorrelates the
@@ -291,7 +292,8 @@ def run_system(system: System, a: argparse.Namespace, outdir: Path, calc_factory
         failures.append(f"atoms {watch.summary()['min_distance_pair']} {watch.min_distance:.2f} Å "
                         f"apart at step {watch.min_distance_step}")
     if verdict not in ("intact", "labeller agrees"):
-        failures.append(f"bonds: {verdict}")
+        why = labeller["reasons"] if labeller else ["bonds changed"]
+        failures.append(f"bonds: {verdict} ({'; '.join(why)})")
     if not t_ok:
         failures.append(f"mean temperature {prod.mean_temperature_K:.0f} K")
     wall = json.loads(wall_path.read_text())["wall_s"]
@@ -398,8 +400,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-events", type=int, default=3, help="events checked per system")
     p.add_argument("--quiet", dest="progress", action="store_false", help="no MD progress")
     a = p.parse_args(argv)
-    for name in ("steps", "equil_steps", "relax_steps", "interval", "replicas", "window", "event_window",
-                 "max_events"):
+    for name in ("steps", "equil_steps", "relax_steps", "interval", "replicas", "window",
+                 "event_window", "max_events"):
         if getattr(a, name) < (0 if name in ("equil_steps", "relax_steps") else 1):
             p.error(f"--{name.replace('_', '-')} must be a positive integer")
     if not (a.temperature > 0 and a.timestep > 0):
@@ -428,7 +430,7 @@ def run(a: argparse.Namespace, calc_factory, model: str, labeller_factory) -> di
     outdir = Path(a.out) / tag
     outdir.mkdir(parents=True, exist_ok=True)
     rules = holdout_rules()
-    results = []
+    results, report = [], None
     for k, system in enumerate(a.chosen, 1):
         done = (outdir / system.name / "result.json").is_file()
         print(f"[{k}/{len(a.chosen)}] {system.name}: {system.description}"
@@ -438,7 +440,14 @@ def run(a: argparse.Namespace, calc_factory, model: str, labeller_factory) -> di
               f"T {r['mean_temperature_K']:.0f} K, {'pass' if r['passed'] else 'FAIL: '}"
               + "; ".join(r["failures"]), flush=True)
         results.append(r)
-    # every finished system of this model, also those of earlier calls with other --systems
+        report = _report_all(outdir, results, a, model)  # after each system: a partial run
+    return report  # has its report too
+
+
+def _report_all(outdir: Path, results: list[dict], a, model: str) -> dict:
+    """The report of these results and every other finished system of this model (earlier
+    calls with other --systems), in catalogue order."""
+    results = list(results)
     order = {s.name: i for i, s in enumerate(SYSTEMS)}
     for path in sorted(outdir.glob("*/result.json")):
         r = json.loads(path.read_text())

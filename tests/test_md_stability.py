@@ -105,7 +105,7 @@ def _labeller(path):
 
 @pytest.mark.parametrize("labeller, verdict", [("ase.calculators.emt.EMT", "labeller agrees"),
                                                ("teacher_toys.BondedH2EMT",
-                                                "labeller keeps the bond")])
+                                                "labeller disagrees")])
 def test_planted_broken_bond_is_judged_by_the_labeller(tmp_path, toys_importable, labeller,
                                                        verdict):
     # EMT pulls an H2 molecule on Cu(111) apart in the first steps (no relaxation first):
