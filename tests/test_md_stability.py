@@ -202,3 +202,20 @@ def test_bad_input_gives_one_line(capsys):
     assert "--systems: unknown system(s) ['nope']" in err
     assert ms.main(["--model", "no-such-potential", "--systems", "gas_ch2o"]) == 2
     assert capsys.readouterr().err.startswith("error: --model no-such-potential")
+
+
+def test_committee_uncertainty_and_warnings_are_reported(tmp_path):
+    # two random members disagree: the largest force std of the run is reported, and the
+    # calculator's warning (0.01 eV/Å passed) is listed with the system
+    from conftest import make_model
+
+    from geomformer_md import GeoMFormerCalculator
+
+    members = [make_model(seed=0), make_model(seed=1)]
+    a = _args(tmp_path, "--no-labeller", "--steps", "10", "--equil-steps", "0")
+    a.chosen = [next(s for s in SYSTEMS if s.name == "gas_ch2o")]
+    report = ms.run(a, lambda: GeoMFormerCalculator(members, uncertainty_threshold=0.01),
+                    "committee", None)
+    (r,) = report["systems"]
+    assert r["max_force_std"] is not None and r["max_force_std"] > 0.01 and r["uncertain"]
+    assert any(w.startswith("UncertaintyWarning") for w in r["warnings"]), r["warnings"]
