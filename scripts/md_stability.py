@@ -122,8 +122,10 @@ def _watched_md(atoms, calc_factory, watch_path: Path, watch: BondWatch, offset:
         if (step + 1) % interval == 0:
             _atomic_write(watch_path, watch.to_json())
 
+    # killed before its first checkpoint: nothing to continue (run_md would refuse the files)
     res = run_md(atoms, calc_factory(), ensemble="nvt-langevin", trajectory=f"{files}.traj",
-                 log=f"{files}.log", callback=callback, progress=progress, **md)
+                 log=f"{files}.log", callback=callback, progress=progress,
+                 overwrite=not restart.is_file(), **md)
     watch.observe(res.atoms, offset + res.steps_done)
     _atomic_write(watch_path, watch.to_json())
     return res, watch

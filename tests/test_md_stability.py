@@ -141,7 +141,8 @@ class _Killed(RuntimeError):
     pass
 
 
-def test_killed_run_resumes_without_redoing_finished_systems(tmp_path):
+@pytest.mark.parametrize("kill_after", [60, 130])  # production steps: before / after step 100
+def test_killed_run_resumes_without_redoing_finished_systems(tmp_path, kill_after):
     systems = [System("first", "H on Cu", _h_on_cu(1.6), fix_layers=1),
                System("second", "H on Cu, higher", _h_on_cu(2.0), fix_layers=1)]
     calls = {"n": 0, "limit": None}
@@ -154,7 +155,7 @@ def test_killed_run_resumes_without_redoing_finished_systems(tmp_path):
             super().calculate(*args, **kwargs)
 
     def run(out, limit=None):
-        a = _args(out, "--no-labeller", "--steps", "250")
+        a = _args(out, "--no-labeller", "--steps", "150")
         a.chosen = systems
         calls.update(n=0, limit=limit)
         return ms.run(a, Counting, "emt", None)
@@ -162,13 +163,18 @@ def test_killed_run_resumes_without_redoing_finished_systems(tmp_path):
     reference = run(tmp_path / "whole")
     per_system = calls["n"] // 2  # both systems cost the same number of calls
     with pytest.raises(_Killed):
-        run(tmp_path / "killed", limit=per_system + 180)  # second system, after step 100
+        run(tmp_path / "killed", limit=per_system + 10 + kill_after)  # in the second system
     first = tmp_path / "killed" / "emt" / "first" / "result.json"
     stamp = first.stat().st_mtime_ns
     assert not (tmp_path / "killed" / "emt" / "second" / "result.json").exists()
     resumed = run(tmp_path / "killed")
     assert first.stat().st_mtime_ns == stamp  # the finished system was not redone
-    assert calls["n"] < per_system  # the second one continued from its checkpoint
+    # the second one continued its production from the checkpoint at step 100 (50 steps
+    # left), or, killed before it, ran the production again but not the equilibration
+    if kill_after > 100:
+        assert calls["n"] <= 60
+    else:
+        assert 150 <= calls["n"] < per_system
     for r, ref in zip(resumed["systems"], reference["systems"], strict=True):
         for key in ("min_distance_A", "mean_temperature_K", "broken", "formed"):
             assert r[key] == pytest.approx(ref[key], rel=1e-9), (r["name"], key)
