@@ -225,3 +225,14 @@ def test_committee_uncertainty_and_warnings_are_reported(tmp_path):
     (r,) = report["systems"]
     assert r["max_force_std"] is not None and r["max_force_std"] > 0.01 and r["uncertain"]
     assert any(w.startswith("UncertaintyWarning") for w in r["warnings"]), r["warnings"]
+
+
+def test_the_products_close_contact_warning_fails_a_system_above_0p7_angstrom():
+    # a Cu-H pair at 0.72 Å passes issue 24's 0.7 Å but not the product's own check
+    r = {"min_distance_A": 0.72, "min_distance_pair": "Cu-H(35,37)", "min_distance_step": 9,
+         "bond_verdict": "intact", "labeller": None, "temperature_ok": True,
+         "warnings": ["CloseContactWarning: atom 35 (Cu) is 0.965 Å from atom 37 (H), 0.592 of "
+                      "their covalent bond length (below 0.6): far outside any training data"]}
+    assert ms.judge(r) == ["the product's close-contact warning: atom 35 (Cu) is 0.965 Å from "
+                           "atom 37 (H), 0.592 of their covalent bond length"]
+    assert ms.judge({**r, "warnings": []}) == []
