@@ -351,8 +351,18 @@ def table_rows(results: list[dict]) -> list[list[str]]:
                      f"{r['min_distance_A']:.2f}", " ".join(changes) or "none",
                      r["bond_verdict"], f"{r['mean_temperature_K']:.0f}"
                      + ("" if r["temperature_ok"] else " (off)"), std,
-                     f"{r['md_wall_s'] / 60:.1f}", "pass" if r["passed"] else "FAIL"])
+                     f"{r['md_wall_s'] / 60:.1f}", "pass" if r["passed"] else
+                     "FAIL: " + ", ".join(_short(f) for f in r["failures"])])
     return rows
+
+
+def _short(failure: str) -> str:
+    """A failure in a word or two for the table (the JSON has the sentence)."""
+    for start, word in (("atoms", "< 0.7 Å"), ("the product's close", "close contact"),
+                        ("bonds", "bonds"), ("mean temperature", "temperature")):
+        if failure.startswith(start):
+            return word
+    return failure
 
 
 def markdown(results: list[dict]) -> str:
@@ -367,7 +377,10 @@ def write_report(outdir: Path, results: list[dict], a: argparse.Namespace, model
         r["passed"] = not r["failures"]
     report = {
         "benchmark": "md-stability", "version": RESULT_VERSION, "model": model,
-        "command": " ".join(["scripts/md_stability.py", *sys.argv[1:]]),
+        "command": (f"OMP_NUM_THREADS=1 nice -n 15 .venv/bin/python scripts/md_stability.py "
+                    f"--model {model} --out {a.out} --steps {a.steps} --equil-steps "
+                    f"{a.equil_steps} --temperature {a.temperature:g} --timestep {a.timestep:g} "
+                    f"--seed {a.seed}"),
         "settings": {"temperature_K": a.temperature, "timestep_fs": a.timestep,
                      "steps": a.steps, "equil_steps": a.equil_steps,
                      "relax_steps": a.relax_steps, "interval": a.interval,
