@@ -50,3 +50,27 @@ class Chatty(EMT):
 
 def broken(**kwargs):
     raise RuntimeError("licence server down")
+
+
+class BondedH2EMT(EMT):
+    """EMT plus a stiff harmonic bond (150 eV/Å², 0.74 Å) between H atoms closer than 1.2 Å:
+    a labeller that keeps an H2 molecule that plain EMT pulls apart (md_stability tests)."""
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=None):
+        import numpy as np
+
+        super().calculate(atoms, properties, system_changes or [])
+        h = np.flatnonzero(self.atoms.numbers == 1)
+        energy, forces = 0.0, np.zeros((len(self.atoms), 3))
+        for n, i in enumerate(h):
+            for j in h[n + 1:]:
+                v = self.atoms.positions[j] - self.atoms.positions[i]
+                d = float(np.linalg.norm(v))
+                if d < 1.2:
+                    energy += 150.0 * (d - 0.74) ** 2
+                    f = -300.0 * (d - 0.74) * v / d  # on j; minus that on i
+                    forces[j] += f
+                    forces[i] -= f
+        self.results["energy"] += energy
+        self.results["free_energy"] += energy
+        self.results["forces"] = self.results["forces"] + forces
