@@ -73,6 +73,7 @@ LIGHT = (1, 6, 7, 8)
 RELAX = {"optimizer": "BFGS", "fmax": 0.05, "steps": 300}
 MIN_DISTANCE = 0.7  # Å: an end with two atoms closer than this is unphysical
 BOND, BROKEN, DESORBED = 1.25, 1.5, 1.5  # x covalent bond length, as simulate.adsorption
+GEOMETRY_FLAGS = ("close_contact", "desorbed", "dissociated", "reacted")  # from assess()
 
 # Slab cell per facet: (surface_size, atomic planes); 8 atoms per plane, 6-7 Å thick.
 FACET_CELL = {"111": ((2, 1), 4), "100": ((2, 2), 4), "110": ((2, 2), 5),
@@ -143,7 +144,17 @@ DESCRIPTION = {
                                   {"formula": "OH", "binding": "O"}, {"formula": "N"}],
                    "coverages": [cov]},
          "mix": ["surface+ads"], "balance": "adsorbate", "starts": 3}
-        for cov in (0.25, 0.5, 0.75, 1.0)
+        for cov in (0.25, 0.5, 0.75)
+    ] + [
+        # 1 ML: every top-layer atom gets one, placed on top (random bridge and hollow sites
+        # collide at this coverage); the relaxation takes them where they go
+        {"space": {"elements": METALS, "miller": ["111", "100"],
+                   "adsorbates": [{**a, "sites": ["top"]} for a in
+                                  [{"formula": "O"}, {"formula": "H"},
+                                   {"formula": "CO", "binding": "C"},
+                                   {"formula": "OH", "binding": "O"}, {"formula": "N"}]],
+                   "coverages": [1.0]},
+         "mix": ["surface+ads"], "balance": "adsorbate", "require_coverage": 1.0, "starts": 3},
     ] + [
         {"space": {"elements": METALS, "miller": ["111", "100"],
                    "coadsorption": [["CO", "O"], ["O", "H"], ["OH", "H"], ["CO", "H"],
@@ -223,14 +234,18 @@ def build_cases(seed: int = 0, description: dict = DESCRIPTION, a0: dict | None 
 
 def _build(space: Space, kind: tuple, part: dict, rng) -> Atoms | None:
     """A start of ``kind`` with its adsorbates placed (and a defect where the part asks);
-    None after 100 tries."""
-    for _ in range(100):
+    None after 10 tries (a 13-atom particle never has room at its hollows; every other
+    kind of the description is built at the first to third try)."""
+    for _ in range(10):
         atoms = space.build(*kind, rng)
         if atoms.info["adsorbate"] == "none":
             continue
         if part.get("require_defect") and atoms.info["defect"] == "none":
             continue
         if part.get("require_pair") and "+" not in atoms.info["adsorbate"]:
+            continue
+        if atoms.info["coverage"] != "none" and atoms.info["coverage"] < part.get(
+                "require_coverage", 0.0):
             continue
         return atoms
     return None
@@ -331,11 +346,13 @@ def assess(case: dict, start: Atoms, relaxed: Atoms) -> dict:
     return {"sites": sites, "flags": sorted(flags), "min_distance": round(dmin, 4)}
 
 
-def min_distance(atoms: Atoms) -> float:
+def min_distance(atoms: Atoms, search: float = 3.0) -> float:
+    """The shortest interatomic distance (Å; periodic images count), ``search`` if none is
+    shorter."""
     from ase.neighborlist import neighbor_list
 
-    d = neighbor_list("d", atoms, 1.5)
-    return float(d.min()) if len(d) else float("inf")
+    d = neighbor_list("d", atoms, search)
+    return float(d.min()) if len(d) else search
 
 
 def score(case: dict, start: Atoms, clean: tuple, full: tuple, gas: dict) -> dict:
@@ -485,8 +502,11 @@ def assemble(cases: list[tuple[dict, Atoms]], work: Path, out: Path, meta: dict)
             missing.append(case["id"])
             continue
         rec = json.loads(path.read_text())
-        host = read(work / "hosts" / f"{rec['labeller']['host_key']}.extxyz")
         relaxed = read(path.with_suffix(".extxyz"))
+        geo = assess(case, start, relaxed)  # the current rules (a resumed run may be older)
+        rec["labeller"].update(sites=geo["sites"], min_distance=geo["min_distance"], flags=sorted(
+            {*(f for f in rec["labeller"]["flags"] if f not in GEOMETRY_FLAGS), *geo["flags"]}))
+        host = read(work / "hosts" / f"{rec['labeller']['host_key']}.extxyz")
         for role, atoms in (("start", start), ("host", host), ("relaxed", relaxed)):
             a = atoms.copy()
             if role != "start":
