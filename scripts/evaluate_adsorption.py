@@ -45,7 +45,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from adsorption_benchmark import (  # noqa: E402
+from adsorption_scoring import (  # noqa: E402
     GEOMETRY_FLAGS,
     RELAX,
     Result,
@@ -279,11 +279,15 @@ def main(argv=None) -> int:
         p.error(f"--batch must be >= 1, got {args.batch}")
     if not Path(args.data).exists():
         p.error(f"--data: {args.data} not found")
+    import warnings
+
     import torch
 
+    from geomformer_md.calculator import UncertaintyWarning
     from geomformer_md.io.registry import load_potential
 
     torch.set_num_threads(1)
+    warnings.simplefilter("ignore", UncertaintyWarning)  # counted per case in the table
     try:
         model = load_potential(args.model)
     except (ValueError, OSError) as exc:

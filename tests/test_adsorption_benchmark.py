@@ -31,6 +31,7 @@ def _load(name):
     return mod
 
 
+sc = _load("adsorption_scoring")
 ab = _load("adsorption_benchmark")
 ev = _load("evaluate_adsorption")
 
@@ -112,18 +113,18 @@ def _case_on_cu111():
 def test_assess_flags_unphysical_ends():
     case, start = _case_on_cu111()
     n = case["n_host"]
-    ok = ab.assess(case, start, start)
+    ok = sc.assess(case, start, start)
     assert ok["flags"] == [] and ok["sites"] == ["fcc"]
     far = start.copy()
     far.positions[n:, 2] += 5.0
-    assert ab.assess(case, start, far)["flags"] == ["desorbed"]
+    assert sc.assess(case, start, far)["flags"] == ["desorbed"]
     broken = start.copy()
     broken.positions[n + 1, 2] += 1.5
-    assert ab.assess(case, start, broken)["flags"] == ["dissociated"]
+    assert sc.assess(case, start, broken)["flags"] == ["dissociated"]
     fused = start.copy()
     fused.positions[n] = fused.positions[n - 1] + [0.0, 0.0, 0.5]
     fused.positions[n + 1] = fused.positions[n] + [0.0, 0.0, 0.97]
-    assert "close_contact" in ab.assess(case, start, fused)["flags"]
+    assert "close_contact" in sc.assess(case, start, fused)["flags"]
 
 
 def _label(tmp_path):
@@ -133,7 +134,7 @@ def _label(tmp_path):
 
 
 def test_labelling_resumes_and_evaluation_gives_the_columns(tmp_path, monkeypatch):
-    monkeypatch.setitem(ab.RELAX, "steps", 100)  # the shared settings, both sides
+    monkeypatch.setitem(sc.RELAX, "steps", 100)  # the shared settings, both sides
     cases, lab = _label(tmp_path)
     assert lab.run(cases, limit=1) == 1  # as if killed after one case
     first = tmp_path / "work" / "cases" / f"{cases[0][0]['id']}.json"
@@ -161,8 +162,8 @@ def test_labelling_resumes_and_evaluation_gives_the_columns(tmp_path, monkeypatc
     monkeypatch.setattr(runner, "_relax", killed)
     with pytest.raises(KeyboardInterrupt):
         runner.run(items, {})
-    monkeypatch.setitem(ab.RELAX, "fmax", 1e-6)  # out of reach in 2 steps: flagged
-    monkeypatch.setitem(ab.RELAX, "steps", 2)
+    monkeypatch.setitem(sc.RELAX, "fmax", 1e-6)  # out of reach in 2 steps: flagged
+    monkeypatch.setitem(sc.RELAX, "steps", 2)
     assert ev.main([str(model), "--data", str(tmp_path / "data"), "--work", str(work),
                     "--out", str(out), "--name", "tiny"]) == 0
     assert (work / f"{items[0]['case']['id']}.json").stat().st_mtime_ns == stamp
