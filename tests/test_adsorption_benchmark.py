@@ -147,6 +147,8 @@ def test_labelling_resumes_and_evaluation_gives_the_columns(tmp_path, monkeypatc
     items, gas = ev.load_benchmark(tmp_path / "data")
     assert [it["case"]["id"] for it in items] == [c["id"] for c, _ in cases]
     assert set(gas) == {"O2", "H2", "H2O"}
+    for it, (_, start) in zip(items, cases, strict=True):  # the same starts, constraints kept
+        assert sc.host_key(it["start"]) == sc.host_key(start)
 
     model = tmp_path / "tiny.pt"
     save_model(make_model("float64"), model)
