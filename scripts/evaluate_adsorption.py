@@ -273,10 +273,14 @@ def main(argv=None) -> int:
     p.add_argument("--out", help="JSON output (default data/adsorption-benchmark/eval-NAME.json)")
     p.add_argument("--seed", type=int, default=0,
                    help="with a work folder as --data: the seed its cases were built with")
+    p.add_argument("--limit", type=int, help="relax at most this many new cases now, then "
+                   "summarise the cases done so far (marked partial)")
     p.add_argument("--batch", type=int, default=8, help="cases relaxed together (relax_many)")
     args = p.parse_args(argv)
     if args.batch < 1:
         p.error(f"--batch must be >= 1, got {args.batch}")
+    if args.limit is not None and args.limit < 0:
+        p.error(f"--limit must be >= 0, got {args.limit}")
     if not Path(args.data).exists():
         p.error(f"--data: {args.data} not found")
     import warnings
@@ -299,14 +303,21 @@ def main(argv=None) -> int:
     t0 = time.time()
     runner = ModelRunner(model, work, args.batch)
     gas = runner.gas(gas_molecules([it["case"] for it in items]))
-    runner.run(items, gas)
+    runner.run(items, gas, args.limit)
+    done = [it for it in items if (work / f"{it['case']['id']}.json").exists()]
+    if len(done) < len(items):
+        print(f"PARTIAL: {len(done)} of {len(items)} cases evaluated; the same command goes on")
     committee = runner.evaluator.is_committee
-    rows = compare(items, work)
+    if not done:
+        print("no case evaluated yet")
+        return 1
+    rows = compare(done, work)
     summary = summarise(rows, committee)
     print_table(summary, name, committee)
     summary.update(name=name, model=args.model, dtype="float64", data=str(args.data),
                    relax=RELAX, gas_model=gas, gas_labeller=lab_gas,
-                   seconds=round(time.time() - t0), cases=rows)
+                   seconds=round(time.time() - t0), cases_total=len(items),
+                   partial=len(done) < len(items), cases=rows)
     out = Path(args.out or REPO / "data/adsorption-benchmark" / f"eval-{name}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_text(out, json.dumps(summary, indent=1) + "\n")

@@ -164,10 +164,14 @@ def test_labelling_resumes_and_evaluation_gives_the_columns(tmp_path, monkeypatc
     monkeypatch.setattr(runner, "_relax", killed)
     with pytest.raises(KeyboardInterrupt):
         runner.run(items, {})
+    args = [str(model), "--data", str(tmp_path / "data"), "--work", str(work), "--out", str(out),
+            "--name", "tiny"]
+    assert ev.main([*args, "--limit", "0"]) == 0  # what is done so far, marked partial
+    partial = json.loads(out.read_text())
+    assert partial["partial"] and partial["table"]["all"]["n"] == 1
     monkeypatch.setitem(sc.RELAX, "fmax", 1e-6)  # out of reach in 2 steps: flagged
     monkeypatch.setitem(sc.RELAX, "steps", 2)
-    assert ev.main([str(model), "--data", str(tmp_path / "data"), "--work", str(work),
-                    "--out", str(out), "--name", "tiny"]) == 0
+    assert ev.main(args) == 0
     assert (work / f"{items[0]['case']['id']}.json").stat().st_mtime_ns == stamp
     summary = json.loads(out.read_text())
     table = summary["table"]
@@ -175,7 +179,7 @@ def test_labelling_resumes_and_evaluation_gives_the_columns(tmp_path, monkeypatc
     for row in table.values():
         assert {"n", "labeller_flagged", "model_flagged", "within", "mae", "max",
                 "sites_differ", "sites_labeller", "sites_model", "flags_model"} <= set(row)
-    assert table["all"]["n"] == len(cases)
+    assert table["all"]["n"] == len(cases) and not summary["partial"]
     rows = summary["cases"]
     assert len(rows) == len(cases)
     # the cases relaxed with 2 steps end unconverged: flagged, counted, never averaged
