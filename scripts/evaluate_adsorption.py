@@ -243,6 +243,10 @@ def _fmt(v, spec=".3f"):
     return "-" if v is None else format(v, spec)
 
 
+def _sites(counts: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
 def print_table(summary: dict, name: str, committee: bool) -> None:
     head = ["category", "n", "lab flagged", "flagged", f"within {WITHIN:.2f} eV", "MAE eV",
             "max eV", "sites differ"] + (["uncertain", "caught / bad", "false alarms"]
@@ -257,7 +261,9 @@ def print_table(summary: dict, name: str, committee: bool) -> None:
         print("| " + " | ".join(cells) + " |")
     a = summary["table"]["all"]
     print(f"\nflags (model): {a['flags_model']}; flags (labeller): {a['flags_labeller']}")
-    print(f"sites (labeller): {a['sites_labeller']}\nsites (model):    {a['sites_model']}")
+    print("\n| category | sites, labeller | sites, model |\n|---|---|---|")
+    for cat, r in summary["table"].items():
+        print(f"| {cat} | {_sites(r['sites_labeller'])} | {_sites(r['sites_model'])} |")
     ok = summary["acceptance"]
     print("issue 24 acceptance (>= 100 cases, >= 80 % within 0.10 eV, MAE <= 0.10 eV): "
           + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in ok.items()))
