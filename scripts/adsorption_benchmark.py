@@ -392,10 +392,13 @@ def assemble(cases: list[tuple[dict, Atoms]], work: Path, out: Path, meta: dict)
             continue
         rec = json.loads(path.read_text())
         relaxed = read(path.with_suffix(".extxyz"))
-        geo = assess(case, start, relaxed)  # the current rules (a resumed run may be older)
-        rec["labeller"].update(sites=geo["sites"], min_distance=geo["min_distance"], flags=sorted(
-            {*(f for f in rec["labeller"]["flags"] if f not in GEOMETRY_FLAGS), *geo["flags"]}))
         host = read(work / "hosts" / f"{rec['labeller']['host_key']}.extxyz")
+        geo = assess(case, start, relaxed, host)  # the current rules (a resumed run: older)
+        rec["labeller"].update(
+            sites=geo["sites"], min_distance=geo["min_distance"],
+            host_displacement=geo["host_displacement"], flags=sorted(
+                {*(f for f in rec["labeller"]["flags"] if f not in GEOMETRY_FLAGS),
+                 *geo["flags"]}))
         for role, atoms in (("start", start), ("host", host), ("relaxed", relaxed)):
             a = atoms.copy()
             if role != "start":

@@ -19,7 +19,8 @@ from geomformer_md.simulate.sites import site_by_coordination
 RELAX = {"optimizer": "BFGS", "fmax": 0.05, "steps": 300}  # both sides, every relaxation
 MIN_DISTANCE = 0.7  # Å: an end with two atoms closer than this is unphysical
 BOND, BROKEN, DESORBED = 1.25, 1.5, 1.5  # x covalent bond length, as simulate.adsorption
-GEOMETRY_FLAGS = ("close_contact", "desorbed", "dissociated", "reacted")  # from assess()
+RESTRUCTURED = 1.0  # Å: a metal atom this far from where the same model relaxes the clean host
+GEOMETRY_FLAGS = ("close_contact", "desorbed", "dissociated", "reacted", "restructured")
 
 
 def host_key(atoms: Atoms) -> str:
@@ -36,12 +37,15 @@ def _fixed(atoms: Atoms) -> np.ndarray:
     return np.array(sorted(idx), dtype=np.int64)
 
 
-def assess(case: dict, start: Atoms, relaxed: Atoms) -> dict:
+def assess(case: dict, start: Atoms, relaxed: Atoms, host: Atoms | None = None) -> dict:
     """Sites and unphysical ends of one relaxed host + adsorbates: per adsorbate, the site
     of the atom nearest the metal (``site_by_coordination``; "O top" when that atom is not
     the binding one); flags: close_contact (two atoms < MIN_DISTANCE apart), desorbed (no
     atom of an adsorbate within DESORBED x its bond length to a metal atom), dissociated (a
-    bond of the start stretched past BROKEN x), reacted (atoms of two adsorbates bonded)."""
+    bond of the start stretched past BROKEN x), reacted (atoms of two adsorbates bonded),
+    restructured (with ``host``, the same model's relaxed clean host: a metal atom ended
+    more than RESTRUCTURED from its place there, so E_ads holds a rebuilt surface's energy;
+    v11 rebuilt a Au(311) slab under one H, 6.8 eV below the labeller)."""
     n = case["n_host"]
     metals = np.arange(n)
     r = covalent_radii[relaxed.numbers]
@@ -72,7 +76,25 @@ def assess(case: dict, start: Atoms, relaxed: Atoms) -> dict:
     dmin = min_distance(relaxed)
     if dmin < MIN_DISTANCE:
         flags.add("close_contact")
-    return {"sites": sites, "flags": sorted(flags), "min_distance": round(dmin, 4)}
+    out = {"sites": sites, "flags": sorted(flags), "min_distance": round(dmin, 4)}
+    if host is not None:
+        out["host_displacement"] = round(host_displacement(host, relaxed, n), 4)
+        if out["host_displacement"] > RESTRUCTURED:
+            out["flags"] = sorted({*out["flags"], "restructured"})
+    return out
+
+
+def host_displacement(host: Atoms, relaxed: Atoms, n: int) -> float:
+    """The largest distance (Å) of a metal atom of ``relaxed`` from its place in ``host``
+    (periodic images count; a free particle's drift as a whole is taken out)."""
+    from ase.geometry import find_mic
+
+    d = relaxed.positions[:n] - host.positions[:n]
+    if relaxed.pbc.any():
+        d, _ = find_mic(d, relaxed.cell, relaxed.pbc)
+    else:
+        d = d - d.mean(axis=0)
+    return float(np.linalg.norm(d, axis=1).max())
 
 
 def min_distance(atoms: Atoms, search: float = 3.0) -> float:
@@ -90,7 +112,7 @@ def score(case: dict, start: Atoms, clean: tuple, full: tuple, gas: dict) -> dic
     (_, res_c), (relaxed, res) = clean, full
     e_ref = sum(c * gas[g] for a in case["adsorbates"] for g, c in a["reference"].items())
     n_ads = len(case["adsorbates"])
-    out = assess(case, start, relaxed)
+    out = assess(case, start, relaxed, clean[0])
     if not res.converged:
         out["flags"] = sorted({*out["flags"], "not_converged"})
     if not res_c.converged:

@@ -13,8 +13,9 @@ most 300 steps) and its adsorption energies are computed the same way. Columns:
     lab flagged   cases whose labeller end is unphysical or unconverged: no reference
                   value, left out of every column below (counted, never averaged)
     flagged       cases the model ends unphysical (two atoms < 0.7 Å apart, an adsorbate
-                  desorbed, dissociated or bonded to another), or does not converge (host or
-                  adsorbate), where the labeller did not: misses in "within"
+                  desorbed, dissociated or bonded to another, a metal atom > 1 Å from where
+                  the model relaxed the clean host: "restructured"), or does not converge
+                  (host or adsorbate), where the labeller did not: misses in "within"
     within 0.10   fraction of the cases with a labeller value where the model is not
                   flagged and |E_ads(model) - E_ads(labeller)| <= 0.10 eV
     MAE, max      of |ΔE_ads| (eV) over the cases neither flags
@@ -63,7 +64,7 @@ ORDER = ["alloy_surface", "facet", "defect", "nanoparticle", "coverage", "interm
 
 
 def load_benchmark(path: Path, seed: int = 0) -> tuple[list[dict], dict]:
-    """The labelled cases -> ([{case, start, labeller, relaxed}], gas energies), from the
+    """The labelled cases -> ([{case, start, labeller, host, relaxed}], gas energies), from the
     assembled data (``cases.json`` + ``cases.extxyz.xz``) or from a labelling work folder
     (``cases/``, ``hosts/``, ``gas/``: the cases labelled so far, their starts rebuilt
     from ``seed``)."""
@@ -74,8 +75,8 @@ def load_benchmark(path: Path, seed: int = 0) -> tuple[list[dict], dict]:
             frames = read(fh, index=":", format="extxyz")
         by = {(a.info["case"], a.info["role"]): a for a in frames}
         gas = {n: g["energy"] for n, g in meta["gas"].items()}
-        out = [{**r, "start": by[r["case"]["id"], "start"],
-                "relaxed": by[r["case"]["id"], "relaxed"]} for r in meta["cases"]]
+        out = [{**r, **{role: by[r["case"]["id"], role] for role in ("start", "host", "relaxed")}}
+               for r in meta["cases"]]
         return out, gas
     if not (path / "cases").is_dir():
         raise SystemExit(f"--data {path}: neither cases.json nor a cases/ folder")
@@ -87,20 +88,22 @@ def load_benchmark(path: Path, seed: int = 0) -> tuple[list[dict], dict]:
         rec = records.get(case["id"])
         if rec is not None:
             out.append({**rec, "start": start,
-                        "relaxed": read(path / "cases" / f"{case['id']}.extxyz")})
+                        "relaxed": read(path / "cases" / f"{case['id']}.extxyz"),
+                        "host": read(path / "hosts" / f"{rec['labeller']['host_key']}.extxyz")})
     gas = {p.stem: json.loads(p.read_text())["energy"] for p in (path / "gas").glob("*.json")}
     return out, gas
 
 
-def labeller_result(item: dict) -> dict:
-    """The stored labeller result with its sites and geometric flags assessed again from
-    its relaxed structure (so both sides are judged by the same, current rules)."""
-    lab = dict(item["labeller"])
-    geo = assess(item["case"], item["start"], item["relaxed"])
-    kept = [f for f in lab["flags"] if f not in GEOMETRY_FLAGS]
-    lab.update(sites=geo["sites"], min_distance=geo["min_distance"],
-               flags=sorted({*kept, *geo["flags"]}))
-    return lab
+def reassess(stored: dict, item: dict, relaxed, host) -> dict:
+    """A stored result with its sites and geometric flags assessed again from its relaxed
+    structures, so both sides, and results stored by an older run, are judged by the same,
+    current rules."""
+    out = dict(stored)
+    geo = assess(item["case"], item["start"], relaxed, host)
+    kept = [f for f in out["flags"] if f not in GEOMETRY_FLAGS]
+    out.update(sites=geo["sites"], min_distance=geo["min_distance"],
+               host_displacement=geo["host_displacement"], flags=sorted({*kept, *geo["flags"]}))
+    return out
 
 
 class ModelRunner:
@@ -177,9 +180,13 @@ def _record(res) -> dict:
 def compare(items: list[dict], work: Path) -> list[dict]:
     """Per case: category, held out, both results and the error."""
     rows = []
+    work = Path(work)
     for it in items:
-        lab = labeller_result(it)
-        model = json.loads((Path(work) / f"{it['case']['id']}.json").read_text())
+        lab = reassess(it["labeller"], it, it["relaxed"], it["host"])
+        key = host_key(it["start"][:it["case"]["n_host"]])
+        model = reassess(json.loads((work / f"{it['case']['id']}.json").read_text()), it,
+                         read(work / f"{it['case']['id']}.extxyz"),
+                         read(work / "hosts" / f"{key}.extxyz"))
         err = (model["e_ads"] - lab["e_ads"]
                if not lab["flags"] and not model["flags"] else None)
         rows.append({"id": it["case"]["id"], "category": it["case"]["category"],
@@ -189,6 +196,8 @@ def compare(items: list[dict], work: Path) -> list[dict]:
                      "e_ads_labeller": lab["e_ads"], "e_ads_model": model["e_ads"],
                      "error": err, "sites_labeller": lab["sites"], "sites_model": model["sites"],
                      "flags_labeller": lab["flags"], "flags_model": model["flags"],
+                     "host_displacement_labeller": lab["host_displacement"],
+                     "host_displacement_model": model["host_displacement"],
                      "uncertain": model["uncertain"],
                      "max_force_std": max((x for x in (model["max_force_std"],
                                                        model["host_max_force_std"])

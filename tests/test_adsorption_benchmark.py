@@ -125,6 +125,11 @@ def test_assess_flags_unphysical_ends():
     fused.positions[n] = fused.positions[n - 1] + [0.0, 0.0, 0.5]
     fused.positions[n + 1] = fused.positions[n] + [0.0, 0.0, 0.97]
     assert "close_contact" in sc.assess(case, start, fused)["flags"]
+    host = start[:n]
+    assert sc.assess(case, start, start, host)["flags"] == []
+    rebuilt = start.copy()
+    rebuilt.positions[4, 0] += 1.2  # a second-layer atom pushed out of its place
+    assert sc.assess(case, start, rebuilt, host)["flags"] == ["restructured"]
 
 
 def _label(tmp_path):
