@@ -23,6 +23,15 @@ RESTRUCTURED = 1.0  # Å: a metal atom this far from where the same model relaxe
 GEOMETRY_FLAGS = ("close_contact", "desorbed", "dissociated", "reacted", "restructured")
 
 
+def restructured(labeller: dict, model: dict) -> bool:
+    """The model rebuilt the host under its adsorbates where the labeller did not: a metal
+    atom more than RESTRUCTURED from its place in the model's own relaxed clean host, while
+    the labeller's moved less (v11 rebuilt a Au(311) slab under one H, 6.8 eV below the
+    labeller). Where the labeller rebuilds the host too (O-induced reconstruction of Cu at
+    1/2 ML, Ni-Pt particles under O), that is the reference and no flag."""
+    return model["host_displacement"] > RESTRUCTURED >= labeller["host_displacement"]
+
+
 def host_key(atoms: Atoms) -> str:
     """Relaxations of the same host are shared: a hash of what decides them."""
     h = hashlib.sha1()
@@ -42,10 +51,9 @@ def assess(case: dict, start: Atoms, relaxed: Atoms, host: Atoms | None = None) 
     of the atom nearest the metal (``site_by_coordination``; "O top" when that atom is not
     the binding one); flags: close_contact (two atoms < MIN_DISTANCE apart), desorbed (no
     atom of an adsorbate within DESORBED x its bond length to a metal atom), dissociated (a
-    bond of the start stretched past BROKEN x), reacted (atoms of two adsorbates bonded),
-    restructured (with ``host``, the same model's relaxed clean host: a metal atom ended
-    more than RESTRUCTURED from its place there, so E_ads holds a rebuilt surface's energy;
-    v11 rebuilt a Au(311) slab under one H, 6.8 eV below the labeller)."""
+    bond of the start stretched past BROKEN x), reacted (atoms of two adsorbates bonded);
+    with ``host`` (the same model's relaxed clean host), ``host_displacement``, the largest
+    distance of a metal atom from its place there (see ``restructured``)."""
     n = case["n_host"]
     metals = np.arange(n)
     r = covalent_radii[relaxed.numbers]
@@ -79,8 +87,6 @@ def assess(case: dict, start: Atoms, relaxed: Atoms, host: Atoms | None = None) 
     out = {"sites": sites, "flags": sorted(flags), "min_distance": round(dmin, 4)}
     if host is not None:
         out["host_displacement"] = round(host_displacement(host, relaxed, n), 4)
-        if out["host_displacement"] > RESTRUCTURED:
-            out["flags"] = sorted({*out["flags"], "restructured"})
     return out
 
 

@@ -126,10 +126,12 @@ def test_assess_flags_unphysical_ends():
     fused.positions[n + 1] = fused.positions[n] + [0.0, 0.0, 0.97]
     assert "close_contact" in sc.assess(case, start, fused)["flags"]
     host = start[:n]
-    assert sc.assess(case, start, start, host)["flags"] == []
+    same = sc.assess(case, start, start, host)
     rebuilt = start.copy()
     rebuilt.positions[4, 0] += 1.2  # a second-layer atom pushed out of its place
-    assert sc.assess(case, start, rebuilt, host)["flags"] == ["restructured"]
+    moved = sc.assess(case, start, rebuilt, host)
+    assert moved["flags"] == [] and moved["host_displacement"] == pytest.approx(1.2)
+    assert sc.restructured(same, moved) and not sc.restructured(moved, moved)
 
 
 def _label(tmp_path):
