@@ -164,6 +164,7 @@ class ModelRunner:
                 clean = (read(self.work / "hosts" / f"{key}.extxyz"),
                          Result(json.loads((self.work / "hosts" / f"{key}.json").read_text())))
                 result = score(it["case"], it["start"], clean, full, gas)
+                result["host_key"] = key  # a start read back from a file may hash otherwise
                 atomic_frames(self.work / f"{it['case']['id']}.extxyz", [full[0]])
                 atomic_text(self.work / f"{it['case']['id']}.json", json.dumps(result))
             self.log(f"  {min(k + self.batch, len(todo))}/{len(todo)} cases, "
@@ -184,9 +185,9 @@ def compare(items: list[dict], work: Path) -> list[dict]:
     work = Path(work)
     for it in items:
         lab = reassess(it["labeller"], it, it["relaxed"], it["host"])
-        key = host_key(it["start"][:it["case"]["n_host"]])
-        model = reassess(json.loads((work / f"{it['case']['id']}.json").read_text()), it,
-                         read(work / f"{it['case']['id']}.extxyz"),
+        stored = json.loads((work / f"{it['case']['id']}.json").read_text())
+        key = stored.get("host_key") or host_key(it["start"][:it["case"]["n_host"]])
+        model = reassess(stored, it, read(work / f"{it['case']['id']}.extxyz"),
                          read(work / "hosts" / f"{key}.extxyz"))
         if restructured(lab, model):
             model["flags"] = sorted({*model["flags"], "restructured"})
