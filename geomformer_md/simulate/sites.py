@@ -197,3 +197,63 @@ def nearest_site(slab: Atoms, xy) -> tuple[str, float]:
         if d < dist - 1e-9:
             best, dist = name, float(d)
     return best, dist
+
+
+# A metal atom counts as touching an adsorbate atom within this fraction of the nearest
+# one's distance; beyond DESORBED_RATIO covalent bond lengths nothing touches (as the
+# adsorption table's "desorbed"). On Pt(111), O in a hollow is 2.05 Å from its three Pt
+# atoms and 3.4 Å from the next; H 1.87 Å and 3.3 Å; the atom beneath a (100) hollow
+# is 1.4x the distance of the four around it.
+SITE_SHELL = 1.2
+DESORBED_RATIO = 1.5
+
+
+def site_by_coordination(atoms: Atoms, index: int, metals=None) -> tuple[str, int]:
+    """The site of atom ``index`` (an adsorbate's binding atom) from the metal atoms it
+    touches, on any slab, facet, alloy or particle (no ASE site table needed).
+
+    Returns ``(site, n)``: ``n`` metal atoms touch it (those within SITE_SHELL x the
+    nearest one's distance); site is ``"top"`` (1), ``"bridge"`` (2), ``"fcc"`` or
+    ``"hcp"`` (3: ``"hcp"`` when a metal atom lies right beneath the triangle, 1-3 Å
+    deep along its normal and within 0.6 Å of its axis, as on (111) and on the facets
+    of particles), ``"hollow4"`` (4, the (100) hollow), ``"hollow5"`` ... and
+    ``"desorbed"`` (0: no metal atom within DESORBED_RATIO covalent bond lengths).
+
+    Args:
+        atoms: the structure (periodic images count where it is periodic).
+        index: the atom whose site is wanted.
+        metals: indices of the metal atoms (default: every atom that is not H, C, N, O).
+    """
+    if metals is None:
+        metals = np.flatnonzero(~np.isin(atoms.numbers, (1, 6, 7, 8)))
+    metals = np.asarray([m for m in metals if m != index], int)
+    if not len(metals):
+        return "desorbed", 0
+    from ase.data import covalent_radii
+
+    vec = atoms.get_distances(index, metals, mic=bool(atoms.pbc.any()), vector=True)
+    d = np.linalg.norm(vec, axis=1)
+    ratio = d / (covalent_radii[atoms.numbers[index]] + covalent_radii[atoms.numbers[metals]])
+    if ratio.min() > DESORBED_RATIO:
+        return "desorbed", 0
+    near = np.flatnonzero(d <= SITE_SHELL * d.min())
+    n = len(near)
+    if n == 1:
+        return "top", 1
+    if n == 2:
+        return "bridge", 2
+    if n > 3:
+        return f"hollow{n}", n
+    # 3-fold: is there a metal atom under the triangle (positions relative to the adsorbate
+    # atom, images included)?
+    corners = vec[near]
+    normal = np.cross(corners[1] - corners[0], corners[2] - corners[0])
+    normal /= np.linalg.norm(normal)
+    centre = corners.mean(axis=0)
+    if normal @ centre > 0:  # point away from the metal, towards the adsorbate (origin)
+        normal = -normal
+    rel = vec - centre
+    depth = -(rel @ normal)
+    lateral = np.linalg.norm(rel + depth[:, None] * normal, axis=1)
+    beneath = (depth > 1.0) & (depth < 3.0) & (lateral < 0.6)
+    return ("hcp" if beneath.any() else "fcc"), 3
