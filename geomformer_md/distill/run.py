@@ -398,9 +398,11 @@ class DistillRun:
                     failed = len(selected) - len(labelled)
                     _atomic_write_frames(path, labelled)
                 data.append(path)
-                cands = _read_frames(self.out / f"iter_{it:03d}" / "candidates.extxyz")
-                unc = _uncertainty_summary(cands, _read_frames(path))
                 added = len(_read_frames(path))
+                if not any(r["iteration"] == it for r in rows):  # only what its row needs:
+                    # a finished iteration resumes without its candidates (not archived)
+                    cands = _read_frames(self.out / f"iter_{it:03d}" / "candidates.extxyz")
+                    unc = _uncertainty_summary(cands, _read_frames(path))
             label_dir = self.out / f"iter_{it:03d}" / "label"
             failed = failed or sum(1 for _ in label_dir.glob("*.failed"))
             members = self.train_members(it, data)
