@@ -94,6 +94,12 @@ def test_distill_end_to_end_with_emt(finished, capsys):
         assert frame.info["teacher"] == "EMT" and frame.info["force_std_max"] > 0
     validation = read(out / "validation.extxyz", ":")
     assert {a.info["category"] for a in validation} >= {"bulk", "alloy", "surface", "cluster"}
+    # each iteration's committee carries flag thresholds calibrated on the validation frames
+    final = load_potential(str(out / "committee.pt"))
+    record = final.metadata["calibration"]
+    assert record["frames"] == len(validation) and record["caught"] >= 0.8
+    assert rows[-1]["caught_calibrated"] == record["caught"]
+    assert rows[-1]["flag_threshold"] == final.metadata["force_std_threshold"] > 0
 
 
 def test_same_config_continues_and_another_is_refused(finished, capsys):

@@ -68,6 +68,7 @@ examples:
   geomformer-md adsorb Cu211 O --sites step_fcc,step_bridge
   geomformer-md train config.yaml --resume
   geomformer-md distill examples/07_distill/emt_cuagau.yaml   committee from EMT
+  geomformer-md committee calibrate committee.pt --frames labelled.extxyz -o calibrated.pt
   geomformer-md lammps export geomformer-catalysis-v11 -o v11.pt2   for pair_style geomformer
   geomformer-md train config.yaml --set training.lr=1e-4 --set training.epochs=20
   geomformer-md export runs/my-potential -o model.pt   model file from a run's checkpoint
@@ -192,7 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
         group.add_parsers(add)
 
     from ..lammps.commands import add_parser as add_lammps
+    from .committee import add_parser as add_committee
 
+    add_committee(sub, [debug], _HelpFormatter)
     add_lammps(sub, [debug], _HelpFormatter)
     return p
 

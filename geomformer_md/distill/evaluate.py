@@ -10,35 +10,12 @@ any atom) whose largest force std passes the flag threshold (``caught``).
 from __future__ import annotations
 
 import numpy as np
-from ase import Atoms
 
 from ..committee import DEFAULT_FORCE_STD_THRESHOLD
 
-LARGE_ERROR = 0.3  # eV/Å: a frame with a larger force error on any atom should be flagged
-
-
-def category_of(atoms: Atoms) -> str:
-    return str(atoms.info.get("holdout") or atoms.info.get("category") or "unknown")
-
-
-def committee_errors(committee, frames: list[Atoms], dtype: str | None = None) -> list[dict]:
-    """Per frame: category, n, energy error (eV), force errors and stds per atom (dtype:
-    the evaluation precision, None for the model's own)."""
-    from ..calculator import GeoMFormerCalculator
-
-    calc = GeoMFormerCalculator(committee, uncertainty_threshold=None, dtype=dtype)
-    rows = []
-    for atoms in frames:
-        ref_e = atoms.get_potential_energy()
-        ref_f = atoms.get_forces(apply_constraint=False)
-        work = atoms.copy()
-        work.constraints = []
-        work.calc = calc
-        e = work.get_potential_energy()
-        f = work.get_forces()
-        rows.append({"category": category_of(atoms), "n": len(atoms), "de": e - ref_e,
-                     "df": f - ref_f, "fstd": calc.results["forces_std"].copy()})
-    return rows
+# The per-frame errors and the category of a frame are the uncertainty module's; they are
+# imported here under their old names (the distillation loop and scripts use them).
+from ..uncertainty import LARGE_ERROR, category_of, committee_errors  # noqa: F401
 
 
 def summarise(rows: list[dict], threshold: float = DEFAULT_FORCE_STD_THRESHOLD) -> dict:
@@ -62,10 +39,6 @@ def summarise(rows: list[dict], threshold: float = DEFAULT_FORCE_STD_THRESHOLD) 
     flagged = [r for r in rows if r["fstd"].max() > threshold]
     out["flagged_frames"] = len(flagged)
     return out
-
-
-def evaluate_committee(committee, frames: list[Atoms]) -> dict:
-    return summarise(committee_errors(committee, frames))
 
 
 def plot_progress(rows: list[dict], path, title: str = "") -> None:
