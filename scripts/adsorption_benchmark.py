@@ -36,7 +36,6 @@ import argparse
 import io
 import json
 import lzma
-import os
 import sys
 import time
 from collections import Counter
@@ -73,6 +72,7 @@ from geomformer_md.distill.space import (  # noqa: E402
     parse_space,
     rule_name,
 )
+from geomformer_md.io.files import write_bytes  # noqa: E402
 from geomformer_md.simulate.references import resolve_references  # noqa: E402
 
 VERSION = "adsorption-v1"
@@ -420,9 +420,7 @@ def assemble(cases: list[tuple[dict, Atoms]], work: Path, out: Path, meta: dict)
     buf = io.StringIO()
     write(buf, frames, format="extxyz")
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "cases.extxyz.xz.tmp"
-    tmp.write_bytes(lzma.compress(buf.getvalue().encode(), preset=9))
-    os.replace(tmp, out / "cases.extxyz.xz")
+    write_bytes(out / "cases.extxyz.xz", lzma.compress(buf.getvalue().encode(), preset=9))
     seconds = sum(r["labeller"]["seconds"] for r in records)
     summary = {"benchmark": VERSION, **meta, "relax": RELAX, "n_cases": len(records),
                "labeller_seconds": round(seconds), "gas": gas,

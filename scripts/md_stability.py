@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 import warnings
@@ -50,10 +49,11 @@ sys.path.insert(0, str(HERE))
 
 from ase import Atoms  # noqa: E402
 from ase.constraints import FixAtoms  # noqa: E402
-from ase.io import read, write  # noqa: E402
+from ase.io import read  # noqa: E402
 from ase.io.trajectory import Trajectory  # noqa: E402
 from md_stability_systems import DISTILL_CONFIG, SYSTEMS, System  # noqa: E402
 
+from geomformer_md.io.files import write_frames, write_text  # noqa: E402
 from geomformer_md.simulate.md import read_md_restart, run_md  # noqa: E402
 from geomformer_md.simulate.relax import bottom_layer_indices, relax  # noqa: E402
 from geomformer_md.simulate.stability import (  # noqa: E402
@@ -69,16 +69,11 @@ SEVENNET = {"calculator": "sevenn.calculator.SevenNetCalculator",
 RESULT_VERSION = 1
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+_atomic_write = write_text
 
 
 def _atomic_traj(path: Path, atoms: Atoms) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.traj")
-    write(tmp, atoms, format="traj")
-    os.replace(tmp, path)
+    write_frames(path, [atoms], format="traj")
 
 
 def holdout_rules() -> list[dict]:

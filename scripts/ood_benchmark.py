@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import json
 import lzma
-import os
 import sys
 import time
 from collections import Counter, defaultdict
@@ -55,6 +54,7 @@ from ase.optimize import FIRE  # noqa: E402
 
 from geomformer_md.distill.space import Space, parse_space  # noqa: E402
 from geomformer_md.distill.teacher import Teacher  # noqa: E402
+from geomformer_md.io.files import write_bytes, write_frames, write_text  # noqa: E402
 from geomformer_md.simulate.md import thermalize_momenta  # noqa: E402
 
 VERSION = "ood-v1"
@@ -336,16 +336,8 @@ class Builder:
 # --------------------------------------------------------------------------- output
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _atomic_frames(path: Path, frames: list[Atoms]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp, frames, format="extxyz") if frames else tmp.write_text("")
-    os.replace(tmp, path)
+_atomic_text = write_text
+_atomic_frames = write_frames
 
 
 def assemble(builder: Builder, out: Path) -> dict:
@@ -370,9 +362,7 @@ def assemble(builder: Builder, out: Path) -> dict:
     buf = io.StringIO()
     write(buf, frames, format="extxyz")
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "frames.extxyz.xz.tmp"
-    tmp.write_bytes(lzma.compress(buf.getvalue().encode(), preset=9))
-    os.replace(tmp, out / "frames.extxyz.xz")
+    write_bytes(out / "frames.extxyz.xz", lzma.compress(buf.getvalue().encode(), preset=9))
     counts = defaultdict(Counter)
     for a in frames:
         c = a.info["category"]

@@ -3,10 +3,9 @@ on labelled frames, and calibrate the flag's thresholds (geomformer_md/uncertain
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from .common import CLIError, _atomic_path, _claim, _positive, _progress, _read
+from .common import CLIError, _claim, _positive, _progress, _read
 
 
 def _fraction(text: str) -> float:
@@ -74,10 +73,10 @@ def _rows(args, committee):
 
 def _report(args, payload: dict) -> None:
     if args.report:
-        path = Path(args.report)
-        with _atomic_path(path) as tmp:
-            tmp.write_text(json.dumps(payload, indent=1) + "\n")
-        print(f"wrote {path}")
+        from ..io.files import write_json
+
+        write_json(args.report, payload, indent=1)
+        print(f"wrote {args.report}")
 
 
 def cmd_build(args) -> int:

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
-import tempfile
 from pathlib import Path
+
+# outputs that are only meaningful when complete go through a temporary file
+from ..io.files import atomic_path as _atomic_path  # noqa: F401
 
 PROG = "geomformer-md"
 
@@ -179,23 +180,6 @@ def _check_output_dir(args) -> None:
         raise CLIError(f"-o/--output-dir takes a folder, got {out!r}{hint}")
     if Path(out).exists() and not Path(out).is_dir():
         raise CLIError(f"-o/--output-dir {out}: exists and is not a folder")
-
-
-@contextlib.contextmanager
-def _atomic_path(path: Path):
-    """Yield a temporary path in the same folder; rename it to ``path`` on success only."""
-    from ..simulate.runfiles import new_file_mode
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, new_file_mode())  # mkstemp's 0600 would ignore the umask
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _write(path: Path, frames, fmt: str | None = None) -> None:

@@ -22,16 +22,15 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 from ase import Atoms
-from ase.io import read, write
+from ase.io import read
 
 from ..io.checkpoint import load_any, save_committee
+from ..io.files import atomic_open, copy_file, write_frames, write_json
 from .config import DistillConfig, distill_config_from_dict, load_distill_config
 from .evaluate import category_of, committee_errors, plot_progress, summarise
 from .explore import explore_structure, select_frames
@@ -44,20 +43,12 @@ from .teacher import Teacher
 CALIBRATION_CATCH = 0.8
 
 
-def _atomic_write_frames(path: Path, frames: list[Atoms]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp, frames, format="extxyz")
-    os.replace(tmp, path)
-
-
 def _read_frames(path: Path) -> list[Atoms]:
     return read(path, index=":", format="extxyz") if path.stat().st_size else []
 
 
 def _atomic_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=float))
-    os.replace(tmp, path)
+    write_json(path, obj, default=float)
 
 
 class DistillRun:
@@ -179,7 +170,7 @@ class DistillRun:
                     self.log(f"{desc}: teacher failed on frame {k} "
                              f"({atoms.get_chemical_formula()}): {why}; skipped")
                 else:
-                    _atomic_write_frames(ok, [labelled])
+                    write_frames(ok, [labelled])
             if ok.exists():
                 done.extend(_read_frames(ok))
             bar.update(1)
@@ -211,7 +202,7 @@ class DistillRun:
                 atoms.info["holdout"] = rule_name(rule)
                 frames.append(_rattled(atoms, rng, self.cfg.rattle))
         labelled = self.label_all(frames, self.out / "validation", "label validation")
-        _atomic_write_frames(path, labelled)
+        write_frames(path, labelled)
         return labelled
 
     def initial_data(self, space: Space) -> Path:
@@ -222,7 +213,7 @@ class DistillRun:
                       for a in space.sample(rng, self.cfg.initial_frames)]
             labelled = self.label_all(frames, self.out / "iter_000" / "label", "label initial")
             path.parent.mkdir(exist_ok=True)
-            _atomic_write_frames(path, labelled)
+            write_frames(path, labelled)
         return path
 
     def extra_data(self) -> Path | None:
@@ -250,7 +241,7 @@ class DistillRun:
                 else:
                     kept.append(atoms)
         path.parent.mkdir(exist_ok=True)
-        _atomic_write_frames(path, kept)
+        write_frames(path, kept)
         self.log(f"extra_data: {len(kept)} frames from {len(self.cfg.extra_data)} file(s); "
                  f"{dropped} dropped by the hold-out rules")
         return path
@@ -277,7 +268,7 @@ class DistillRun:
         self.log(f"iteration {it}: explored {len(starts)} structures, {len(candidates)} "
                  f"candidates in {took:.0f} s ({took / max(1, len(candidates)):.2f} s each)")
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write_frames(path, candidates)
+        write_frames(path, candidates)
         # what was stored (positions rounded by extxyz), so that a resumed run, which reads
         # the file, labels exactly the same structures
         return _read_frames(path)
@@ -298,7 +289,7 @@ class DistillRun:
             folder.mkdir(parents=True, exist_ok=True)
             train_file = folder / "train.extxyz"
             if not train_file.exists():
-                _atomic_write_frames(train_file, self._member_frames(it, k, data))
+                write_frames(train_file, self._member_frames(it, k, data))
             previous = self._start_model(it, k)
             settings = dict(self.cfg.training)
             if it > 0 and not self.cfg.retrain:
@@ -400,7 +391,7 @@ class DistillRun:
                     labelled = self.label_all(selected, self.out / f"iter_{it:03d}" / "label",
                                               f"label {it}")
                     failed = len(selected) - len(labelled)
-                    _atomic_write_frames(path, labelled)
+                    write_frames(path, labelled)
                 data.append(path)
                 added = len(_read_frames(path))
                 if not any(r["iteration"] == it for r in rows):  # only what its row needs:
@@ -423,9 +414,7 @@ class DistillRun:
             self.log(f"iteration {it}: " + ", ".join(
                 f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
         final = self.out / "committee.pt"
-        shutil.copyfile(self.out / f"iter_{self.cfg.iterations:03d}" / "committee.pt",
-                        final.with_name("committee.pt.tmp"))
-        os.replace(final.with_name("committee.pt.tmp"), final)
+        copy_file(self.out / f"iter_{self.cfg.iterations:03d}" / "committee.pt", final)
         plot_progress(rows, self.out / "progress.png")
         self.log(f"done in {time.time() - start:.0f} s: committee {final}, "
                  f"progress {self.out / 'progress.csv'}, plot {self.out / 'progress.png'}")
@@ -474,13 +463,11 @@ class DistillRun:
     def _write_rows(self, rows: list[dict]) -> None:
         _atomic_json(self.out / "progress.json", rows)
         fields = list(dict.fromkeys(k for r in rows for k in r))
-        tmp = self.out / "progress.csv.tmp"
-        with open(tmp, "w", newline="") as fh:
+        with atomic_open(self.out / "progress.csv", "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=fields)
             w.writeheader()
             for r in rows:
                 w.writerow({k: r.get(k, "") for k in fields})
-        os.replace(tmp, self.out / "progress.csv")
 
 
 def _explore_one(committee, job, cfg) -> list[Atoms]:

@@ -18,12 +18,12 @@ Format versions (bump on incompatible change; loaders refuse newer ones):
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from ..model import GeoMFormer, GeoMFormerConfig
+from .files import atomic_open
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "config", "state_dict")
@@ -55,27 +55,9 @@ def model_to_dict(model: GeoMFormer, metadata: dict | None = None) -> dict:
 
 
 def atomic_save(obj, path: str | os.PathLike) -> None:
-    """torch.save to a temporary file in the same folder, then rename over the target.
-
-    A crash mid-write leaves the old file intact, never a truncated one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        # mkstemp creates 0600 files; a model file gets the permissions of any new file
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """torch.save, atomically (io/files.py): a crash mid-write leaves the old file intact."""
+    with atomic_open(path, "wb") as fh:
+        torch.save(obj, fh)
 
 
 def save_model(model: GeoMFormer, path: str | os.PathLike, metadata: dict | None = None) -> None:

@@ -6,14 +6,13 @@ from __future__ import annotations
 import csv as _csv
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ase import Atoms
 
+from ..io.files import atomic_open
 from .references import format_reference
-from .runfiles import new_file_mode
 
 
 @dataclass
@@ -108,22 +107,11 @@ class AdsorptionTable:
     def to_csv(self, path: str | os.PathLike) -> Path:
         """Write the rows as CSV (atomically: a crash never leaves half a file)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            os.chmod(tmp, new_file_mode())  # mkstemp's 0600 would ignore the umask
-            with os.fdopen(fd, "w", newline="") as fh:
-                w = _csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
-                w.writeheader()
-                for d in self.as_dicts():
-                    w.writerow(
-                        {k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in d.items()}
-                    )
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_open(path, "w", newline="") as fh:
+            w = _csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+            w.writeheader()
+            for d in self.as_dicts():
+                w.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in d.items()})
         return path
 
     def __str__(self) -> str:

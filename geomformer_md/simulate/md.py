@@ -53,6 +53,7 @@ from ase.md.verlet import VelocityVerlet
 
 from ..committee import UncertaintyMonitor
 from ..data.contacts import CLOSE_CONTACT_RATIO, closest_contact
+from ..io.files import atomic_open, atomic_path, write_text
 from ._progress import progress_bar
 from .relax import bottom_layer_indices, make_calculator
 from .runfiles import RunConflictError, calculator_id, existing, structure_id
@@ -288,11 +289,8 @@ def _fsync(fh) -> None:
 
 
 def _atomic_savez(path: Path, arrays: dict, meta: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:  # a file object: np.savez would append ".npz" to a name
+    with atomic_open(path, "wb") as fh:  # a file object: np.savez would append ".npz" to a name
         np.savez(fh, meta=np.array(json.dumps(meta)), **arrays)
-        _fsync(fh)
-    os.replace(tmp, path)
 
 
 def read_md_restart(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
@@ -319,11 +317,10 @@ def _truncate_trajectory(path: Path, n_keep: int) -> None:
     """Keep the first n_keep frames (rewritten to a temp file, then renamed over)."""
     if _count_frames(path) == n_keep:
         return
-    tmp = path.with_name(f".{path.name}.tmp")
-    with Trajectory(str(path)) as src, Trajectory(str(tmp), "w") as dst:
+    with atomic_path(path) as tmp, Trajectory(str(path)) as src, \
+            Trajectory(str(tmp), "w") as dst:
         for i in range(n_keep):
             dst.write(src[i])
-    os.replace(tmp, path)
 
 
 def _truncate_log(path: Path, last_step: int, header: str) -> None:
@@ -339,9 +336,7 @@ def _truncate_log(path: Path, last_step: int, header: str) -> None:
             break
         if step <= last_step:
             keep.append(line)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(keep))
-    os.replace(tmp, path)
+    write_text(path, "".join(keep))
 
 
 def log_columns(npt: bool) -> list[str]:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from ..io.files import new_file_mode  # noqa: F401  (where it used to live)
 
 
 @dataclass(frozen=True)
@@ -84,17 +85,6 @@ class RunConflictError(ValueError):
 def existing(paths) -> list[Path]:
     """The paths (None skipped) that exist."""
     return [Path(p) for p in paths if p is not None and Path(p).exists()]
-
-
-def new_file_mode() -> int:
-    """The mode ``open()`` gives a new file under the current umask (0o644 for umask 022).
-
-    ``tempfile.mkstemp`` creates 0600 files; outputs written through a temporary file get
-    this mode before the rename, so a shared results folder stays readable.
-    """
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
 def structure_id(atoms, momenta: bool = False) -> str:

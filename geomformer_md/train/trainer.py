@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 
 from ..io.checkpoint import atomic_save, save_model
+from ..io.files import atomic_open
 from ..model import GeoMFormer, GeoMFormerConfig, init_summary
 from ..potential import Potential, model_with_dtype
 from .config import TrainConfig
@@ -423,13 +424,11 @@ class Trainer:
     def _write_metrics(self) -> None:
         if self.rank != 0:
             return
-        tmp = self.out / "metrics.csv.tmp"
-        with open(tmp, "w", newline="") as fh:
+        with atomic_open(self.out / "metrics.csv", "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=self.metric_fields)
             w.writeheader()
             for row in self.history:
                 w.writerow({k: row.get(k, "") for k in self.metric_fields})
-        os.replace(tmp, self.out / "metrics.csv")
 
     # ------------------------------------------------------------------ steps
     def _epoch_order(self, epoch: int) -> np.ndarray:
