@@ -492,6 +492,20 @@ def test_exclude_rules_keep_whole_categories_out_of_every_split(tmp_path):
     assert not any(s.info.get("facet") == "100" for s in everything)
     assert sum("data.exclude: 6 of 30 frames" in m for m in lines) == 1
     assert sum("data.exclude: 3 of 3 frames" in m for m in lines) == 1
+    # a test file's matching frames are what transfer is measured on: with a category key
+    # they stay in the test as the rule's own category, without one they are dropped
+    write(tmp_path / "test.extxyz", frames[-4:])
+    raw["data"].update(test_file=str(tmp_path / "test.extxyz"), test_fraction=0.0)
+    for key, tested in ((None, 0), ("adsorbate", 4)):
+        raw["data"]["category_key"] = key
+        raw["out_dir"] = str(tmp_path / f"t-{key}")
+        trainer = Trainer(train_config_from_dict(raw), progress=False, log=lambda *a: None)
+        assert len(trainer.test_set) == tested
+        if tested:
+            assert {s.info["adsorbate"] for s in trainer.test_set} == {"heldout:facet=100"}
+            assert not any(s.info.get("facet") == "100"
+                           for s in trainer.train_set + trainer.val_set)
+    raw["data"].update(test_file=None, test_fraction=None, category_key=None)
     # a co-adsorbed frame matches a rule naming one of its adsorbates, as in distillation
     raw["data"]["exclude"] = [{"adsorbate": ["O", "OH"]}]
     raw["out_dir"] = str(tmp_path / "y")

@@ -81,10 +81,12 @@ class DataConfig:
         exclude: hold-out rules, as ``space.holdout`` of a distillation (docs/distill.md):
             e.g. ``[{elements: Cu-Ni}, {facet: "311"}, {adsorbate: [NH, NH2, NH3]}]``. A
             frame of any file that matches one of them is dropped before the split and never
-            trained on or tested on, so that whole categories stay unseen and transfer to
-            them can be measured. Tags come from the frame's info (category, elements,
-            facet, adsorbate, shape, cluster_size) and, for ``elements``, from its metal
-            atoms when the info lacks it.
+            trained on, so that whole categories stay unseen and transfer to them can be
+            measured: frames of ``test_file`` that match stay in the test as the rule's own
+            category ("heldout:facet=311") when ``category_key`` is set (else they are
+            dropped too, and the test totals stay in-domain). Tags come from the frame's
+            info (category, elements, facet, adsorbate, shape, cluster_size) and, for
+            ``elements``, from its metal atoms when the info lacks it.
     """
 
     train_file: str = ""

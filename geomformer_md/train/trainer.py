@@ -252,6 +252,27 @@ class Trainer:
                      f"{path} dropped")
         return kept
 
+    def _test_frames(self, path) -> list:
+        """The frames of ``data.test_file``. Those an exclude rule matches are what transfer is
+        measured on: with ``data.category_key`` they stay, as their rule's own category
+        ("heldout:facet=311"); without it they are dropped (the totals stay in-domain)."""
+        data = self.cfg.data
+        frames = read_frames(path)
+        if not data.exclude or not data.category_key:
+            return self._kept(frames, path)
+        from ..distill.space_config import frame_tags, matches, rule_name
+
+        moved = 0
+        for a in frames:
+            rule = next((r for r in data.exclude if matches(frame_tags(a), r)), None)
+            if rule is not None:
+                a.info[data.category_key] = rule_name(rule)
+                moved += 1
+        if moved:
+            self.log(f"data.exclude: {moved} of {len(frames)} frames of {path} match a rule; "
+                     f"tested as the rule's own category (heldout:...)")
+        return frames
+
     def _setup(self) -> None:
         data = self.cfg.data
         start = self._load_starting_model() if self.cfg.init_from else None
@@ -287,7 +308,7 @@ class Trainer:
         self.val_set = self._samples(frames, va, data.train_file)
         self.test_set = self._samples(frames, te, data.train_file)
         if data.test_file:
-            test_frames = self._kept(read_frames(data.test_file), data.test_file)
+            test_frames = self._test_frames(data.test_file)
             self.test_set += self._samples(test_frames, range(len(test_frames)), data.test_file)
         if not self.train_set:
             raise ValueError("no training structures left after the split")
