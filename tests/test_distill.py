@@ -171,6 +171,47 @@ def test_exploration_in_two_workers_gives_the_same_candidates(finished):
         assert a.info["force_std_max"] == b.info["force_std_max"]
 
 
+def test_md_driven_by_one_member_scores_snapshots_with_the_committee(finished):
+    import dataclasses
+
+    from geomformer_md import GeoMFormerCalculator
+    from geomformer_md.distill.explore import explore_structure
+    from geomformer_md.distill.run import _explore_one
+    from geomformer_md.io.checkpoint import load_any
+
+    _, out = finished
+    cfg = distill_config_from_dict({**TINY, "out_dir": str(out), "md_steps": 12,
+                                    "temperatures": [1200.0]})
+    committee = load_any(out / "iter_000" / "committee.pt")
+    start = Space(cfg.space, {"Cu": 3.6, "Ag": 4.1}).sample(np.random.default_rng(3), 1)[0]
+    runs = {}
+    for driver in ("committee", "member"):
+        runs[driver] = _explore_one(committee, (1, start, "md", [0, 1, 5, 1]),
+                                    dataclasses.replace(cfg, md_driver=driver))
+    # structure 1 is moved by member 1: the same trajectory as exploring with it as driver
+    calc = GeoMFormerCalculator(committee, uncertainty_threshold=None)
+    again = explore_structure(start, calc, "md", cfg, np.random.default_rng([0, 1, 5, 1]), 1,
+                              driver=GeoMFormerCalculator(committee.members[1]))
+    other = explore_structure(start, calc, "md", cfg, np.random.default_rng([0, 1, 5, 1]), 1,
+                              driver=GeoMFormerCalculator(committee.members[0]))
+    member, mean = runs["member"], runs["committee"]
+    assert len(member) == len(mean) == len(again) == 12 // TINY["snapshot_every"] + 1
+    np.testing.assert_array_equal(member[0].positions, mean[0].positions)  # the same start
+    for a, b in zip(member, again, strict=True):
+        np.testing.assert_array_equal(a.positions, b.positions)
+    assert not np.array_equal(member[-1].positions, mean[-1].positions)
+    assert not np.array_equal(member[-1].positions, other[-1].positions)
+    # every snapshot is scored by the committee at its own positions
+    for a in member[1:]:
+        work = a.copy()
+        work.calc = calc
+        work.get_forces()
+        assert a.info["force_std_max"] == pytest.approx(calc.results["forces_std"].max(),
+                                                        rel=1e-6)
+    with pytest.raises(ValueError, match="md_driver must be one of"):
+        distill_config_from_dict({**TINY, "md_driver": "fastest"})
+
+
 def test_finetune_frames_caps_what_members_continue_on(tmp_path):
     from ase.build import bulk
 

@@ -46,8 +46,10 @@ def _snapshot(atoms: Atoms, calc, trajectory: int, step: int, mode: str,
 
 
 def explore_structure(atoms: Atoms, calc, mode: str, cfg, rng: np.random.Generator,
-                      trajectory: int) -> list[Atoms]:
-    """Candidates from one starting structure (see the module docstring)."""
+                      trajectory: int, driver=None) -> list[Atoms]:
+    """Candidates from one starting structure (see the module docstring). ``driver``: the
+    calculator that moves the atoms in MD (default ``calc``, the committee, which always
+    gives the snapshots' uncertainty)."""
     out = []
     work = atoms.copy()
     work.calc = calc
@@ -75,6 +77,8 @@ def explore_structure(atoms: Atoms, calc, mode: str, cfg, rng: np.random.Generat
             opt.run(fmax=0.0, steps=1)
         return out
     temperature = float(rng.choice(cfg.temperatures))
+    if driver is not None:
+        work.calc = driver
     thermalize_momenta(work, temperature_K=temperature, rng=rng)
     dyn = Langevin(work, cfg.timestep_fs * units.fs, temperature_K=temperature,
                    friction=0.02 / units.fs, fixcm=False, rng=rng)

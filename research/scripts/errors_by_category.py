@@ -13,7 +13,6 @@ where catalysis-v12's short-range fine-tunes were 2-3x worse than v11.
 from __future__ import annotations
 
 import argparse
-import json
 
 import numpy as np
 from ase.io import read
