@@ -42,7 +42,9 @@ def summarise(rows: list[dict], threshold: float = DEFAULT_FORCE_STD_THRESHOLD) 
 
 
 def plot_progress(rows: list[dict], path, title: str = "") -> None:
-    """Force and energy MAE per category, and the uncertainty of candidates, by iteration."""
+    """Force and energy MAE per category, the uncertainty of candidates, and the calibrated
+    flag (large-error frames caught and false alarms, apart for the held-out categories),
+    by iteration."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -50,7 +52,7 @@ def plot_progress(rows: list[dict], path, title: str = "") -> None:
 
     its = [r["iteration"] for r in rows]
     cats = sorted({k[2:] for r in rows for k in r if k.startswith("F_")})
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.2))
     for cat in cats:
         style = dict(lw=2.5, color="k") if cat == "all" else dict(lw=1.2)
         axes[0].plot(its, [r.get(f"F_{cat}", np.nan) for r in rows], "o-", label=cat, **style)
@@ -65,6 +67,14 @@ def plot_progress(rows: list[dict], path, title: str = "") -> None:
     axes[2].set(xlabel="iteration", ylabel="committee force std of candidates (eV/Å)",
                 yscale="log", title="exploration uncertainty")
     axes[2].legend(fontsize=7)
+    for key, label, style in (("caught_calibrated", "caught (calibration frames)", "o-"),
+                              ("caught_calibrated_heldout", "caught (held out)", "s-"),
+                              ("false_alarms", "false alarms (calibration frames)", "o--"),
+                              ("false_alarms_heldout", "false alarms (held out)", "s--")):
+        axes[3].plot(its, [100 * r.get(key, np.nan) for r in rows], style, label=label)
+    axes[3].set(xlabel="iteration", ylabel="% of frames", ylim=(0, 105),
+                title="calibrated flag (force error > 0.3 eV/Å)")
+    axes[3].legend(fontsize=7)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
