@@ -209,3 +209,34 @@ def format_table(table: dict[str, dict]) -> str:
                      f"{part(s['caught_frames'], n_large)} | "
                      f"{part(s['false_alarm_frames'], s['frames'] - n_large)} |")
     return "\n".join(lines)
+
+
+def plot_flag(rows: Sequence[dict], limit: ForceStdLimit | float, path,
+              large_error: float = LARGE_ERROR, title: str = "") -> None:
+    """One point per frame: its largest force std relative to the flag's limit (x) against
+    its largest per-atom force error (y), held-out categories apart. The lines x = 1 and
+    y = ``large_error`` split the frames into caught (upper right), missed (upper left),
+    false alarms (lower right) and quiet ones."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    limit = limit if isinstance(limit, ForceStdLimit) else ForceStdLimit(float(limit))
+    x = np.array([np.max(r["fstd"] / limit.limits(r["numbers"])) for r in rows])
+    y = np.array([_atom_err(r).max() for r in rows])
+    held = np.array([is_held_out(r["category"]) for r in rows])
+    fig, ax = plt.subplots(figsize=(6.2, 5))
+    for mask, label, style in ((~held, "calibration / in-domain frames", dict(marker="o")),
+                               (held, "held-out categories", dict(marker="s"))):
+        if mask.any():
+            ax.scatter(x[mask], y[mask], s=14, alpha=0.6, label=label, **style)
+    ax.axvline(1.0, color="k", lw=1)
+    ax.axhline(large_error, color="k", lw=1, ls="--")
+    ax.set(xscale="log", yscale="log", xlabel="largest force std / its element's limit",
+           ylabel="largest per-atom force error (eV/Å)",
+           title=title or "committee flag: caught upper right, missed upper left")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

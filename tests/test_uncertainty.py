@@ -133,7 +133,7 @@ def test_cli_builds_checks_and_calibrates_a_committee(files, capsys):
     report = tmp / "calibration.json"
     assert main(["-q", "committee", "calibrate", str(committee_file), "--frames",
                  str(tmp / "frames.extxyz"), "--large-error", "0.05", "-o", str(calibrated),
-                 "--report", str(report)]) == 0
+                 "--report", str(report), "--plot", str(tmp / "flag.png")]) == 0
     out = capsys.readouterr().out
     assert "calibrated on 20 frames" in out and f"wrote {calibrated}" in out
     meta = load_potential(str(calibrated)).metadata
@@ -145,7 +145,7 @@ def test_cli_builds_checks_and_calibrates_a_committee(files, capsys):
     calc = GeoMFormerCalculator(str(calibrated))
     assert calc.uncertainty_threshold.per_element == {29: meta["force_std_threshold_per_element"]
                                                       ["Cu"]}
-    assert report.is_file()
+    assert report.is_file() and (tmp / "flag.png").stat().st_size > 10_000
 
 
 def _error(capsys, argv) -> str:

@@ -79,6 +79,16 @@ def _report(args, payload: dict) -> None:
         print(f"wrote {args.report}")
 
 
+def _plot(args, rows, limit) -> None:
+    if args.plot:
+        from ..io.files import atomic_path
+        from ..uncertainty import plot_flag
+
+        with atomic_path(args.plot) as tmp:
+            plot_flag(rows, limit, tmp, args.large_error)
+        print(f"wrote {args.plot}")
+
+
 def cmd_build(args) -> int:
     from ..committee import Committee
     from ..io.checkpoint import save_committee
@@ -125,6 +135,7 @@ def cmd_check(args) -> int:
           f"above {args.large_error:g} eV/Å on some atom")
     print(format_table(table))
     _report(args, {"committee": args.committee, "frames": args.frames, "table": table})
+    _plot(args, rows, limit)
     return 0
 
 
@@ -159,6 +170,7 @@ def cmd_calibrate(args) -> int:
     print(f"wrote {out} (GeoMFormerCalculator's uncertainty_threshold='auto' uses these)")
     _report(args, {"committee": args.committee, "frames": args.frames,
                    **{k: v for k, v in meta.items()}})
+    _plot(args, rows, limit_from_metadata(meta))
     return 0
 
 
@@ -195,6 +207,9 @@ def add_parser(sub, parents, formatter_class) -> None:
         sp.add_argument("--dtype", choices=("float32", "float64"), default=None,
                         help="evaluation precision (default: the committee's own)")
         sp.add_argument("--report", metavar="FILE.json", help="also write the table as JSON")
+        sp.add_argument("--plot", metavar="FILE.png",
+                        help="also plot each frame's largest std / limit against its largest "
+                             "force error")
 
     sp = csub.add_parser("check", parents=parents, formatter_class=formatter_class,
                          help="how well the flag catches large force errors, per category")
