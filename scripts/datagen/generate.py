@@ -74,7 +74,7 @@ def aggregate(out: str, lab_name: str) -> None:
     gas = pieces.get("ref_gas", {}).get("molecules", {})
     gas_e = {k: v["energy"] for k, v in gas.items()}
     cases = []
-    for M, F, ads, site, h in tk.REF_CASES:
+    for M, F, ads, site, _h in tk.REF_CASES:
         name = tk.ref_case_name(M, F, ads, site)
         c = {"case": name, "metal": M, "facet": F, "adsorbate": ads, "site": site,
              "heldout": tk.is_heldout(F, ads, site), "status": "pending"}
@@ -111,18 +111,22 @@ def aggregate(out: str, lab_name: str) -> None:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="data_raw/catalysis")
     ap.add_argument("--budget-minutes", type=float, default=35.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", default="auto",
-                    help="torch intra-op threads: 'auto' (default: time 2 vs 1 thread at start and "
+                    help="torch intra-op threads: 'auto' (default: time 2 vs 1 thread at start "
+                         "and "
                          "every --retune-seconds, keep the faster) or a fixed integer such as 2")
     ap.add_argument("--retune-seconds", type=float, default=240.0)
     ap.add_argument("--list", action="store_true", help="print the ordered task list and exit")
-    ap.add_argument("--max-tasks", type=int, default=0, help="stop after this many new tasks (0 = no limit)")
+    ap.add_argument("--max-tasks", type=int, default=0,
+                    help="stop after this many new tasks (0 = no limit)")
     ap.add_argument("--labeller", default="7net-0",
-                    help="SevenNet checkpoint that labels the frames (default 7net-0; e.g. 7net-l3i5). "
+                    help="SevenNet checkpoint that labels the frames (default 7net-0; "
+                         "e.g. 7net-l3i5). "
                          "Use a new --out per labeller: finished tasks are not relabelled")
     ap.add_argument("--buckets", default="",
                     help="comma-separated buckets to run (e.g. 'ref,heldout'); default: all. "
@@ -149,8 +153,9 @@ def main(argv=None):
     for d in ("frames", "meta", "eos", "reference"):
         os.makedirs(os.path.join(out, d), exist_ok=True)
     atomic_write_json(os.path.join(out, "tasks.json"),
-                      {"seed": args.seed, "order": [{"name": t.name, "bucket": t.bucket, "runner": t.runner,
-                                                     "metal": t.metal, "params": t.params} for t in tasks]})
+                      {"seed": args.seed,
+                       "order": [{"name": t.name, "bucket": t.bucket, "runner": t.runner,
+                                  "metal": t.metal, "params": t.params} for t in tasks]})
 
     def _term(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
@@ -166,7 +171,8 @@ def main(argv=None):
     lab = Labeller(args.labeller, threads=2 if auto else int(args.threads))
     lab.deadline = deadline
     ctx = tk.Ctx(out, args.seed, lab)
-    log(f"labeller {lab.name} ({lab.version}) loaded; {len(tasks)} tasks; budget {budget:.0f}s; out={out}")
+    log(f"labeller {lab.name} ({lab.version}) loaded; {len(tasks)} tasks; "
+        f"budget {budget:.0f}s; out={out}")
     last_tune = -1e9
 
     def maybe_tune():
@@ -175,7 +181,8 @@ def main(argv=None):
             timing = lab.tune_threads()
             last_tune = time.time()
             log("thread timing (s per 16-atom call): "
-                + ", ".join(f"{k} thr {v:.3f}" for k, v in timing.items()) + f" -> using {lab.threads}")
+                + ", ".join(f"{k} thr {v:.3f}" for k, v in timing.items())
+                + f" -> using {lab.threads}")
 
     metas = load_metas(out)
     n_done = sum(task_done(out, t) for t in tasks)
@@ -243,7 +250,8 @@ def main(argv=None):
                 meta["n_frames"] = len(frames)
                 meta["n_atoms"] = [len(f) for f in frames]
                 atomic_write_json(os.path.join(out, "meta", f"{t.name}.json"), meta)
-                atomic_write_text(os.path.join(out, "frames", f"{t.name}.extxyz"), frames_to_text(frames))
+                atomic_write_text(os.path.join(out, "frames", f"{t.name}.extxyz"),
+                                  frames_to_text(frames))
                 frames_total += len(frames)
                 info = f"{len(frames)} frames"
                 if t.bucket == "eos":

@@ -40,7 +40,7 @@ class CountingCalculator(Calculator):
 
     implemented_properties = ["energy", "free_energy", "forces", "stress"]
 
-    def __init__(self, inner, owner: "Labeller"):
+    def __init__(self, inner, owner: Labeller):
         super().__init__()
         self.inner = inner
         self.owner = owner
@@ -78,8 +78,8 @@ class Labeller:
             pass
         self.threads = threads
         warnings.filterwarnings("ignore", message=".*accelerator.*")
-        from sevenn.calculator import SevenNetCalculator
         import sevenn
+        from sevenn.calculator import SevenNetCalculator
 
         self.name = name
         self.version = f"sevenn {sevenn.__version__}, torch {torch.__version__}"
@@ -222,7 +222,8 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
 
 
 def atomic_write_json(path: str, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=False, default=_json_default) + "\n")
+    atomic_write_text(path,
+                      json.dumps(obj, indent=1, sort_keys=False, default=_json_default) + "\n")
 
 
 def _json_default(o):

@@ -14,12 +14,11 @@ from __future__ import annotations
 import argparse
 import collections
 import glob
-import json
 import os
 import sys
 
 import numpy as np
-from ase.io import read, write
+from ase.io import read
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -33,7 +32,8 @@ def table(title, counter, total):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="data_raw/catalysis")
     args = ap.parse_args(argv)
 
@@ -84,7 +84,8 @@ def main(argv=None):
         print(f"configs (config_id): {len({a.info['config_id'] for a in frames})}; "
               f"with stress: {sum('stress' in a.calc.results for a in frames)}")
         fmax = np.array([np.linalg.norm(a.get_forces(), axis=1).max() for a in frames])
-        print(f"max |F| per frame: median {np.median(fmax):.2f}, 95% {np.percentile(fmax, 95):.2f}, "
+        print(f"max |F| per frame: median {np.median(fmax):.2f}, "
+              f"95% {np.percentile(fmax, 95):.2f}, "
               f"max {fmax.max():.2f} eV/A")
         s = {}
         for key in ("metal", "facet", "adsorbate", "site", "kind"):
@@ -93,7 +94,8 @@ def main(argv=None):
             table(f"per {key}:", c, n)
             s[key] = dict(c)
         nb = collections.Counter(
-            "1-4" if k <= 4 else "5-16" if k <= 16 else "17-27" if k <= 27 else "28-40" if k <= 40 else ">40"
+            "1-4" if k <= 4 else "5-16" if k <= 16 else "17-27" if k <= 27
+            else "28-40" if k <= 40 else ">40"
             for k in nat)
         table("per atom count:", nb, n)
         s["per_atom_count"] = dict(nb)

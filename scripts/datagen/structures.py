@@ -76,7 +76,8 @@ def apply_strain(atoms: Atoms, eps: np.ndarray) -> Atoms:
     return a
 
 
-def rattle(atoms: Atoms, rng: np.random.Generator, sigma: float, idx=None, cap: float | None = None):
+def rattle(atoms: Atoms, rng: np.random.Generator, sigma: float, idx=None,
+           cap: float | None = None):
     """Gaussian displacement of atoms ``idx`` (all if None); optionally capped in norm."""
     n = len(atoms)
     idx = np.arange(n) if idx is None else np.asarray(idx, dtype=int)
@@ -206,7 +207,8 @@ def sites_211(slab: Atoms, a: float) -> dict[str, list[dict]]:
     # dedupe by position
     uniq = []
     for c in cand:
-        if all(np.linalg.norm(_mic2d((c["xy"] - u["xy"])[None], cell[:2, :2])[0]) > 0.3 for u in uniq):
+        if all(np.linalg.norm(_mic2d((c["xy"] - u["xy"])[None], cell[:2, :2])[0]) > 0.3
+               for u in uniq):
             uniq.append(c)
     out["hollow"] = uniq
     return out
@@ -246,7 +248,8 @@ def place_at_xy(slab: Atoms, ads: Atoms, xy, height: float, r_lat: float) -> Ato
 
 
 def add_ads(slab: Atoms, facet: str, ads_name: str, site: str, height: float,
-            offset=(0, 0), a: float | None = None, site_211: dict | None = None) -> tuple[Atoms, int]:
+            offset=(0, 0), a: float | None = None,
+            site_211: dict | None = None) -> tuple[Atoms, int]:
     """Adds one adsorbate; returns (new slab, index of the binding atom)."""
     ads = adsorbate_atoms(ads_name)
     n0 = len(slab)

@@ -156,7 +156,8 @@ class FrameFilter:
             return True
         for ads, idx in self.instances:
             for (f, a, s) in HELDOUT:
-                if f == self.facet and a == ads and self.clf.classify(frame.positions[idx, :2]) == s:
+                if (f == self.facet and a == ads
+                        and self.clf.classify(frame.positions[idx, :2]) == s):
                     self.n_leak += 1
                     return False
         return True
@@ -281,7 +282,7 @@ def run_emt_md(ctx: Ctx, task: Task):
                    fixcm=fixcm, rng=rng)
     dyn.run(p.get("equil", 100))
     frames = []
-    for k in range(p["n"]):
+    for _k in range(p["n"]):
         dyn.run(p.get("every", 25))
         snap = atoms.copy()
         snap.set_constraint()
@@ -329,7 +330,8 @@ def run_slab_lattice(ctx: Ctx, task: Task):
             rattle(at, rng, float(10 ** rng.uniform(-3, -1.5)))
         r = ctx.lab.label(at)
         frames.append(snapshot(at, r, metal=M, facet=F, kind="slab_lattice",
-                               config_id=task.name, task=task.name, size=size_str(SMALL[F]), step=k))
+                               config_id=task.name, task=task.name, size=size_str(SMALL[F]),
+                               step=k))
     frames, nd = _filter_force(frames)
     return frames, {"n_dropped_force": nd}
 
@@ -466,7 +468,8 @@ def run_relax(ctx: Ctx, task: Task):
     sz = size_str(size)
     cov = p.get("coverage", COVERAGE.get(sz, "none"))
     tags = dict(metal=M, facet=F, adsorbate=_ads_tag(pls), site=_site_tag(pls), config_id=task.name,
-                split_hint="test_heldout" if heldout else "pool", task=task.name, size=sz, coverage=cov)
+                split_hint="test_heldout" if heldout else "pool", task=task.name, size=sz,
+                coverage=cov)
     ctx.lab.attach(atoms)
     path, conv, nsteps = _relax_path(atoms, RELAX_FMAX, RELAX_STEPS)
     frames = []
@@ -654,10 +657,12 @@ def run_ref_ads(ctx: Ctx, task: Task):
         "recipe": {
             "builder": f"ase.build.fcc{F}", "metal": M, "facet": F, "size": list(REF_SIZE),
             "a": a0, "vacuum_each_side": 8.0, "fixed_layers": "bottom 2 of 4",
-            "adsorbate": p["ads"], "site": p["site"], "ase_site": p["site"] if p["site"] != "top" else "ontop",
+            "adsorbate": p["ads"], "site": p["site"],
+            "ase_site": p["site"] if p["site"] != "top" else "ontop",
             "height": p["height"], "offset": [0, 0],
             "adsorbate_geometry": [[s, list(x)] for s, x in ADSORBATES[p["ads"]]],
-            "binding_atom": "index 0 of the adsorbate (placed with ase.build.add_adsorbate, mol_index=0)",
+            "binding_atom": "index 0 of the adsorbate "
+                            "(placed with ase.build.add_adsorbate, mol_index=0)",
             "optimizer": "ase BFGS maxstep=0.2", "fmax": REF_FMAX, "max_steps": REF_STEPS,
             "rattle": "none",
         },
@@ -686,22 +691,29 @@ def build_tasks(seed: int) -> list[Task]:
                       {"facet": F, "ads": ads, "site": site, "height": h}, M, True))
     # (a) bulk
     for M in METALS:
-        T.append(Task(f"bulk_strain_conv_{M}", "bulk", "run_bulk", {"variant": "strain_conv", "n": 30}, M))
-        T.append(Task(f"bulk_strain_sc_{M}", "bulk", "run_bulk", {"variant": "strain_sc", "n": 10}, M))
-        T.append(Task(f"bulk_rattle_sc_{M}", "bulk", "run_bulk", {"variant": "rattle_sc", "n": 10}, M))
-        T.append(Task(f"bulk_rattle_prim_{M}", "bulk", "run_bulk", {"variant": "rattle_prim", "n": 10}, M))
+        T.append(Task(f"bulk_strain_conv_{M}", "bulk", "run_bulk",
+                      {"variant": "strain_conv", "n": 30}, M))
+        T.append(Task(f"bulk_strain_sc_{M}", "bulk", "run_bulk",
+                      {"variant": "strain_sc", "n": 10}, M))
+        T.append(Task(f"bulk_rattle_sc_{M}", "bulk", "run_bulk",
+                      {"variant": "rattle_sc", "n": 10}, M))
+        T.append(Task(f"bulk_rattle_prim_{M}", "bulk", "run_bulk",
+                      {"variant": "rattle_prim", "n": 10}, M))
         for t in MD_TEMPS:
             T.append(Task(f"bulk_md_emt_{M}_{t}K", "bulk", "run_emt_md",
                           {"facet": "bulk", "T": t, "n": 8}, M))
     # (a') perfect and nearly perfect lattices (added in v1 of the data set)
     for M in METALS:
-        T.append(Task(f"bulk_lattice_{M}", "lattice", "run_bulk", {"variant": "near_lattice", "n": 16}, M))
+        T.append(Task(f"bulk_lattice_{M}", "lattice", "run_bulk",
+                      {"variant": "near_lattice", "n": 16}, M))
         for F in ("111", "100"):
-            T.append(Task(f"slab_lattice_{M}_{F}", "lattice", "run_slab_lattice", {"facet": F, "n": 4}, M))
+            T.append(Task(f"slab_lattice_{M}_{F}", "lattice", "run_slab_lattice",
+                          {"facet": F, "n": 4}, M))
     # (b) clean slabs
     for M in METALS:
         for F in FACETS:
-            T.append(Task(f"slab_rattle_{M}_{F}", "slab", "run_slab_rattle", {"facet": F, "n": 5}, M))
+            T.append(Task(f"slab_rattle_{M}_{F}", "slab", "run_slab_rattle",
+                          {"facet": F, "n": 5}, M))
             T.append(Task(f"slab_relax_{M}_{F}", "slab", "run_slab_relax", {"facet": F}, M))
             for j, t in enumerate(MD_TEMPS):
                 size = LARGE[F] if j % 2 == 0 else SMALL[F]
@@ -747,8 +759,8 @@ def build_tasks(seed: int) -> list[Task]:
             allowed = [s for s in SITES[F] if not is_heldout(F, ads, s)]
             site = allowed[(mi + len(F)) % len(allowed)]
             T.append(Task(f"relax_{M}_{F}_2x2x4_half_{ads}_{site}", "coads", "run_relax",
-                          {"facet": F, "size": SMALL[F], "ads_list": [ads, ads], "sites": [site, site],
-                           "coverage": "1/2"}, M))
+                          {"facet": F, "size": SMALL[F], "ads_list": [ads, ads],
+                           "sites": [site, site], "coverage": "1/2"}, M))
         pairs_111 = [COADS_PAIRS[mi % 4], COADS_PAIRS[(mi + 2) % 4]]
         pairs_100 = [COADS_PAIRS[(mi + 1) % 4]]
         pairs_211 = [COADS_PAIRS[(mi + 3) % 4]]
@@ -792,7 +804,8 @@ def _extra_n100() -> list[Task]:
             for size in (SMALL["100"], LARGE["100"]):
                 name = f"extra_n100_{M}_100_{size_str(size)}_N_{site}"
                 T.append(Task(name, "extra", "run_relax",
-                              {"facet": "100", "size": size, "ads_list": ["N"], "sites": [site]}, M))
+                              {"facet": "100", "size": size, "ads_list": ["N"], "sites": [site]},
+                              M))
     return T
 
 
@@ -974,7 +987,8 @@ def order_tasks(tasks: list[Task], seed: int) -> list[Task]:
     """EOS first, then a seeded proportional round-robin over buckets in which
     each bucket is itself a seeded shuffle interleaved across metals, so that
     stopping at any point leaves every bucket and metal about equally done.
-    'gas', 'ref', 'lattice' and 'heldout' buckets are compressed into the first 5 / 10 / 10 / 30 % of the list
+    'gas', 'ref', 'lattice' and 'heldout' buckets are compressed into the first
+    5 / 10 / 10 / 30 % of the list
     (on a busy shared machine only ~1/3 of the list fits into 35 min)."""
     rng = np.random.default_rng([int(seed), 777])
     eos = [t for t in tasks if t.bucket == "eos"]
