@@ -180,3 +180,39 @@ def test_cli_bad_input_is_one_clear_line(files, capsys):
         capsys, ["-q", "committee", "calibrate", str(committee_file), "--frames", frames,
                  "--large-error", "1000", "-o", str(tmp / "y.pt")])
     assert not (tmp / "y.pt").exists()
+
+
+def test_cli_finetunes_a_committee_around_a_trained_potential(tmp_path, capsys):
+    import yaml
+    from test_train import config, emt_frames
+
+    write(tmp_path / "data.extxyz", emt_frames(16))
+    raw = config(tmp_path / "data.extxyz", tmp_path / "run", epochs=2)
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "committee.pt"
+    assert "train" in _error(capsys, ["committee", "finetune", str(path), "-o", str(out)])
+    assert main(["-q", "train", str(path)]) == 0
+    assert main(["-q", "committee", "finetune", str(path), "--members", "3", "-o",
+                 str(out)]) == 0
+    committee = load_potential(str(out))
+    base = load_potential(str(tmp_path / "run" / "model.pt"))
+    assert isinstance(committee, Committee) and len(committee) == 3
+    # member 0 is the potential itself; the others moved away from it, each its own way
+    members = [dict(m.state_dict()) for m in committee.members]
+    for name, value in base.state_dict().items():
+        np.testing.assert_array_equal(members[0][name].numpy(), value.numpy())
+    name = next(n for n, v in members[0].items() if v.dtype.is_floating_point and v.numel() > 8)
+    assert not np.array_equal(members[1][name].numpy(), members[0][name].numpy())
+    assert not np.array_equal(members[1][name].numpy(), members[2][name].numpy())
+    for k in (1, 2):  # the seeds of the recipe, recorded by the trainer
+        cfg = yaml.safe_load((tmp_path / f"run-committee/member_{k}/config.json").read_text())
+        assert cfg["training"]["seed"] == k and cfg["data"]["split_seed"] == k
+        assert cfg["training"]["epochs"] == 1
+    # the spread is zero nowhere
+    atoms = emt_frames(1)[0]
+    atoms.calc = GeoMFormerCalculator(str(out))
+    atoms.get_forces()
+    assert (atoms.calc.results["forces_std"] > 0).all()
+    assert "--members" in _error(capsys, ["committee", "finetune", str(path), "--members", "1",
+                                          "-o", str(tmp_path / "x.pt")])

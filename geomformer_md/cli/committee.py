@@ -22,6 +22,7 @@ def _fraction(text: str) -> float:
 EPILOG = """\
 examples:
   geomformer-md committee build a.pt b.pt c.pt d.pt -o committee.pt
+  geomformer-md committee finetune my-training.yaml --members 4 -o committee.pt
   geomformer-md committee check geomformer-catalysis-v11-committee --frames labelled.extxyz
   geomformer-md committee calibrate committee.pt --frames validation.extxyz -o calibrated.pt
 
@@ -113,6 +114,31 @@ def cmd_build(args) -> int:
           f"cutoff {committee.cutoff:g} Å; "
           f"calibrate its flag with 'geomformer-md committee calibrate {out} --frames FILE -o "
           f"FILE'")
+    return 0
+
+
+def cmd_finetune(args) -> int:
+    from ..train.committee import finetune_committee
+
+    config = Path(args.config)
+    if not config.is_file():
+        raise CLIError(f"cannot read {args.config}: no such file")
+    out = Path(args.output)
+    _claim(args, out)
+    if args.members < 2:
+        raise CLIError(f"--members must be at least 2 (the base and one fine-tune), got "
+                       f"{args.members}")
+    if args.epochs < 1:
+        raise CLIError(f"--epochs must be at least 1, got {args.epochs}")
+    quiet = getattr(args, "quiet", False)
+    try:
+        finetune_committee(config, args.members, out, base=args.base, work_dir=args.work_dir,
+                           epochs=args.epochs, progress=not quiet,
+                           log=(lambda m: None) if quiet else print)
+    except FileNotFoundError as exc:
+        raise CLIError(str(exc).replace(" as base", " with --base")) from None
+    print(f"calibrate its flag on labelled frames it was not trained on: geomformer-md "
+          f"committee calibrate {out} --frames FILE -o FILE")
     return 0
 
 
@@ -210,6 +236,23 @@ def add_parser(sub, parents, formatter_class) -> None:
         sp.add_argument("--plot", metavar="FILE.png",
                         help="also plot each frame's largest std / limit against its largest "
                              "force error")
+
+    sp = csub.add_parser("finetune", parents=parents, formatter_class=formatter_class,
+                         help="a committee around a trained potential: it and K-1 short "
+                              "fine-tunes of it with other seeds (the shipped committee's "
+                              "recipe)")
+    sp.add_argument("config", help="the training config the potential was trained with (its "
+                                   "data and settings are reused)")
+    sp.add_argument("--members", type=int, default=4, help="K, the base included")
+    sp.add_argument("--base", metavar="MODEL",
+                    help="the potential (default: the config's out_dir/model.pt)")
+    sp.add_argument("--epochs", type=int, default=1, help="epochs of each fine-tune")
+    sp.add_argument("--work-dir", metavar="DIR",
+                    help="where the fine-tunes train (default: the config's out_dir + "
+                         "'-committee'); rerunning resumes them")
+    sp.add_argument("-o", "--output", required=True, help="committee file to write")
+    sp.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    sp.set_defaults(func=cmd_finetune)
 
     sp = csub.add_parser("check", parents=parents, formatter_class=formatter_class,
                          help="how well the flag catches large force errors, per category")
