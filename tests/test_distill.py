@@ -281,6 +281,11 @@ def test_teacher_failures_are_logged_and_never_stored(tmp_path):
     assert stored and not any("O" in a.get_chemical_symbols() for a in stored)
     failures = (out / "failures.csv").read_text()
     assert "SCF did not converge" in failures
+    # the structures it failed on are kept apart, unlabelled, for inspection
+    kept = [a for p in out.rglob("*.failed.extxyz") for a in read(p, ":")]
+    assert len(kept) == failures.count("SCF did not converge") > 0
+    assert all("O" in a.get_chemical_symbols() and a.calc is None for a in kept)
+    assert all("SCF" in a.info["teacher_failure"] for a in kept)
 
 
 def _error(tmp_path, capsys, name, **changes) -> str:

@@ -151,7 +151,9 @@ class DistillRun:
 
     # ------------------------------------------------------------------ labelling
     def label_all(self, frames: list[Atoms], folder: Path, desc: str) -> list[Atoms]:
-        """Label frames one file each (resumable); failures go to failures.csv."""
+        """Label frames one file each (resumable); failures go to failures.csv, and the
+        structure the teacher failed on, unlabelled, to ``NNNNN.failed.extxyz`` for inspection
+        (never to the data)."""
         from ..simulate._progress import progress_bar
 
         folder.mkdir(parents=True, exist_ok=True)
@@ -164,7 +166,11 @@ class DistillRun:
                 labelled, why = self.teacher.label(atoms)
                 self._record_time(desc, k, atoms, time.perf_counter() - t0, why is None)
                 if labelled is None:
-                    bad.write_text(why)
+                    failed = atoms.copy()
+                    failed.calc = None
+                    failed.info["teacher_failure"] = why
+                    write_frames(folder / f"{k:05d}.failed.extxyz", [failed])
+                    bad.write_text(why)  # last: marks the frame done
                     with open(self.out / "failures.csv", "a", newline="") as fh:
                         csv.writer(fh).writerow([desc, k, atoms.get_chemical_formula(), why])
                     self.log(f"{desc}: teacher failed on frame {k} "
