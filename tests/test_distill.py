@@ -1,6 +1,7 @@
 """Active-learning distillation end to end with EMT as the teacher, kill-and-resume,
 teacher failures, the configuration space, selection, and one-line errors."""
 
+import json
 import os
 import signal
 import subprocess
@@ -111,6 +112,32 @@ def test_same_config_continues_and_another_is_refused(finished, capsys):
     assert main(["-q", "distill", str(other)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "different config (differs in seed)" in err[0]
+
+
+def test_a_run_resumes_from_its_data_and_newest_members_alone(finished, tmp_path):
+    """What an archive of a long run must hold: every data file and the newest iteration's
+    members; the members and committees of earlier iterations are never read again."""
+    import shutil
+
+    tmp, out = finished
+    copy = tmp_path / "straight"
+    shutil.copytree(out, copy)
+    shutil.rmtree(copy / "iter_000")
+    (copy / "committee.pt").unlink()
+    stored = json.loads((copy / "config.json").read_text())  # unpacked somewhere else
+    (copy / "config.json").write_text(json.dumps({**stored, "out_dir": str(copy)}))
+    cfg = _write(tmp_path, "straight")
+    assert main(["-q", "distill", str(cfg)]) == 0
+    assert not (copy / "iter_000").exists()  # nothing retrained
+    assert _state(copy)[1][0].keys() == _state(out)[1][0].keys()
+    for a, b in zip(_state(copy)[1], _state(out)[1], strict=True):
+        for name in a:
+            assert torch.equal(a[name], b[name])
+    # and it can go on from there
+    cfg = _write(tmp_path, "straight", iterations=2)
+    assert main(["-q", "distill", str(cfg)]) == 0
+    rows = yaml.safe_load((copy / "progress.json").read_text())
+    assert [r["iteration"] for r in rows] == [0, 1, 2] and not (copy / "iter_000").exists()
 
 
 def _state(out: Path):

@@ -406,6 +406,10 @@ class DistillRun:
                     unc = _uncertainty_summary(cands, _read_frames(path))
             label_dir = self.out / f"iter_{it:03d}" / "label"
             failed = failed or sum(1 for _ in label_dir.glob("*.failed"))
+            if any(r["iteration"] == it + 1 for r in rows):
+                # a later iteration is finished: nothing after it reads this one's members
+                # or committee, so an archive of the run needs only its newest members
+                continue
             members = self.train_members(it, data)
             committee = self.committee(it, members)
             if any(r["iteration"] == it for r in rows):
