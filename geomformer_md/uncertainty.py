@@ -152,7 +152,7 @@ def flag_stats(rows: Sequence[dict], limit: ForceStdLimit | float,
     from scipy.stats import spearmanr
 
     limit = limit if isinstance(limit, ForceStdLimit) else ForceStdLimit(float(limit))
-    flagged = np.array([np.max(r["fstd"] / limit.limits(r["numbers"])) > 1 for r in rows])
+    flagged = np.array([limit.excess(r["numbers"], r["fstd"])[0] > 1 for r in rows])
     large = np.array([_atom_err(r).max() > large_error for r in rows])
     err = np.concatenate([_atom_err(r) for r in rows])
     std = np.concatenate([r["fstd"] for r in rows])
@@ -223,7 +223,7 @@ def plot_flag(rows: Sequence[dict], limit: ForceStdLimit | float, path,
     import matplotlib.pyplot as plt
 
     limit = limit if isinstance(limit, ForceStdLimit) else ForceStdLimit(float(limit))
-    x = np.array([np.max(r["fstd"] / limit.limits(r["numbers"])) for r in rows])
+    x = np.array([limit.excess(r["numbers"], r["fstd"])[0] for r in rows])
     y = np.array([_atom_err(r).max() for r in rows])
     held = np.array([is_held_out(r["category"]) for r in rows])
     fig, ax = plt.subplots(figsize=(6.2, 5))

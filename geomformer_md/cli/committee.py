@@ -182,7 +182,8 @@ def cmd_calibrate(args) -> int:
         raise CLIError(f"--frames {args.frames}: {exc}") from None
     meta["calibration"].update(frames_file=str(args.frames), held_out_frames=len(rows) - len(train),
                                dtype=args.dtype or committee.config.dtype)
-    table = flag_table(rows, limit_from_metadata(meta), args.large_error, extra)
+    limit = limit_from_metadata(meta)
+    table = flag_table(rows, limit, args.large_error, extra)
     meta["calibration"]["table"] = table
     committee.metadata.update(meta)
     save_committee(committee, out)
@@ -194,9 +195,8 @@ def cmd_calibrate(args) -> int:
           + f"{meta['force_std_threshold']:.4g} eV/Å")
     print(format_table(table))
     print(f"wrote {out} (GeoMFormerCalculator's uncertainty_threshold='auto' uses these)")
-    _report(args, {"committee": args.committee, "frames": args.frames,
-                   **{k: v for k, v in meta.items()}})
-    _plot(args, rows, limit_from_metadata(meta))
+    _report(args, {"committee": args.committee, "frames": args.frames, **meta})
+    _plot(args, rows, limit)
     return 0
 
 

@@ -15,29 +15,23 @@ from ..committee import DEFAULT_FORCE_STD_THRESHOLD
 
 # The per-frame errors and the category of a frame are the uncertainty module's; they are
 # imported here under their old names (the distillation loop and scripts use them).
-from ..uncertainty import LARGE_ERROR, category_of, committee_errors  # noqa: F401
+from ..uncertainty import LARGE_ERROR, category_of, committee_errors, flag_stats  # noqa: F401
 
 
 def summarise(rows: list[dict], threshold: float = DEFAULT_FORCE_STD_THRESHOLD) -> dict:
-    from scipy.stats import spearmanr
-
+    """One progress row's errors (``E_<category>``, ``F_<category>``, ``E_all``, ``F_all``)
+    and calibration at ``threshold`` (``spearman``, ``large_error_frames``, ``caught``,
+    ``flagged_frames``), from :func:`geomformer_md.uncertainty.flag_stats`."""
     out = {}
-    cats = sorted({r["category"] for r in rows})
-    for cat in [*cats, "all"]:
-        mine = [r for r in rows if cat in ("all", r["category"])]
-        e = np.mean([abs(r["de"]) / r["n"] for r in mine]) * 1000
-        f = np.mean(np.abs(np.concatenate([r["df"].ravel() for r in mine]))) * 1000
-        out[f"E_{cat}"] = float(e)
-        out[f"F_{cat}"] = float(f)
-    err = np.concatenate([np.linalg.norm(r["df"], axis=1) for r in rows])
-    std = np.concatenate([r["fstd"] for r in rows])
-    out["spearman"] = float(spearmanr(std, err).statistic) if len(err) > 2 else float("nan")
-    bad = [r for r in rows if np.linalg.norm(r["df"], axis=1).max() > LARGE_ERROR]
-    out["large_error_frames"] = len(bad)
-    out["caught"] = (float(np.mean([r["fstd"].max() > threshold for r in bad]))
-                     if bad else float("nan"))
-    flagged = [r for r in rows if r["fstd"].max() > threshold]
-    out["flagged_frames"] = len(flagged)
+    parts = {cat: [r for r in rows if r["category"] == cat]
+             for cat in sorted({r["category"] for r in rows})}
+    for cat, mine in [*parts.items(), ("all", rows)]:
+        stats = flag_stats(mine, threshold)
+        out[f"E_{cat}"] = stats["E_mae_meV_atom"]
+        out[f"F_{cat}"] = stats["F_mae_meV_A"]
+    # the calibration columns are over all frames: ``stats`` of the last entry
+    out.update({k: stats[k] for k in ("spearman", "large_error_frames", "caught",
+                                      "flagged_frames")})
     return out
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..committee import Committee
 from ..io.checkpoint import load_model, save_committee
-from .config import read_config_file
+from .config import load_train_config
 from .trainer import train
 
 
@@ -35,8 +35,8 @@ def finetune_committee(config: str | Path, members: int, output: str | Path,
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
     config = Path(config)
-    raw = read_config_file(config)
-    out_dir = Path(raw.get("out_dir") or "runs/train")
+    raw = load_train_config(config).to_dict()  # checked, data paths resolved as train reads them
+    out_dir = Path(raw["out_dir"])
     if base is None:
         base = out_dir / "model.pt"
         if not Path(base).is_file():
@@ -49,9 +49,8 @@ def finetune_committee(config: str | Path, members: int, output: str | Path,
         raise ValueError(f"base {base} is a committee; give the single potential to build one "
                          f"around")
     work = Path(work_dir) if work_dir is not None else Path(f"{out_dir}-committee")
-    training = dict(raw.get("training") or {})
-    data = dict(raw.get("data") or {})
-    seed, split_seed = int(training.get("seed", 0)), int(data.get("split_seed", 0))
+    training, data = raw["training"], raw["data"]
+    seed, split_seed = training["seed"], data["split_seed"]
     models = [base_model]
     for k in range(1, members):
         member = {key: value for key, value in raw.items() if key != "model"}  # base's own
@@ -61,7 +60,6 @@ def finetune_committee(config: str | Path, members: int, output: str | Path,
                       data={**data, "split_seed": split_seed + k})
         log(f"committee member {k} of {members - 1}: {epochs} epoch(s) from {base}, training "
             f"seed {seed + k}, split seed {split_seed + k}, in {work / f'member_{k}'}")
-        _resolve_paths(member, config.parent)
         train(member, resume=True, progress=progress, log=log)
         models.append(load_model(str(work / f"member_{k}" / "model.pt")))
     committee = Committee(models, {"recipe": f"{base} and {members - 1} fine-tunes of "
@@ -71,18 +69,3 @@ def finetune_committee(config: str | Path, members: int, output: str | Path,
     log(f"wrote {output}: {members} members")
     return committee
 
-
-def _resolve_paths(raw: dict, folder: Path) -> None:
-    """Relative data paths as ``load_train_config`` reads them: beside the config first."""
-    data = raw.get("data") or {}
-
-    def rel(p):
-        if p is None or Path(p).is_absolute() or not (folder / p).exists():
-            return p
-        return str(folder / p)
-
-    for key in ("train_file", "test_file"):
-        if data.get(key):
-            data[key] = rel(data[key])
-    if data.get("extra_train_files"):
-        data["extra_train_files"] = [rel(p) for p in data["extra_train_files"]]
