@@ -53,8 +53,6 @@ from adsorption_scoring import (  # noqa: E402
     RELAX,
     Result,
     assess,
-    atomic_frames,
-    atomic_text,
     gas_molecules,
     host_key,
     score,
@@ -72,7 +70,7 @@ from geomformer_md.distill.space import (  # noqa: E402
     parse_space,
     rule_name,
 )
-from geomformer_md.io.files import write_bytes  # noqa: E402
+from geomformer_md.io.files import write_bytes, write_frames, write_text  # noqa: E402
 from geomformer_md.simulate.references import resolve_references  # noqa: E402
 
 VERSION = "adsorption-v1"
@@ -334,8 +332,8 @@ class Labeller:
                 mol.center(vacuum=10.0)
                 mol.pbc = False
                 relaxed, res = self._relax(mol)
-                atomic_frames(path.with_suffix(".extxyz"), [relaxed])
-                atomic_text(path, json.dumps(_relax_record(res)))
+                write_frames(path.with_suffix(".extxyz"), [relaxed])
+                write_text(path, json.dumps(_relax_record(res)))
             rec = json.loads(path.read_text())
             if not rec["converged"]:
                 self.log(f"warning: gas reference {name} did not converge")
@@ -347,8 +345,8 @@ class Labeller:
         path = self.work / "hosts" / f"{key}.json"
         if not path.exists():
             relaxed, res = self._relax(clean)
-            atomic_frames(path.with_suffix(".extxyz"), [relaxed])
-            atomic_text(path, json.dumps({**_relax_record(res), "key": key}))
+            write_frames(path.with_suffix(".extxyz"), [relaxed])
+            write_text(path, json.dumps({**_relax_record(res), "key": key}))
         return (read(path.with_suffix(".extxyz")), Result(json.loads(path.read_text()))), key
 
     def run(self, cases: list[tuple[dict, Atoms]], limit: int | None = None) -> int:
@@ -368,8 +366,8 @@ class Labeller:
             result = score(case, start, clean, (relaxed, res), gas)
             result.update(host_key=key, seconds=round(time.time() - t, 1),
                           relaxations=self.relaxations - calls)
-            atomic_frames(path.with_suffix(".extxyz"), [relaxed])
-            atomic_text(path, json.dumps({"case": case, "labeller": result}))  # last: done
+            write_frames(path.with_suffix(".extxyz"), [relaxed])
+            write_text(path, json.dumps({"case": case, "labeller": result}))  # last: done
             done += 1
             self.log(f"[{n}/{len(cases)}] {case['id']} {case['tags']['adsorbate']} "
                      f"{case['tags']['elements']}: E_ads {result['e_ads']:.3f} eV, sites "
@@ -427,7 +425,7 @@ def assemble(cases: list[tuple[dict, Atoms]], work: Path, out: Path, meta: dict)
                "counts": dict(Counter(r["case"]["category"] for r in records)),
                "heldout_cases": sum(bool(r["case"]["heldout"]) for r in records),
                "description": DESCRIPTION, "cases": records}
-    atomic_text(out / "cases.json", json.dumps(summary, indent=1, default=str) + "\n")
+    write_text(out / "cases.json", json.dumps(summary, indent=1, default=str) + "\n")
     return summary
 
 

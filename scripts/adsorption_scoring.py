@@ -11,7 +11,6 @@ import numpy as np
 from ase import Atoms
 from ase.data import covalent_radii
 
-from geomformer_md.io.files import write_frames, write_text
 from geomformer_md.simulate.sites import site_by_coordination
 
 RELAX = {"optimizer": "BFGS", "fmax": 0.05, "steps": 300}  # both sides, every relaxation
@@ -144,8 +143,6 @@ def gas_molecules(cases: list[dict]) -> list[str]:
 
 
 
-atomic_text = write_text  # the benchmark scripts' names for the package's atomic writers
-atomic_frames = write_frames
 
 
 class Result:

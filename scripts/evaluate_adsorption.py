@@ -51,14 +51,14 @@ from adsorption_scoring import (  # noqa: E402
     RELAX,
     Result,
     assess,
-    atomic_frames,
-    atomic_text,
     gas_molecules,
     host_key,
     restructured,
     score,
 )
 from ase.io import read  # noqa: E402
+
+from geomformer_md.io.files import write_frames, write_text  # noqa: E402
 
 WITHIN = 0.10  # eV
 ORDER = ["alloy_surface", "facet", "defect", "nanoparticle", "coverage", "intermediate"]
@@ -132,7 +132,7 @@ class ModelRunner:
                                    optimizer=RELAX["optimizer"], progress=False)
                 self.relaxations += 1
                 have[name] = {"energy": float(res.energy), "converged": bool(res.converged)}
-                atomic_text(path, json.dumps(have))
+                write_text(path, json.dumps(have))
         return {n: have[n]["energy"] for n in names}
 
     def _relax(self, structures: list) -> list:
@@ -157,16 +157,16 @@ class ModelRunner:
                     hosts[key] = clean
             ends = self._relax(list(hosts.values()) + [it["start"] for it in chunk])
             for key, (relaxed, res) in zip(hosts, ends[:len(hosts)], strict=False):
-                atomic_frames(self.work / "hosts" / f"{key}.extxyz", [relaxed])
-                atomic_text(self.work / "hosts" / f"{key}.json", json.dumps(_record(res)))
+                write_frames(self.work / "hosts" / f"{key}.extxyz", [relaxed])
+                write_text(self.work / "hosts" / f"{key}.json", json.dumps(_record(res)))
             for it, full in zip(chunk, ends[len(hosts):], strict=True):
                 key = host_key(it["start"][:it["case"]["n_host"]])
                 clean = (read(self.work / "hosts" / f"{key}.extxyz"),
                          Result(json.loads((self.work / "hosts" / f"{key}.json").read_text())))
                 result = score(it["case"], it["start"], clean, full, gas)
                 result["host_key"] = key  # a start read back from a file may hash otherwise
-                atomic_frames(self.work / f"{it['case']['id']}.extxyz", [full[0]])
-                atomic_text(self.work / f"{it['case']['id']}.json", json.dumps(result))
+                write_frames(self.work / f"{it['case']['id']}.extxyz", [full[0]])
+                write_text(self.work / f"{it['case']['id']}.json", json.dumps(result))
             self.log(f"  {min(k + self.batch, len(todo))}/{len(todo)} cases, "
                      f"{time.time() - t0:.0f} s")
         return len(todo)
@@ -339,7 +339,7 @@ def main(argv=None) -> int:
                    partial=len(done) < len(items), cases=rows)
     out = Path(args.out or REPO / "data/adsorption-benchmark" / f"eval-{name}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_text(out, json.dumps(summary, indent=1) + "\n")
+    write_text(out, json.dumps(summary, indent=1) + "\n")
     print(f"\nwritten: {out}")
     return 0
 

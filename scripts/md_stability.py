@@ -69,7 +69,6 @@ SEVENNET = {"calculator": "sevenn.calculator.SevenNetCalculator",
 RESULT_VERSION = 1
 
 
-_atomic_write = write_text
 
 
 def _atomic_traj(path: Path, atoms: Atoms) -> None:
@@ -115,14 +114,14 @@ def _watched_md(atoms, calc_factory, watch_path: Path, watch: BondWatch, offset:
     def callback(a, step):
         watch.observe(a, offset + step)
         if (step + 1) % interval == 0:
-            _atomic_write(watch_path, watch.to_json())
+            write_text(watch_path, watch.to_json())
 
     # killed before its first checkpoint: nothing to continue (run_md would refuse the files)
     res = run_md(atoms, calc_factory(), ensemble="nvt-langevin", trajectory=f"{files}.traj",
                  log=f"{files}.log", callback=callback, progress=progress,
                  overwrite=not restart.is_file(), **md)
     watch.observe(res.atoms, offset + res.steps_done)
-    _atomic_write(watch_path, watch.to_json())
+    write_text(watch_path, watch.to_json())
     return res, watch
 
 
@@ -188,7 +187,7 @@ def labeller_check(sysdir: Path, start: Atoms, relaxed: Atoms, watch: BondWatch,
                 if reproduces(ev, lw):
                     label["reproduced"] = True
                     break
-        _atomic_write(rec_path, json.dumps(label, indent=1))
+        write_text(rec_path, json.dumps(label, indent=1))
         out["events"].append(label)
     end_path = ldir / "end_relax.json"
     if any(not e["reproduced"] for e in out["events"]):
@@ -203,7 +202,7 @@ def labeller_check(sysdir: Path, start: Atoms, relaxed: Atoms, watch: BondWatch,
         out["end"] = {"kept": kept, "not_kept": bad, "converged": bool(res.converged),
                       "steps": int(res.steps)}
         _atomic_traj(ldir / "end_relaxed.traj", lrel)
-        _atomic_write(end_path, json.dumps(out["end"], indent=1))
+        write_text(end_path, json.dumps(out["end"], indent=1))
     if calc is not None and hasattr(calc, "close"):
         calc.close()
     reasons = [f"event at step {e['step']} ("
@@ -269,7 +268,7 @@ def run_system(system: System, a: argparse.Namespace, outdir: Path, calc_factory
                                   str(sysdir / "md"), a.progress, steps=a.steps, friction=0.01,
                                   init_velocities=False, **md)
         caught += [f"{w.category.__name__}: {str(w.message)[:160]}" for w in seen]
-    _atomic_write(wall_path, json.dumps({"wall_s": wall_before + time.perf_counter() - t0}))
+    write_text(wall_path, json.dumps({"wall_s": wall_before + time.perf_counter() - t0}))
     verdict, labeller = "intact", None
     if watch.changed:
         if labeller_factory is None:
@@ -302,7 +301,7 @@ def run_system(system: System, a: argparse.Namespace, outdir: Path, calc_factory
     }
     result["failures"] = judge(result)
     result["passed"] = not result["failures"]
-    _atomic_write(result_path, json.dumps(result, indent=1))
+    write_text(result_path, json.dumps(result, indent=1))
     return result
 
 
@@ -388,8 +387,8 @@ def write_report(outdir: Path, results: list[dict], a: argparse.Namespace, model
         "failed": sum(not r["passed"] for r in results),
         "systems": results,
     }
-    _atomic_write(outdir / "results.json", json.dumps(report, indent=1))
-    _atomic_write(outdir / "table.md", markdown(results))
+    write_text(outdir / "results.json", json.dumps(report, indent=1))
+    write_text(outdir / "table.md", markdown(results))
     return report
 
 

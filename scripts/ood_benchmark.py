@@ -280,8 +280,8 @@ class Builder:
             path.parent.mkdir(parents=True, exist_ok=True)
             meta = {"frames": len(frames), "dropped": drops, "calls": self.teacher.calls - calls,
                     "seconds": round(time.time() - t, 1)}
-            _atomic_text(path.with_suffix(".json"), json.dumps(meta))
-            _atomic_frames(path, frames)  # last: its existence marks the structure done
+            write_text(path.with_suffix(".json"), json.dumps(meta))
+            write_frames(path, frames)  # last: its existence marks the structure done
             self.log(f"[{n}/{len(todo)}] {cat} {pi}-{k:03d} {kind[0]} {_key(kind, 'adsorbate')}: "
                      f"{len(frames)} frames, {meta['calls']} calls, {meta['seconds']} s "
                      f"(total {time.time() - t0:.0f} s)")
@@ -336,8 +336,6 @@ class Builder:
 # --------------------------------------------------------------------------- output
 
 
-_atomic_text = write_text
-_atomic_frames = write_frames
 
 
 def assemble(builder: Builder, out: Path) -> dict:
@@ -378,7 +376,7 @@ def assemble(builder: Builder, out: Path) -> dict:
         "lattice_constants": builder.a0, "sampling": builder.sampling,
         "description": builder.description,
     }
-    _atomic_text(out / "build.json", json.dumps(summary, indent=1, default=str) + "\n")
+    write_text(out / "build.json", json.dumps(summary, indent=1, default=str) + "\n")
     return summary
 
 
