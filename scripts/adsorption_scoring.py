@@ -142,9 +142,6 @@ def gas_molecules(cases: list[dict]) -> list[str]:
     return sorted({g for c in cases for a in c["adsorbates"] for g in a["reference"]})
 
 
-
-
-
 class Result:
     """A stored relaxation read back: what score() needs."""
 
