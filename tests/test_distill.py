@@ -373,13 +373,56 @@ def test_space_structures_are_physical_and_respect_holdout():
     assert all(a.info["facet"] == "100" for a in held)
 
 
-def test_selection_takes_the_most_uncertain_within_the_diversity_rule():
+def _dimer(traj: int, step: int):
+    """A candidate of its own geometry (the selection skips repeated structures)."""
     from ase import Atoms
+
+    return Atoms("Cu2", positions=[[0, 0, 0], [0, 0, 2.0 + 0.5 * traj + 0.03 * step]])
+
+
+def test_selection_skips_structures_it_has_already_chosen():
+    """Relaxations of a perfect crystal do not move and every snapshot of an isolated atom
+    is the same structure: labelling them again teaches nothing. A translated copy is the
+    same structure; a displacement above min_displacement is a new one."""
+    from ase import Atoms
+    from ase.build import bulk
+
+    crystal = bulk("Cu", "fcc", a=3.6, cubic=True)
+    cands = []
+    for step in range(5):  # a relaxation that does not move
+        a = crystal.copy()
+        a.info.update(trajectory=0, step=step, force_std_max=0.0)
+        cands.append(a)
+    for traj in (1, 2, 3):  # isolated atoms, one trajectory each, placed anywhere
+        a = Atoms("O", positions=[[traj, 0.5, 0]], cell=[8, 8, 8])
+        a.info.update(trajectory=traj, step=0, force_std_max=0.0)
+        cands.append(a)
+    moved = crystal.copy()
+    moved.positions += [0.3, -0.2, 0.1]  # the crystal translated: the same structure
+    moved.info.update(trajectory=4, step=0, force_std_max=0.0)
+    strained = crystal.copy()
+    strained.positions[0, 0] += 0.05  # one atom 0.05 Å away: a new structure
+    strained.info.update(trajectory=5, step=0, force_std_max=0.0)
+    cands += [moved, strained]
+    cfg = distill_config_from_dict({**TINY, "frames_per_iteration": 20, "max_per_trajectory": 5,
+                                    "min_separation": 1})
+    got = [(a.info["trajectory"], a.info["step"])
+           for a in select_frames(cands, cfg, np.random.default_rng(0))]
+    assert got == [(0, 0), (1, 0), (5, 0)]
+    off = distill_config_from_dict({**TINY, "frames_per_iteration": 20, "max_per_trajectory": 5,
+                                    "min_separation": 1, "min_displacement": 0})
+    assert len(select_frames(cands, off, np.random.default_rng(0))) == len(cands)
+    for bad in (-0.1, "small", True):
+        with pytest.raises(ValueError, match="min_displacement must be a number >= 0"):
+            distill_config_from_dict({**TINY, "min_displacement": bad})
+
+
+def test_selection_takes_the_most_uncertain_within_the_diversity_rule():
 
     cands = []
     for traj in range(3):
         for step in range(6):
-            a = Atoms("Cu")
+            a = _dimer(traj, step)
             a.info.update(trajectory=traj, step=step, force_std_max=float(traj * 10 + step))
             cands.append(a)
     cfg = distill_config_from_dict({**TINY, "frames_per_iteration": 4, "max_per_trajectory": 2,
@@ -396,13 +439,12 @@ def test_selection_takes_the_most_uncertain_within_the_diversity_rule():
 def test_balanced_selection_deals_the_budget_over_categories():
     """A single ranking spends the budget on the category with the largest spreads; with
     balance: category each category gets its turn, most uncertain first within it."""
-    from ase import Atoms
 
     cands = []
     for traj, (category, base) in enumerate([("cluster", 100), ("cluster", 90), ("bulk", 1),
                                              ("surface", 10)]):
         for step in range(4):
-            a = Atoms("Cu")
+            a = _dimer(traj, step)
             a.info.update(trajectory=traj, step=step, category=category,
                           force_std_max=float(base + step))
             cands.append(a)

@@ -92,10 +92,22 @@ def explore_structure(atoms: Atoms, calc, mode: str, cfg, rng: np.random.Generat
     return out
 
 
+def _geometry(atoms: Atoms) -> tuple[tuple, np.ndarray]:
+    """(composition and cell, positions relative to their mean): two frames with the same
+    key whose relative positions agree are the same structure, whatever its translation."""
+    pos = atoms.get_positions()
+    key = (atoms.numbers.tobytes(), np.round(atoms.cell.array, 6).tobytes(),
+           atoms.pbc.tobytes())
+    return key, pos - pos.mean(axis=0)
+
+
 def select_frames(candidates: list[Atoms], cfg, rng: np.random.Generator) -> list[Atoms]:
     """Up to ``frames_per_iteration`` candidates: the most uncertain first ("uncertainty")
     or in random order ("random"), at most ``max_per_trajectory`` per trajectory and at
-    least ``min_separation`` snapshots apart within one (the diversity rule).
+    least ``min_separation`` snapshots apart within one (the diversity rule). A candidate
+    whose atoms all lie within ``min_displacement`` of a frame already chosen (same
+    composition and cell, rigid translations aside) is skipped: relaxations of perfect
+    crystals do not move, and every snapshot of an isolated atom is the same structure.
 
     With ``balance: category`` the budget is dealt round-robin over the categories of the
     space (bulk, alloy, surface, cluster, ...; each category's candidates in the order
@@ -123,6 +135,7 @@ def select_frames(candidates: list[Atoms], cfg, rng: np.random.Generator) -> lis
         seen[t] = position[-1] + 1
     taken: dict[int, list[int]] = {}
     chosen = []
+    kept: dict[tuple, list[np.ndarray]] = {}  # the chosen geometries, by composition and cell
     for k in order:
         a = candidates[k]
         traj, idx = int(a.info["trajectory"]), position[k]
@@ -131,6 +144,12 @@ def select_frames(candidates: list[Atoms], cfg, rng: np.random.Generator) -> lis
             continue
         if any(abs(idx - j) < cfg.min_separation for j in mine):
             continue
+        if cfg.min_displacement > 0:
+            key, shape = _geometry(a)
+            same = kept.setdefault(key, [])
+            if any(np.abs(shape - other).max() < cfg.min_displacement for other in same):
+                continue  # a duplicate: the teacher would label the same structure again
+            same.append(shape)
         mine.append(idx)
         chosen.append(a)
         if len(chosen) == cfg.frames_per_iteration:
