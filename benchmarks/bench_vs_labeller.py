@@ -7,7 +7,9 @@ alike), the median over rounds:
 
 * our models: shipped names or model files, and ``d48x3`` style sizes (random weights of
   that width and depth, 4 heads, 12 Bessel, r_c 4.5 Å, the ZBL prior: the cost of a size
-  does not depend on its weights), each through ``GeoMFormerCalculator`` in its own dtype;
+  does not depend on its weights; optional suffixes ``f4`` FFN width 4x d, ``k24`` 24
+  Bessel functions, ``a2`` angular invariants to degree 2, in that order: ``d48x3f4k24``),
+  each through ``GeoMFormerCalculator`` in its own dtype;
 * SevenNet-0 through its own ASE calculator (float32, as it runs on the CPU).
 
 It needs sevenn, so it runs in the labeller's environment with this checkout importable:
@@ -50,12 +52,13 @@ def our_calculator(spec: str):
     from geomformer_md import GeoMFormerCalculator
     from geomformer_md.model import GeoMFormer, GeoMFormerConfig
 
-    size = re.fullmatch(r"d(\d+)x(\d+)", spec)
+    size = re.fullmatch(r"d(\d+)x(\d+)(?:f(\d+))?(?:k(\d+))?(?:a(\d))?", spec)
     if size is None:
         return GeoMFormerCalculator(spec, uncertainty_threshold=None)
     torch.manual_seed(0)
     cfg = GeoMFormerConfig(species=SPECIES, d_model=int(size[1]), n_layers=int(size[2]),
-                           n_heads=4, n_rbf=12, cutoff=4.5, zbl=True)
+                           n_heads=4, n_rbf=int(size[4] or 12), cutoff=4.5, zbl=True,
+                           ffn_mult=int(size[3] or 2), angular_lmax=int(size[5] or 0))
     return GeoMFormerCalculator(GeoMFormer(cfg).eval())
 
 
@@ -76,7 +79,8 @@ def one_call(calc, atoms: Atoms) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("models", nargs="+", help="shipped names, model files or sizes like d48x3")
+    ap.add_argument("models", nargs="+",
+                    help="shipped names, model files or sizes like d48x3, d48x3f4k24a2")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
