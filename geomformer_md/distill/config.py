@@ -164,6 +164,12 @@ _FLOATS = ("timestep_fs", "rattle")
 _BOOLS = ("refit_e0", "bootstrap", "retrain", "validation_every_kind")
 
 
+def _finite(value) -> bool:
+    """A finite int or float (YAML's true/false are not numbers here)."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
 def _check_training(section: dict, where: str) -> dict:
     if not isinstance(section, dict):
         raise ValueError(f"{where} must be a mapping of training keys")
@@ -192,15 +198,12 @@ def distill_config_from_dict(raw: dict) -> DistillConfig:
     for key in _INTS:
         if key in d and (isinstance(d[key], bool) or not isinstance(d[key], int)):
             raise ValueError(f"{key} must be an integer, got {d[key]!r}")
-    if "min_displacement" in d and (
-            isinstance(d["min_displacement"], bool)
-            or not isinstance(d["min_displacement"], (int, float))
-            or not math.isfinite(d["min_displacement"]) or d["min_displacement"] < 0):
+    if "min_displacement" in d and (not _finite(d["min_displacement"])
+                                    or d["min_displacement"] < 0):
         raise ValueError("min_displacement must be a number >= 0 (Å; 0 = off), "
                          f"got {d['min_displacement']!r}")
     for key in _FLOATS:
-        if key in d and (isinstance(d[key], bool) or not isinstance(d[key], (int, float))
-                         or not math.isfinite(d[key]) or d[key] <= 0):
+        if key in d and (not _finite(d[key]) or d[key] <= 0):
             raise ValueError(f"{key} must be a positive number, got {d[key]!r}")
     for key in _BOOLS:
         if key in d and not isinstance(d[key], bool):

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from pathlib import Path
 
 from ase.io import read
 
 from geomformer_md.distill.space_config import matches, rule_name
-from geomformer_md.io.files import write_frames, write_json
+from geomformer_md.io.files import copy_file, write_frames, write_json
 
 
 def main() -> None:
@@ -51,7 +50,7 @@ def main() -> None:
             moved += 1
     backup = run / "validation.before-retag.extxyz"
     if not backup.exists():
-        shutil.copy2(run / "validation.extxyz", backup)
+        copy_file(run / "validation.extxyz", backup)
     write_frames(run / "validation.extxyz", frames)
     write_json(run / "config.json", cfg)
     print(f"{rule_name(old)} -> {rule_name(new)}: {kept} validation frames keep the rule, "
