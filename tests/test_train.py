@@ -14,7 +14,7 @@ from ase import Atoms
 from ase.build import bulk, fcc111
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
-from ase.io import write
+from ase.io import read, write
 from conftest import make_model
 
 from geomformer_md import load_potential, save_model
@@ -505,7 +505,21 @@ def test_exclude_rules_keep_whole_categories_out_of_every_split(tmp_path):
             assert {s.info["adsorbate"] for s in trainer.test_set} == {"heldout:facet=100"}
             assert not any(s.info.get("facet") == "100"
                            for s in trainer.train_set + trainer.val_set)
-    raw["data"].update(test_file=None, test_fraction=None, category_key=None)
+    # a frame two rules match counts under the first, unless its "holdout" info names the
+    # other (the rule a distillation sampled it for), as in the run's own table
+    raw["data"]["exclude"] = [{"facet": "100"}, {"adsorbate": "O"}]
+    marked = read(tmp_path / "test.extxyz", ":")
+    for a in marked[:2]:
+        a.info["holdout"] = "heldout:adsorbate=O"
+    marked[2].info["holdout"] = "heldout:elements=Ag-Au"  # a rule this config does not have
+    write(tmp_path / "test-marked.extxyz", marked)
+    raw["data"].update(test_file=str(tmp_path / "test-marked.extxyz"), category_key="adsorbate")
+    raw["out_dir"] = str(tmp_path / "t-marked")
+    trainer = Trainer(train_config_from_dict(raw), progress=False, log=lambda *a: None)
+    assert sorted(s.info["adsorbate"] for s in trainer.test_set) == \
+        ["heldout:adsorbate=O"] * 2 + ["heldout:facet=100"] * 2
+    raw["data"].update(test_file=None, test_fraction=None, category_key=None,
+                       exclude=[{"facet": "100"}])
     # a co-adsorbed frame matches a rule naming one of its adsorbates, as in distillation
     raw["data"]["exclude"] = [{"adsorbate": ["O", "OH"]}]
     raw["out_dir"] = str(tmp_path / "y")

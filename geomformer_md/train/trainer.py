@@ -255,7 +255,12 @@ class Trainer:
     def _test_frames(self, path) -> list:
         """The frames of ``data.test_file``. Those an exclude rule matches are what transfer is
         measured on: with ``data.category_key`` they stay, as their rule's own category
-        ("heldout:facet=311"); without it they are dropped (the totals stay in-domain)."""
+        ("heldout:facet=311"); without it they are dropped (the totals stay in-domain).
+
+        A frame several rules match goes to the first of them, unless its ``holdout`` info
+        names one of them: a distillation's validation frames carry the rule they were
+        sampled for (an NH3 adsorbate on a Cu-Ni slab, sampled for the NHx rule), so the
+        categories here count the same frames as the run's own progress table."""
         data = self.cfg.data
         frames = read_frames(path)
         if not data.exclude or not data.category_key:
@@ -264,9 +269,10 @@ class Trainer:
 
         moved = 0
         for a in frames:
-            rule = next((r for r in data.exclude if matches(frame_tags(a), r)), None)
-            if rule is not None:
-                a.info[data.category_key] = rule_name(rule)
+            names = [rule_name(r) for r in data.exclude if matches(frame_tags(a), r)]
+            if names:
+                own = a.info.get("holdout")
+                a.info[data.category_key] = own if own in names else names[0]
                 moved += 1
         if moved:
             self.log(f"data.exclude: {moved} of {len(frames)} frames of {path} match a rule; "
