@@ -52,7 +52,8 @@ def committee_errors(committee, frames: Sequence[Atoms], dtype: str | None = Non
                      progress: Callable[[int, int], None] | None = None) -> list[dict]:
     """Per frame: category, atomic numbers, n, energy error (eV), force errors [n, 3] and
     force stds [n] (eV/Å). ``dtype``: the evaluation precision (None: the model's own);
-    ``progress(done, total)`` is called after each frame."""
+    ``progress(done, total)`` is called after each frame. A single model (no committee)
+    gives the same rows with ``fstd`` None: the per-frame errors behind any table."""
     from .calculator import GeoMFormerCalculator
 
     calc = GeoMFormerCalculator(committee, uncertainty_threshold=None, dtype=dtype)
@@ -71,7 +72,8 @@ def committee_errors(committee, frames: Sequence[Atoms], dtype: str | None = Non
         f = work.get_forces()
         rows.append({"category": category_of(atoms), "numbers": atoms.numbers.copy(),
                      "n": len(atoms), "de": e - ref_e, "df": f - ref_f,
-                     "fstd": calc.results["forces_std"].copy()})
+                     "fstd": (calc.results["forces_std"].copy()
+                              if "forces_std" in calc.results else None)})
         if progress is not None:
             progress(i + 1, len(frames))
     return rows

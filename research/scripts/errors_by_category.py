@@ -17,24 +17,17 @@ import argparse
 import numpy as np
 from ase.io import read
 
-from geomformer_md import GeoMFormerCalculator
 from geomformer_md.io.files import write_json
-from geomformer_md.uncertainty import category_of
+from geomformer_md.uncertainty import committee_errors
 
 SMALL = "13-atom particles"
 
 
 def errors(model: str, frames, dtype: str | None) -> dict[str, dict]:
-    calc = GeoMFormerCalculator(model, dtype=dtype, uncertainty_threshold=None)
     per: dict[str, list] = {}
-    for atoms in frames:
-        ref_e, ref_f = atoms.get_potential_energy(), atoms.get_forces(apply_constraint=False)
-        work = atoms.copy()
-        work.constraints = []
-        work.calc = calc
-        de = abs(work.get_potential_energy() - ref_e) / len(atoms)
-        df = np.abs(work.get_forces() - ref_f).ravel()
-        cats = [category_of(atoms), "all"]
+    for atoms, row in zip(frames, committee_errors(model, frames, dtype=dtype), strict=True):
+        de, df = abs(row["de"]) / row["n"], np.abs(row["df"]).ravel()
+        cats = [row["category"], "all"]
         if (atoms.info.get("cluster_size") == 13 and not atoms.info.get("holdout")):
             cats.append(SMALL)
         for cat in cats:

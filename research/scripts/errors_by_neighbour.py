@@ -20,24 +20,18 @@ from collections import defaultdict
 import numpy as np
 from ase.io import read
 
-from geomformer_md import GeoMFormerCalculator
 from geomformer_md.io.files import write_json
-from geomformer_md.uncertainty import category_of, is_held_out
+from geomformer_md.uncertainty import committee_errors, is_held_out
 
 LIGHT = ("H", "C", "N", "O")
 
 
 def errors(model: str, frames, dtype: str | None = None) -> dict[str, dict]:
-    calc = GeoMFormerCalculator(model, dtype=dtype, uncertainty_threshold=None)
     rows: dict[str, list] = defaultdict(list)
-    for atoms in frames:
-        ref = atoms.get_forces(apply_constraint=False)
-        work = atoms.copy()
-        work.constraints = []
-        work.calc = calc
-        err = np.abs(work.get_forces() - ref).mean(axis=1)
-        mag = np.abs(ref).mean(axis=1)
-        where = "held out" if is_held_out(category_of(atoms)) else "in domain"
+    for atoms, row in zip(frames, committee_errors(model, frames, dtype=dtype), strict=True):
+        err = np.abs(row["df"]).mean(axis=1)
+        mag = np.abs(atoms.get_forces(apply_constraint=False)).mean(axis=1)
+        where = "held out" if is_held_out(row["category"]) else "in domain"
         sym = np.array(atoms.get_chemical_symbols())
         near = np.full(len(atoms), "", dtype=object)
         if len(atoms) > 1:
