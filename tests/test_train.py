@@ -467,6 +467,39 @@ def test_weights_by_tag_scale_the_energy_and_force_terms_of_tagged_frames(data_f
         train_config_from_dict(raw)
 
 
+def test_huber_loss_is_the_square_inside_delta_and_linear_beyond(data_file, tmp_path):
+    from geomformer_md.train.data import collate_samples
+    from geomformer_md.train.trainer import Trainer, batch_errors, squared_error
+
+    x = torch.tensor([-0.3, -0.01, -0.004, 0.0, 0.002, 0.01, 0.05, 2.0], dtype=torch.float64,
+                     requires_grad=True)
+    assert torch.equal(squared_error(x, "mse"), x**2)
+    h = squared_error(x, "huber", 0.01)
+    inside = x.abs() <= 0.01
+    assert torch.allclose(h[inside], x[inside] ** 2)
+    assert torch.allclose(h[~inside], 0.02 * x[~inside].abs() - 1e-4)
+    (grad,) = torch.autograd.grad(h.sum(), x)
+    # the pull of an error never exceeds 2 delta: an outlier weighs like any large error
+    assert float(grad.abs().max()) == pytest.approx(0.02)
+    assert torch.allclose(grad[inside], 2 * x[inside])
+
+    # in a batch: a 0.1 eV/Å error on every force component costs 2 * 0.01 * 0.1 - 1e-4 each
+    raw = config(data_file, tmp_path / "h", epochs=1, loss="huber", huber_delta=0.01)
+    trainer = Trainer(train_config_from_dict(raw), progress=False, log=lambda *a: None)
+    batch = collate_samples(trainer.train_set)
+    err = batch_errors({"energy": batch.energy.clone(), "forces": batch.forces + 0.1}, batch,
+                       "huber", 0.01)
+    n = sum(s.n_atoms for s in trainer.train_set)
+    assert float(err["f_sq"]) == pytest.approx(3 * n * (0.002 - 1e-4))
+    assert float(err["f_abs"]) == pytest.approx(3 * n * 0.1)  # the metric stays the MAE
+    trainer.run()
+    assert np.isfinite([h["train_loss"] for h in trainer.history[1:]]).all()
+    for bad, message in (({"loss": "l1"}, "training.loss must be one of"),
+                         ({"huber_delta": 0}, "training.huber_delta must be > 0")):
+        with pytest.raises(ValueError, match=message):
+            train_config_from_dict(config(data_file, tmp_path / "b", **bad))
+
+
 def test_exclude_rules_keep_whole_categories_out_of_every_split(tmp_path):
     from ase.build import fcc100
 

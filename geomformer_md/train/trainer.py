@@ -140,28 +140,39 @@ def with_prior(model: GeoMFormer, keys: dict, source: str) -> GeoMFormer:
     return new.train(model.training)
 
 
-def batch_errors(out: dict, batch: Batch) -> dict[str, torch.Tensor]:
-    """Per-quantity sums of squared and absolute errors, and their counts.
+def squared_error(x: torch.Tensor, loss: str = "mse", delta: float = 0.01) -> torch.Tensor:
+    """The loss of each error: x^2 ("mse"), or for "huber" x^2 inside ``delta`` and
+    2 delta |x| - delta^2 beyond (continuous with its slope; TrainingConfig)."""
+    if loss == "mse":
+        return x**2
+    return 2.0 * torch.nn.functional.huber_loss(x, torch.zeros_like(x), reduction="none",
+                                                delta=delta)
 
-    The squared errors carry the batch's per-structure weights (the loss: energy weights
-    on the energy term, replay weights on every term); the absolute ones do not (the
-    metrics, defined in train/metrics.py).
+
+def batch_errors(out: dict, batch: Batch, loss: str = "mse",
+                 delta: float = 0.01) -> dict[str, torch.Tensor]:
+    """Per-quantity sums of loss terms (``squared_error``) and absolute errors, and counts.
+
+    The loss terms carry the batch's per-structure weights (energy weights on the energy
+    term, replay weights on every term); the absolute errors do not (the metrics, defined
+    in train/metrics.py).
     """
     w = batch.weight.to(out["energy"].dtype)
     de = (out["energy"] - batch.energy) / batch.n_atoms
     df = out["forces"] - batch.forces
     w_atom = w.index_select(0, batch.graph.system_idx).unsqueeze(-1)
     res = {
-        "e_sq": (batch.energy_weight.to(de.dtype) * w * de**2).sum(),
+        "e_sq": (batch.energy_weight.to(de.dtype) * w * squared_error(de, loss, delta)).sum(),
         "e_abs": de.abs().sum(), "e_n": torch.tensor(float(de.numel())),
-        "f_sq": (w_atom * batch.forces_weight.to(df.dtype).unsqueeze(-1) * df**2).sum(),
+        "f_sq": (w_atom * batch.forces_weight.to(df.dtype).unsqueeze(-1)
+                 * squared_error(df, loss, delta)).sum(),
         "f_abs": df.abs().sum(),
         "f_n": torch.tensor(float(df.numel())),
     }
     if "stress" in out and bool(batch.has_stress.any()):
         ds = (out["stress"] - batch.stress)[batch.has_stress]
         ws = w[batch.has_stress].view(-1, 1, 1)
-        res.update(s_sq=(ws * ds**2).sum(), s_abs=ds.abs().sum(),
+        res.update(s_sq=(ws * squared_error(ds, loss, delta)).sum(), s_abs=ds.abs().sum(),
                    s_n=torch.tensor(float(ds.numel())))
     else:
         zero = out["energy"].new_zeros(())
@@ -492,7 +503,8 @@ class Trainer:
         batch = collate_samples([self.train_set[k] for k in local]).to(self.device)
         want_stress = bool(batch.has_stress.any()) and w_s > 0
         out = self.module(batch.graph, forces=True, stress=want_stress, create_graph=True)
-        err = {k: v * weight for k, v in batch_errors(out, batch).items()}
+        err = {k: v * weight
+               for k, v in batch_errors(out, batch, t.loss, t.huber_delta).items()}
         counts = torch.stack([err["e_n"], err["f_n"], err["s_n"]]).to(self.device)
         if self.distributed:
             dist.all_reduce(counts)
