@@ -61,13 +61,15 @@ from .space_config import (
     adsorbate_molecule,
     matches,
     parse_space,
+    reference_molecules,
     rule_name,
 )
 
 __all__ = ["ADSORBATE_MIN_DISTANCE", "ADSORBATE_NO_BOND", "CATEGORIES", "CLUSTER_SHAPES",
            "EXTRA_MOLECULES", "HOLDOUT_KEYS", "KIND_CATEGORY", "ORIENTATIONS", "SITES",
            "SURFACE_SITES", "Adsorbate", "Space", "SpaceConfig", "adsorbate_molecule",
-           "bottom_layer", "exposed_atoms", "matches", "parse_space", "rule_name", "top_layer"]
+           "bottom_layer", "exposed_atoms", "matches", "parse_space", "reference_molecules",
+           "rule_name", "top_layer"]
 
 KIND_CATEGORY = {"alloy_random": "alloy", "alloy_ordered": "alloy"}  # builder -> category
 
@@ -278,7 +280,12 @@ class Space:
             kinds.append(("cluster", (host, shape)))
             kinds += [("cluster+ads", (host, shape, a)) for a in c.adsorbates]
         if c.gas:
-            kinds += [("gas", (a,)) for a in c.adsorbates]
+            gas = list(c.adsorbates)
+            if c.gas_references:
+                have = {a.formula for a in gas}
+                gas += [Adsorbate(m) for m in reference_molecules(c.all_adsorbates)
+                        if m not in have]
+            kinds += [("gas", (a,)) for a in gas]
         return kinds
 
     def vegard(self, host) -> float:

@@ -80,6 +80,31 @@ def adsorbate_molecule(formula: str, binding_atom: int | None = None) -> tuple[s
                          f"{sorted(EXTRA_MOLECULES)}") from None
 
 
+def reference_molecules(adsorbates) -> tuple[str, ...]:
+    """The gas-phase molecules the adsorption energies of ``adsorbates`` are referenced to:
+    their default references and both element schemes of ``simulate.references`` ("O2" and
+    "H2O"), keeping those made only of the adsorbates' own elements; sorted."""
+    from ase.build import molecule
+
+    from ..simulate.references import ELEMENT_REFERENCES, resolve_references
+
+    elements: set[str] = set()
+    names: set[str] = set()
+    for ads in adsorbates:
+        _, mol, _ = adsorbate_molecule(ads.formula)
+        mine = set(mol.get_chemical_symbols())
+        elements |= mine
+        try:
+            names |= set(resolve_references(ads.formula, mol))
+        except ValueError:  # an element no scheme covers: the schemes below name what they can
+            pass
+        for scheme in ELEMENT_REFERENCES.values():
+            for el in mine:
+                names |= set(scheme.get(el, {}))
+    return tuple(n for n in sorted(names)
+                 if set(molecule(n).get_chemical_symbols()) <= elements)
+
+
 @dataclass(frozen=True)
 class Adsorbate:
     """An adsorbate by name (element, ase.build.molecule name or one of EXTRA_MOLECULES),
@@ -133,6 +158,12 @@ class SpaceConfig:
             lets H sit 1.3 Å from Pd; after the rattle, a quarter of SevenNet-0's labels of
             such starts passed 15 eV/Å (docs/distill.md): 0.9 avoids most.
         gas: include the adsorbates as gas-phase molecules.
+        gas_references: with ``gas``, also the molecules their adsorption energies are
+            referenced to (``reference_molecules``: H2, O2, N2, CO, H2O, ... as
+            ``simulate.references`` uses them), those made of the adsorbates' elements. Without
+            them an H adsorbate's energy is referenced to an H2 molecule the potential never
+            saw (the issue-24 run before iteration 15: H2 off by 2.4 eV, every adsorption
+            energy with H in it off by 1.2 eV per H atom).
         category_weights: relative weights of the categories when starting structures are
             drawn ({bulk: 1, surface+ads: 4}; a category not listed weighs 1); empty: every
             kind of structure equally likely, so the categories with the most kinds
@@ -162,6 +193,7 @@ class SpaceConfig:
     orientations: tuple[str, ...] = ()
     min_contact: float = 0.75
     gas: bool = True
+    gas_references: bool = True
     category_weights: dict = field(default_factory=dict)
     holdout: tuple[dict, ...] = field(default=())
 
@@ -267,6 +299,9 @@ def parse_space(raw: dict) -> SpaceConfig:
                          f"weights >= 0, got {weights!r}")
     d["category_weights"] = {k: float(v) for k, v in weights.items()}
     d["holdout"] = tuple(_holdout_rule(h, d) for h in d.get("holdout", ()))
+    for key in ("bulk", "gas", "gas_references"):
+        if key in d and not isinstance(d[key], bool):
+            raise ValueError(f"space.{key} must be true or false, got {d[key]!r}")
     cfg = SpaceConfig(**d)
     if not cfg.elements:
         raise ValueError("space.elements is empty: the configuration space has no structures")
