@@ -469,12 +469,12 @@ def test_weights_by_tag_scale_the_energy_and_force_terms_of_tagged_frames(data_f
 
 def test_huber_loss_is_the_square_inside_delta_and_linear_beyond(data_file, tmp_path):
     from geomformer_md.train.data import collate_samples
-    from geomformer_md.train.trainer import Trainer, batch_errors, squared_error
+    from geomformer_md.train.trainer import Trainer, batch_errors, pointwise_loss
 
     x = torch.tensor([-0.3, -0.01, -0.004, 0.0, 0.002, 0.01, 0.05, 2.0], dtype=torch.float64,
                      requires_grad=True)
-    assert torch.equal(squared_error(x, "mse"), x**2)
-    h = squared_error(x, "huber", 0.01)
+    assert torch.equal(pointwise_loss(x, "mse"), x**2)
+    h = pointwise_loss(x, "huber", 0.01)
     inside = x.abs() <= 0.01
     assert torch.allclose(h[inside], x[inside] ** 2)
     assert torch.allclose(h[~inside], 0.02 * x[~inside].abs() - 1e-4)

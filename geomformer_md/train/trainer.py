@@ -140,7 +140,7 @@ def with_prior(model: GeoMFormer, keys: dict, source: str) -> GeoMFormer:
     return new.train(model.training)
 
 
-def squared_error(x: torch.Tensor, loss: str = "mse", delta: float = 0.01) -> torch.Tensor:
+def pointwise_loss(x: torch.Tensor, loss: str = "mse", delta: float = 0.01) -> torch.Tensor:
     """The loss of each error: x^2 ("mse"), or for "huber" x^2 inside ``delta`` and
     2 delta |x| - delta^2 beyond (continuous with its slope; TrainingConfig)."""
     if loss == "mse":
@@ -151,7 +151,7 @@ def squared_error(x: torch.Tensor, loss: str = "mse", delta: float = 0.01) -> to
 
 def batch_errors(out: dict, batch: Batch, loss: str = "mse",
                  delta: float = 0.01) -> dict[str, torch.Tensor]:
-    """Per-quantity sums of loss terms (``squared_error``) and absolute errors, and counts.
+    """Per-quantity sums of loss terms (``pointwise_loss``) and absolute errors, and counts.
 
     The loss terms carry the batch's per-structure weights (energy weights on the energy
     term, replay weights on every term); the absolute errors do not (the metrics, defined
@@ -162,17 +162,17 @@ def batch_errors(out: dict, batch: Batch, loss: str = "mse",
     df = out["forces"] - batch.forces
     w_atom = w.index_select(0, batch.graph.system_idx).unsqueeze(-1)
     res = {
-        "e_sq": (batch.energy_weight.to(de.dtype) * w * squared_error(de, loss, delta)).sum(),
+        "e_sq": (batch.energy_weight.to(de.dtype) * w * pointwise_loss(de, loss, delta)).sum(),
         "e_abs": de.abs().sum(), "e_n": torch.tensor(float(de.numel())),
         "f_sq": (w_atom * batch.forces_weight.to(df.dtype).unsqueeze(-1)
-                 * squared_error(df, loss, delta)).sum(),
+                 * pointwise_loss(df, loss, delta)).sum(),
         "f_abs": df.abs().sum(),
         "f_n": torch.tensor(float(df.numel())),
     }
     if "stress" in out and bool(batch.has_stress.any()):
         ds = (out["stress"] - batch.stress)[batch.has_stress]
         ws = w[batch.has_stress].view(-1, 1, 1)
-        res.update(s_sq=(ws * squared_error(ds, loss, delta)).sum(), s_abs=ds.abs().sum(),
+        res.update(s_sq=(ws * pointwise_loss(ds, loss, delta)).sum(), s_abs=ds.abs().sum(),
                    s_n=torch.tensor(float(ds.numel())))
     else:
         zero = out["energy"].new_zeros(())
