@@ -239,6 +239,80 @@ def test_md_driven_by_one_member_scores_snapshots_with_the_committee(finished):
         distill_config_from_dict({**TINY, "md_driver": "fastest"})
 
 
+def test_minimize_ends_at_a_minimum_of_its_driver_scored_by_the_committee(finished):
+    import dataclasses
+
+    from geomformer_md import GeoMFormerCalculator
+    from geomformer_md.distill.explore import explore_structure
+    from geomformer_md.distill.run import _explore_one
+    from geomformer_md.io.checkpoint import load_any
+
+    _, out = finished
+    cfg = distill_config_from_dict({**TINY, "out_dir": str(out),
+                                    "explore": ["md", "relax", "rattle", "minimize"],
+                                    "minima_per_iteration": 2, "minimize_steps": 300})
+    committee = load_any(out / "iter_000" / "committee.pt")
+    calc = GeoMFormerCalculator(committee, uncertainty_threshold=None)
+    space = Space(cfg.space, {"Cu": 3.6, "Ag": 4.1})
+    start = space.sample(np.random.default_rng(7), 1)[0]  # Ag6Cu7O: a particle with O
+    start.positions += np.random.default_rng(0).normal(0, 0.1, start.positions.shape)
+    # minimized by its driver (EMT here, a physical one) to below minimize_fmax
+    (end,) = explore_structure(start, calc, "minimize", cfg, np.random.default_rng(0), 3,
+                               driver=EMT())
+    assert end.info["mode"] == "minimize" and end.info["trajectory"] == 3
+    assert end.info["converged"] and 0 < end.info["step"] <= cfg.minimize_steps
+    work = end.copy()
+    work.calc = EMT()
+    assert np.linalg.norm(work.get_forces(), axis=1).max() < cfg.minimize_fmax
+    # scored by the committee at its own positions, energy spread per atom included
+    work.calc = calc
+    work.get_forces()
+    assert end.info["force_std_max"] == pytest.approx(calc.results["forces_std"].max(), rel=1e-6)
+    assert end.info["energy_std_per_atom"] == pytest.approx(
+        calc.results["energy_std"] / len(end), rel=1e-6)
+    # in a run, structure 1 is minimized by member 1; a step budget too small to converge
+    # still gives its end, marked not converged
+    short = dataclasses.replace(cfg, minimize_steps=3, minimize_fmax=1e-9)
+    (cut,) = _explore_one(committee, (1, start, "minimize", [0, 1, 5, 1]), short)
+    (same,) = explore_structure(start, calc, "minimize", short, np.random.default_rng(0), 1,
+                                driver=GeoMFormerCalculator(committee.members[1]))
+    assert not cut.info["converged"] and cut.info["step"] == 3
+    np.testing.assert_array_equal(cut.positions, same.positions)
+    assert not np.array_equal(cut.positions, start.positions)
+
+
+def test_minima_get_their_share_of_the_budget_by_energy_spread():
+    cands = []
+    for traj in range(3):  # ordinary trajectories with large force spreads
+        for step in range(4):
+            a = _dimer(traj, step)
+            a.info.update(trajectory=traj, step=step, mode="md", force_std_max=5.0 + step,
+                          energy_std_per_atom=0.001)
+            cands.append(a)
+    for traj in range(3, 7):  # minima: no force spread to speak of, energy spreads differ
+        a = _dimer(traj, 0)
+        a.info.update(trajectory=traj, step=40, mode="minimize", force_std_max=0.01,
+                      energy_std_per_atom=0.01 * traj)
+        cands.append(a)
+    base = {**TINY, "frames_per_iteration": 4, "max_per_trajectory": 1,
+            "explore": ["md", "minimize"]}
+    plain = select_frames(cands, distill_config_from_dict(base), np.random.default_rng(0))
+    assert [a.info["mode"] for a in plain] == ["md"] * 3 + ["minimize"]
+    cfg = distill_config_from_dict({**base, "minima_per_iteration": 2})
+    got = [(a.info["mode"], a.info["trajectory"])
+           for a in select_frames(cands, cfg, np.random.default_rng(0))]
+    # the two minima with the largest energy spread first, then the usual ranking
+    assert got == [("minimize", 6), ("minimize", 5), ("md", 0), ("md", 1)]
+    for bad, message in (({"minima_per_iteration": 2}, "needs the minimize mode in explore"),
+                         ({"minima_per_iteration": 5, "explore": ["minimize"]},
+                          "must be at most frames_per_iteration"),
+                         ({"minimize_fmax": 0}, "minimize_fmax must be a positive number"),
+                         ({"minimize_steps": 0}, "minimize_steps must be >= 1"),
+                         ({"explore": ["md", "anneal"]}, "explore must be a non-empty list")):
+        with pytest.raises(ValueError, match=message):
+            distill_config_from_dict({**TINY, "frames_per_iteration": 4, **bad})
+
+
 def test_finetune_frames_caps_what_members_continue_on(tmp_path):
     from ase.build import bulk
 

@@ -29,7 +29,8 @@ from ..model import GeoMFormerConfig
 from ..train.config import TrainingConfig
 from .space_config import SpaceConfig, parse_space
 
-EXPLORE_MODES = ("md", "relax", "rattle")
+EXPLORE_MODES = ("md", "relax", "rattle", "minimize")
+DEFAULT_EXPLORE = ("md", "relax", "rattle")
 TEACHER_KEYS = ("calculator", "kwargs", "name", "max_force", "python", "timeout")
 SELECTIONS = ("uncertainty", "random")
 BALANCES = ("none", "category")
@@ -71,7 +72,9 @@ class DistillConfig:
         frames_per_iteration: new labelled frames per iteration (the selection budget).
         structures_per_iteration: starting structures explored per iteration.
         explore: exploration modes, assigned to starting structures in turn: md (Langevin
-            at one of ``temperatures``), relax (FIRE path), rattle (random displacements).
+            at one of ``temperatures``), relax (FIRE path), rattle (random displacements),
+            minimize (FIRE with one member, member k % K for structure k, to
+            ``minimize_fmax`` or ``minimize_steps``: one candidate, the minimum it ends at).
         temperatures: MD temperatures, K.
         md_steps / timestep_fs / snapshot_every: length, step and sampling of exploration MD.
         md_driver: what moves the atoms in exploration MD. "committee" (the members' mean
@@ -81,6 +84,15 @@ class DistillConfig:
             with K = 4 and snapshot_every = 10 (docs/distill.md); trajectories then follow
             one member's forces, which is how each member's holes get visited.
         relax_steps: steps of an exploration relaxation (every step is a candidate).
+        minimize_steps / minimize_fmax: the longest a "minimize" exploration runs, and the
+            largest force (eV/Å) at which it counts as converged.
+        minima_per_iteration: how much of ``frames_per_iteration`` goes first to the minima of
+            "minimize" explorations, the highest committee energy std per atom first (then
+            the rest of the budget as ``selection`` says, leftover minima included).
+            Adsorption, surface and formation energies are differences of minima, where
+            forces (and so force stds, the usual ranking) are near zero: without this a
+            distillation labels almost none, and its potential's energies are worst there
+            (docs/distill.md).
         rattle: largest random displacement (Å) of rattled frames.
         selection: "uncertainty" (the committee's largest per-atom force std, highest
             first) or "random" (the same candidates and budget, chosen at random: the
@@ -131,13 +143,16 @@ class DistillConfig:
     initial_frames: int = 40
     frames_per_iteration: int = 20
     structures_per_iteration: int = 12
-    explore: tuple[str, ...] = EXPLORE_MODES
+    explore: tuple[str, ...] = DEFAULT_EXPLORE
     temperatures: tuple[float, ...] = (300.0, 600.0)
     md_steps: int = 40
     timestep_fs: float = 2.0
     snapshot_every: int = 4
     md_driver: str = "committee"
     relax_steps: int = 15
+    minimize_steps: int = 200
+    minimize_fmax: float = 0.05
+    minima_per_iteration: int = 0
     rattle: float = 0.1
     selection: str = "uncertainty"
     balance: str = "none"
@@ -158,9 +173,10 @@ class DistillConfig:
 
 _INTS = ("seed", "committee_size", "iterations", "initial_frames", "frames_per_iteration",
          "structures_per_iteration", "md_steps", "snapshot_every", "relax_steps",
+         "minimize_steps", "minima_per_iteration",
          "max_per_trajectory", "min_separation", "validation_per_category", "finetune_frames",
          "workers")
-_FLOATS = ("timestep_fs", "rattle")
+_FLOATS = ("timestep_fs", "rattle", "minimize_fmax")
 _BOOLS = ("refit_e0", "bootstrap", "retrain", "validation_every_kind")
 
 
@@ -261,14 +277,20 @@ def distill_config_from_dict(raw: dict) -> DistillConfig:
     cfg = DistillConfig(**d)
     if cfg.committee_size < 2:
         raise ValueError(f"committee_size must be at least 2, got {cfg.committee_size}")
-    for key in ("iterations", "min_separation", "finetune_frames"):
+    for key in ("iterations", "min_separation", "finetune_frames", "minima_per_iteration"):
         if getattr(cfg, key) < 0:
             raise ValueError(f"{key} must be >= 0, got {getattr(cfg, key)}")
     for key in ("initial_frames", "frames_per_iteration", "structures_per_iteration", "md_steps",
-                "snapshot_every", "relax_steps", "max_per_trajectory", "validation_per_category",
-                "workers"):
+                "snapshot_every", "relax_steps", "minimize_steps", "max_per_trajectory",
+                "validation_per_category", "workers"):
         if getattr(cfg, key) < 1:
             raise ValueError(f"{key} must be >= 1, got {getattr(cfg, key)}")
+    if cfg.minima_per_iteration and "minimize" not in cfg.explore:
+        raise ValueError(f"minima_per_iteration ({cfg.minima_per_iteration}) needs the "
+                         f"minimize mode in explore, got {list(cfg.explore)}")
+    if cfg.minima_per_iteration > cfg.frames_per_iteration:
+        raise ValueError(f"minima_per_iteration ({cfg.minima_per_iteration}) must be at most "
+                         f"frames_per_iteration ({cfg.frames_per_iteration})")
     return cfg
 
 

@@ -1,11 +1,13 @@
 """Exploration with the committee, and the choice of frames for the teacher.
 
 Each starting structure is explored one way: Langevin MD at one of the temperatures
-(a snapshot every ``snapshot_every`` steps), a FIRE relaxation (every step), or random
-rattles. Every snapshot is a candidate carrying ``force_std_max``, the committee's largest
-per-atom force std (eV/Å), in its info. A trajectory stops early where the committee
-goes unphysical (atoms closer than 0.5 Å, forces above 50 eV/Å, non-finite values): the
-snapshots up to there remain, and the last ones are the most informative to label.
+(a snapshot every ``snapshot_every`` steps), a FIRE relaxation (every step), random
+rattles, or a minimization (FIRE with one member to convergence; its end is the one
+candidate). Every snapshot is a candidate carrying ``force_std_max``, the committee's
+largest per-atom force std (eV/Å), and ``energy_std_per_atom`` (eV) in its info. A
+trajectory stops early where the committee goes unphysical (atoms closer than 0.5 Å, forces
+above 50 eV/Å, non-finite values): the snapshots up to there remain, and the last ones are
+the most informative to label.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ def _snapshot(atoms: Atoms, calc, trajectory: int, step: int, mode: str,
     snap.calc = None
     snap.info.update(trajectory=trajectory, step=step, mode=mode,
                      temperature_K=float(temperature or 0.0),
-                     force_std_max=float(calc.results["forces_std"].max()))
+                     force_std_max=float(calc.results["forces_std"].max()),
+                     energy_std_per_atom=float(calc.results["energy_std"]) / len(atoms))
     return snap
 
 
@@ -67,6 +70,8 @@ def explore_structure(atoms: Atoms, calc, mode: str, cfg, rng: np.random.Generat
                 break
             out.append(snap)
         return out
+    if mode == "minimize":
+        return _minimize(atoms, calc, driver if driver is not None else calc, cfg, trajectory)
     if mode == "relax":
         opt = FIRE(work, logfile=None)
         for step in range(cfg.relax_steps):
@@ -92,6 +97,39 @@ def explore_structure(atoms: Atoms, calc, mode: str, cfg, rng: np.random.Generat
     return out
 
 
+def _minimize(atoms: Atoms, calc, driver, cfg, trajectory: int) -> list[Atoms]:
+    """FIRE with ``driver`` (one member) until its largest force is below
+    ``cfg.minimize_fmax`` or ``cfg.minimize_steps`` have run; the structure it ends at,
+    scored by the committee, is the one candidate (``converged`` says which way it ended).
+    A path that goes unphysical, or an end the committee finds unphysical, gives none."""
+    work = atoms.copy()
+    work.calc = driver
+    opt = FIRE(work, logfile=None)
+    converged, steps = False, 0
+    for steps in range(cfg.minimize_steps + 1):
+        try:
+            forces = work.get_forces()
+        except Exception:  # noqa: BLE001 - any failure ends the trajectory
+            return []
+        if not np.isfinite(forces).all() or np.abs(forces).max() > MAX_FORCE:
+            return []
+        if len(work) > 1:
+            d = work.get_all_distances(mic=True)
+            np.fill_diagonal(d, np.inf)
+            if d.min() < MIN_DISTANCE:
+                return []
+        if np.linalg.norm(forces, axis=1).max() < cfg.minimize_fmax:
+            converged = True
+            break
+        if steps < cfg.minimize_steps:
+            opt.run(fmax=0.0, steps=1)  # the forces above, cached: one call per step
+    snap = _snapshot(work, calc, trajectory, steps, "minimize", None)
+    if snap is None:
+        return []
+    snap.info["converged"] = converged
+    return [snap]
+
+
 def _geometry(atoms: Atoms) -> tuple[tuple, np.ndarray]:
     """(composition and cell, positions relative to their mean): two frames with the same
     key whose relative positions agree are the same structure, whatever its translation."""
@@ -99,6 +137,26 @@ def _geometry(atoms: Atoms) -> tuple[tuple, np.ndarray]:
     key = (atoms.numbers.tobytes(), np.round(atoms.cell.array, 6).tobytes(),
            atoms.pbc.tobytes())
     return key, pos - pos.mean(axis=0)
+
+
+def _ordered(candidates: list[Atoms], idx: list[int], key: str, cfg,
+             rng: np.random.Generator) -> list[int]:
+    """``idx`` in selection order: by ``info[key]`` highest first ("uncertainty") or at
+    random ("random"), then dealt round-robin over categories with ``balance: category``."""
+    if not idx:
+        return []
+    if cfg.selection == "uncertainty":
+        score = np.array([candidates[k].info[key] for k in idx])
+        order = [idx[m] for m in np.lexsort((np.arange(len(idx)), -score))]  # ties: in order
+    else:
+        order = [idx[m] for m in rng.permutation(len(idx))]
+    if cfg.balance == "category":
+        groups: dict[str, list[int]] = {}
+        for k in order:  # each group keeps the order above; groups by their first member
+            groups.setdefault(str(candidates[k].info.get("category", "")), []).append(int(k))
+        queues = list(groups.values())
+        order = [q[i] for i in range(max(map(len, queues))) for q in queues if i < len(q)]
+    return order
 
 
 def select_frames(candidates: list[Atoms], cfg, rng: np.random.Generator) -> list[Atoms]:
@@ -113,20 +171,18 @@ def select_frames(candidates: list[Atoms], cfg, rng: np.random.Generator) -> lis
     space (bulk, alloy, surface, cluster, ...; each category's candidates in the order
     above, categories by their most uncertain candidate): clusters and surfaces have larger
     forces and so larger force spreads than bulk, and a single ranking spends the whole
-    budget on them."""
+    budget on them.
+
+    With ``minima_per_iteration`` that many of the budget go first to the ends of
+    "minimize" explorations, ranked by the committee's energy std per atom (their forces,
+    and so their force stds, are near zero by construction); the rest of the budget then
+    goes as above, over every candidate left."""
     if not candidates:
         return []
-    if cfg.selection == "uncertainty":
-        score = np.array([a.info["force_std_max"] for a in candidates])
-        order = np.lexsort((np.arange(len(score)), -score))  # ties keep candidate order
-    else:
-        order = rng.permutation(len(candidates))
-    if cfg.balance == "category":
-        groups: dict[str, list[int]] = {}
-        for k in order:  # each group keeps the order above; groups by their first member
-            groups.setdefault(str(candidates[k].info.get("category", "")), []).append(int(k))
-        queues = list(groups.values())
-        order = [q[i] for i in range(max(map(len, queues))) for q in queues if i < len(q)]
+    minima = [k for k, a in enumerate(candidates) if a.info.get("mode") == "minimize"]
+    n_min = min(getattr(cfg, "minima_per_iteration", 0), cfg.frames_per_iteration)
+    first = _ordered(candidates, minima, "energy_std_per_atom", cfg, rng) if n_min else []
+    rest = _ordered(candidates, list(range(len(candidates))), "force_std_max", cfg, rng)
     seen: dict[int, int] = {}
     position = []  # index of each candidate within its trajectory (stored in order)
     for a in candidates:
@@ -134,25 +190,35 @@ def select_frames(candidates: list[Atoms], cfg, rng: np.random.Generator) -> lis
         position.append(seen.get(t, 0))
         seen[t] = position[-1] + 1
     taken: dict[int, list[int]] = {}
-    chosen = []
+    chosen: list[Atoms] = []
+    picked: set[int] = set()
     kept: dict[tuple, list[np.ndarray]] = {}  # the chosen geometries, by composition and cell
-    for k in order:
+
+    def take(k: int) -> bool:
         a = candidates[k]
         traj, idx = int(a.info["trajectory"]), position[k]
         mine = taken.setdefault(traj, [])
-        if len(mine) >= cfg.max_per_trajectory:
-            continue
+        if k in picked or len(mine) >= cfg.max_per_trajectory:
+            return False
         if any(abs(idx - j) < cfg.min_separation for j in mine):
-            continue
+            return False
         if cfg.min_displacement > 0:
             key, shape = _geometry(a)
             same = kept.setdefault(key, [])
             if any(np.abs(shape - other).max() < cfg.min_displacement for other in same):
-                continue  # a duplicate: the teacher would label the same structure again
+                return False  # a duplicate: the teacher would label the same structure again
             same.append(shape)
         mine.append(idx)
+        picked.add(k)
         chosen.append(a)
+        return True
+
+    for k in first:
+        if len(chosen) == n_min:
+            break
+        take(k)
+    for k in rest:
         if len(chosen) == cfg.frames_per_iteration:
             break
+        take(k)
     return chosen
-

@@ -488,7 +488,7 @@ def _explore_one(committee, job, cfg) -> list[Atoms]:
     k, atoms, mode, seed = job
     calc = GeoMFormerCalculator(committee, uncertainty_threshold=None)
     driver = None
-    if mode == "md" and cfg.md_driver == "member":
+    if (mode == "md" and cfg.md_driver == "member") or mode == "minimize":
         driver = GeoMFormerCalculator(committee.members[k % len(committee.members)])
     return explore_structure(atoms, calc, mode, cfg, np.random.default_rng(seed), trajectory=k,
                              driver=driver)
