@@ -6,6 +6,8 @@ script takes the first alone: each case's error is the model's E(relaxed) - E(ho
 minus the labeller's, every structure the labeller's relaxed one (data/adsorption-benchmark),
 per adsorbate. "slab only" leaves the gas references out (as if the model had them exact):
 what the model gets wrong about binding itself. Cases the labeller flags are left out.
+Also, per category, the distinct relaxed clean hosts: the model's energy error per atom
+(mean, signed, and MAE) and its force MAE there, where the labeller's forces are ~0.
 
     OMP_NUM_THREADS=1 .venv/bin/python research/scripts/adsorption_at_labeller_geometry.py \\
         runs/distill-catalysis/iter_013/member_0/model.pt geomformer-catalysis-v11
@@ -39,6 +41,12 @@ def errors(model: str, data: Path = DATA) -> dict:
         work.calc = calc
         return work.get_potential_energy() - atoms.get_potential_energy()
 
+    def host_errors(atoms) -> tuple[float, float]:  # energy (eV/atom), force MAE (eV/Å)
+        work = atoms.copy()
+        work.calc = calc
+        de = (work.get_potential_energy() - atoms.get_potential_energy()) / len(atoms)
+        return de, float(np.abs(work.get_forces() - atoms.get_forces()).mean())
+
     by_case: dict[str, dict] = defaultdict(dict)
     gas = {}
     for a in frames:
@@ -47,7 +55,15 @@ def errors(model: str, data: Path = DATA) -> dict:
         else:
             by_case[a.info["case"]][a.info["role"]] = a
     rows: dict[str, list] = defaultdict(list)
+    hosts: dict[str, list] = defaultdict(list)
+    seen: set[str] = set()
     for cid, roles in by_case.items():
+        key = meta[cid]["labeller"].get("host_key")
+        if "host" in roles and key not in seen:
+            seen.add(key)
+            err = host_errors(roles["host"])
+            hosts[meta[cid]["case"]["category"]].append(err)
+            hosts["all"].append(err)
         case, lab = meta[cid]["case"], meta[cid]["labeller"]
         if lab["flags"] or "relaxed" not in roles:
             continue
@@ -66,7 +82,11 @@ def errors(model: str, data: Path = DATA) -> dict:
         table[key] = {"n": len(v), "within_0.10": float(np.mean(v[:, 0] <= 0.10)),
                       "mae": float(v[:, 0].mean()), "mae_slab_only": float(v[:, 1].mean()),
                       "within_0.10_slab_only": float(np.mean(v[:, 1] <= 0.10))}
-    return {"model": model, "gas_error_eV": gas, "table": table}
+    host_table = {key: {"n": len(v), "E_mean_meV_atom": 1000 * float(np.mean([e for e, _ in v])),
+                        "E_mae_meV_atom": 1000 * float(np.mean([abs(e) for e, _ in v])),
+                        "F_mae_meV_A": 1000 * float(np.mean([f for _, f in v]))}
+                  for key, v in hosts.items()}
+    return {"model": model, "gas_error_eV": gas, "table": table, "relaxed_hosts": host_table}
 
 
 def main() -> None:
@@ -83,6 +103,11 @@ def main() -> None:
         for key, t in r["table"].items():
             print(f"| {key} | {t['n']} | {t['within_0.10']:.0%} | {t['mae']:.3f} | "
                   f"{t['within_0.10_slab_only']:.0%} | {t['mae_slab_only']:.3f} |")
+        print("\n| relaxed clean hosts | n | E error, mean (meV/atom) | E MAE | F MAE (meV/Å) |")
+        print("|---|---:|---:|---:|---:|")
+        for key, t in r["relaxed_hosts"].items():
+            print(f"| {key} | {t['n']} | {t['E_mean_meV_atom']:+.1f} | {t['E_mae_meV_atom']:.1f} "
+                  f"| {t['F_mae_meV_A']:.1f} |")
     if args.out:
         write_json(args.out, results)
 
