@@ -313,6 +313,16 @@ def test_minima_get_their_share_of_the_budget_by_energy_spread():
             distill_config_from_dict({**TINY, "frames_per_iteration": 4, **bad})
 
 
+def test_a_run_with_minima_labels_them(tmp_path):
+    cfg = _write(tmp_path, "minima", explore=["md", "minimize"], minima_per_iteration=1,
+                 structures_per_iteration=2, minimize_steps=20, minimize_fmax=0.2)
+    assert main(["-q", "distill", str(cfg)]) == 0
+    added = read(tmp_path / "minima" / "data" / "iter_001.extxyz", ":")
+    mins = [a for a in added if a.info.get("mode") == "minimize"]
+    assert len(mins) == 1 and mins[0].info["trajectory"] == 1  # structure 1 was minimized
+    assert all("energy_std_per_atom" in a.info for a in added)
+
+
 def test_finetune_frames_caps_what_members_continue_on(tmp_path):
     from ase.build import bulk
 
