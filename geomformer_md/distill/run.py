@@ -30,7 +30,7 @@ from ase import Atoms
 from ase.io import read
 
 from ..io.checkpoint import load_any, save_committee
-from ..io.files import atomic_open, copy_file, write_frames, write_json
+from ..io.files import atomic_open, copy_file, remove_stale_temporaries, write_frames, write_json
 from .config import DistillConfig, distill_config_from_dict, load_distill_config
 from .evaluate import category_of, committee_errors, plot_progress, summarise
 from .explore import explore_structure, select_frames
@@ -59,6 +59,9 @@ class DistillRun:
         self.out = Path(cfg.out_dir)
         self._log = log
         self._check_out_dir()
+        stale = remove_stale_temporaries(self.out)
+        if stale:  # a kill between an atomic write's temporary and its rename
+            self.log(f"removed {len(stale)} unfinished temporary file(s) of a killed run")
         elements = set(cfg.space.elements)
         for a in cfg.space.all_adsorbates:
             elements |= set(Atoms(_formula_atoms(a.formula)).get_chemical_symbols())

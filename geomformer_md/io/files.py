@@ -12,10 +12,33 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+# atomic_path's temporaries: "." + stem + "." + mkstemp's 8 random characters + suffix
+_TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}(\.[^.]*)?$")
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporaries of atomic writes that a kill interrupted, below ``folder``.
+
+    A write that fails cleans up after itself, but a SIGKILL (or a power cut) between the
+    temporary's creation and its rename leaves it behind: a hidden file beside its target
+    with the target's suffix, which a Python glob such as ``data/*.extxyz`` would match. A
+    long job calls this when it starts in its own output folder, before it writes anything;
+    only names of atomic_path's pattern are touched. Returns the paths removed."""
+    removed = []
+    for root, _, names in os.walk(folder):
+        for name in names:
+            if _TEMPORARY.match(name):
+                path = Path(root) / name
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    removed.append(path)
+    return removed
 
 
 def new_file_mode() -> int:

@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 
 from ..io.checkpoint import atomic_save, save_model
-from ..io.files import atomic_open
+from ..io.files import atomic_open, remove_stale_temporaries
 from ..model import GeoMFormer, GeoMFormerConfig, init_summary
 from ..potential import Potential, model_with_dtype
 from .config import TrainConfig
@@ -585,6 +585,8 @@ class Trainer:
         ckpt = self.out / CHECKPOINT
         if ckpt.exists() and not resume:
             raise FileExistsError(_EXISTS.format(ckpt))
+        if self.rank == 0 and remove_stale_temporaries(self.out):  # left by a kill
+            self.log(f"{self.out}: removed unfinished temporary files of a killed run")
         epoch, skip = (self.load_checkpoint() if resume and ckpt.exists() else (0, 0))
         if self.rank == 0:
             with open(self.out / "config.json", "w") as fh:
