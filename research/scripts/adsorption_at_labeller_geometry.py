@@ -36,35 +36,29 @@ def errors(model: str, data: Path = DATA) -> dict:
         frames = read(fh, index=":", format="extxyz")
     calc = GeoMFormerCalculator(model, dtype="float64", uncertainty_threshold=None)
 
-    def off(atoms) -> float:  # model - labeller, eV
+    def off(atoms) -> tuple[float, float]:  # model - labeller: energy (eV), force MAE (eV/Å)
         work = atoms.copy()
         work.calc = calc
-        return work.get_potential_energy() - atoms.get_potential_energy()
-
-    def host_errors(atoms) -> tuple[float, float]:  # energy (eV/atom), force MAE (eV/Å)
-        work = atoms.copy()
-        work.calc = calc
-        de = (work.get_potential_energy() - atoms.get_potential_energy()) / len(atoms)
-        return de, float(np.abs(work.get_forces() - atoms.get_forces()).mean())
+        return (work.get_potential_energy() - atoms.get_potential_energy(),
+                float(np.abs(work.get_forces() - atoms.get_forces()).mean()))
 
     by_case: dict[str, dict] = defaultdict(dict)
     gas = {}
     for a in frames:
         if a.info.get("role") == "gas":
-            gas[a.info["molecule"]] = off(a)
+            gas[a.info["molecule"]] = off(a)[0]
         else:
             by_case[a.info["case"]][a.info["role"]] = a
     rows: dict[str, list] = defaultdict(list)
     hosts: dict[str, list] = defaultdict(list)
-    seen: set[str] = set()
+    host_off: dict[str, float] = {}  # each distinct host once: cases share them
     for cid, roles in by_case.items():
-        key = meta[cid]["labeller"].get("host_key")
-        if "host" in roles and key not in seen:
-            seen.add(key)
-            err = host_errors(roles["host"])
-            hosts[meta[cid]["case"]["category"]].append(err)
-            hosts["all"].append(err)
         case, lab = meta[cid]["case"], meta[cid]["labeller"]
+        if "host" in roles and lab.get("host_key") not in host_off:
+            de, df = off(roles["host"])
+            host_off[lab.get("host_key")] = de
+            for group in (case["category"], "all"):
+                hosts[group].append((de / len(roles["host"]), df))
         if lab["flags"] or "relaxed" not in roles:
             continue
         n = len(case["adsorbates"])
@@ -72,10 +66,10 @@ def errors(model: str, data: Path = DATA) -> dict:
         for ads in case["adsorbates"]:
             for g, c in ads["reference"].items():
                 ref[g] += c
-        slab = (off(roles["relaxed"]) - off(roles["host"])) / n
+        slab = (off(roles["relaxed"])[0] - host_off[lab.get("host_key")]) / n
         total = slab - sum(c * gas[g] for g, c in ref.items()) / n
-        for key in (case["category"], "held-out" if case["heldout"] else "not held-out", "all"):
-            rows[key].append((total, slab))
+        for group in (case["category"], "held-out" if case["heldout"] else "not held-out", "all"):
+            rows[group].append((total, slab))
     table = {}
     for key, v in rows.items():
         v = np.abs(np.array(v))
