@@ -23,11 +23,9 @@ MIN_DISTANCE = 0.5  # Å: closer than this, a trajectory stops
 MAX_FORCE = 50.0  # eV/Å
 
 
-def _snapshot(atoms: Atoms, calc, trajectory: int, step: int, mode: str,
-              temperature) -> Atoms | None:
-    """A bare copy of the structure with its committee uncertainty, or None if unphysical."""
-    work = atoms.copy()
-    work.calc = calc
+def _physical_forces(work: Atoms) -> np.ndarray | None:
+    """The forces of ``work``'s calculator, or None where the structure is unphysical to it
+    (the calculator fails, forces non-finite or above MAX_FORCE, atoms within MIN_DISTANCE)."""
     try:
         forces = work.get_forces()
     except Exception:  # noqa: BLE001 - any failure ends the trajectory
@@ -39,6 +37,16 @@ def _snapshot(atoms: Atoms, calc, trajectory: int, step: int, mode: str,
         np.fill_diagonal(d, np.inf)
         if d.min() < MIN_DISTANCE:
             return None
+    return forces
+
+
+def _snapshot(atoms: Atoms, calc, trajectory: int, step: int, mode: str,
+              temperature) -> Atoms | None:
+    """A bare copy of the structure with its committee uncertainty, or None if unphysical."""
+    work = atoms.copy()
+    work.calc = calc
+    if _physical_forces(work) is None:
+        return None
     snap = atoms.copy()
     snap.calc = None
     snap.info.update(trajectory=trajectory, step=step, mode=mode,
@@ -107,17 +115,9 @@ def _minimize(atoms: Atoms, calc, driver, cfg, trajectory: int) -> list[Atoms]:
     opt = FIRE(work, logfile=None)
     converged, steps = False, 0
     for steps in range(cfg.minimize_steps + 1):
-        try:
-            forces = work.get_forces()
-        except Exception:  # noqa: BLE001 - any failure ends the trajectory
+        forces = _physical_forces(work)
+        if forces is None:
             return []
-        if not np.isfinite(forces).all() or np.abs(forces).max() > MAX_FORCE:
-            return []
-        if len(work) > 1:
-            d = work.get_all_distances(mic=True)
-            np.fill_diagonal(d, np.inf)
-            if d.min() < MIN_DISTANCE:
-                return []
         if np.linalg.norm(forces, axis=1).max() < cfg.minimize_fmax:
             converged = True
             break
@@ -180,7 +180,7 @@ def select_frames(candidates: list[Atoms], cfg, rng: np.random.Generator) -> lis
     if not candidates:
         return []
     minima = [k for k, a in enumerate(candidates) if a.info.get("mode") == "minimize"]
-    n_min = min(getattr(cfg, "minima_per_iteration", 0), cfg.frames_per_iteration)
+    n_min = cfg.minima_per_iteration  # at most frames_per_iteration (the config checks)
     first = _ordered(candidates, minima, "energy_std_per_atom", cfg, rng) if n_min else []
     rest = _ordered(candidates, list(range(len(candidates))), "force_std_max", cfg, rng)
     seen: dict[int, int] = {}
