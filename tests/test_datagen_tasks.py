@@ -163,3 +163,35 @@ def test_short_scans_are_kept_only_where_the_labeller_curve_is_a_wall():
     flat = np.where(d > 0.6 * R, morse, at_06 + 1e-3 * (0.6 * R - d))
     assert short_range.trusted_range(d, flat, R)[0] == pytest.approx(0.6 * R, abs=0.05)
     assert short_range.trusted_range(d, morse, R) == (0.0, short_range.FLOOR * R)
+
+
+def test_relabel_merges_chunks_of_an_unlabelled_source(tmp_path):
+    """Structures to label (a distillation's refused frames: no labels, no config_id) merge
+    into one file; a chunk whose positions differ from the source is refused."""
+    relabel = pytest.importorskip("relabel")
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+    from ase.io import read
+
+    src = [bulk("Cu", cubic=True) for _ in range(3)]
+    for i, a in enumerate(src):
+        a.rattle(0.05, seed=i)
+        a.info["category"] = "bulk"
+    out = tmp_path / "chunks"
+    out.mkdir()
+    labelled = []
+    for a in src:
+        b = a.copy()
+        b.calc = EMT()
+        b.get_forces()
+        labelled.append(relabel.snapshot(b, **a.info))  # as relabel.py writes its chunks
+    relabel.write_xz(relabel.chunk_path(out, 0), labelled[:2])
+    relabel.write_xz(relabel.chunk_path(out, 1), labelled[2:])
+    target = tmp_path / "merged.extxyz.xz"
+    relabel.merge(src, out, 2, target, "emt")
+    merged = relabel.read_xyz(target)
+    assert len(merged) == 3 and merged[2].info["category"] == "bulk"
+    assert np.allclose(merged[1].get_forces(), labelled[1].get_forces())
+    src[1].positions[0, 0] += 0.1
+    with pytest.raises(SystemExit, match="frame order differs"):
+        relabel.merge(src, out, 2, target, "emt")
