@@ -216,3 +216,31 @@ def test_cli_finetunes_a_committee_around_a_trained_potential(tmp_path, capsys):
     assert (atoms.calc.results["forces_std"] > 0).all()
     assert "--members" in _error(capsys, ["committee", "finetune", str(path), "--members", "1",
                                           "-o", str(tmp_path / "x.pt")])
+
+
+def test_committee_fine_tunes_train_as_a_stage_two_potential_last_did(tmp_path, capsys):
+    """A potential trained with an energy stage: its fine-tunes run at the stage's weights
+    and rate, held, not at the first stage's (a one-epoch copy of the config could not even
+    hold the stage: stage_two_epoch would lie past its last epoch)."""
+    import yaml
+    from test_train import config, emt_frames
+
+    write(tmp_path / "data.extxyz", emt_frames(16))
+    raw = config(tmp_path / "data.extxyz", tmp_path / "run", epochs=3, warmup_steps=1,
+                 energy_weight=2.0, forces_weight=1.0, stage_two_epoch=3, stage_two_lr=1e-3,
+                 stage_two_energy_weight=50.0)
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["-q", "train", str(path)]) == 0
+    out = tmp_path / "committee.pt"
+    assert main(["committee", "finetune", str(path), "--members", "2", "-o", str(out)]) == 0
+    assert "stage two" in capsys.readouterr().out
+    cfg = yaml.safe_load((tmp_path / "run-committee/member_1/config.json").read_text())
+    t = cfg["training"]
+    assert t["epochs"] == 1 and t["stage_two_epoch"] is None
+    assert t["energy_weight"] == 50.0 and t["forces_weight"] == 1.0  # the stage's; its own
+    assert t["lr"] == 1e-3 and t["min_lr_ratio"] == 1.0               # forces weight unset
+    lrs = [float(r.split(",")[2]) for r in
+           (tmp_path / "run-committee/member_1/metrics.csv").read_text().splitlines()[2:]]
+    assert lrs and all(abs(lr - 1e-3) < 1e-12 for lr in lrs)           # held
+    assert len(load_potential(str(out))) == 2

@@ -19,6 +19,25 @@ from .config import load_train_config
 from .trainer import train
 
 
+def _last_stage(training: dict) -> dict:
+    """The settings a training config ended with: with a stage two (``stage_two_*``), its
+    loss weights and its learning rate, held; else the settings themselves. The fine-tunes
+    of a committee continue from the finished potential, so they train as it last did (a
+    one-epoch run of a 16-epoch config's first stage would pull every member off the energy
+    stage, and the committee's mean off the potential)."""
+    if training.get("stage_two_epoch") is None:
+        return training
+    last = dict(training)
+    for term in ("energy", "forces", "stress"):
+        weight = last[f"stage_two_{term}_weight"]
+        if weight is not None:
+            last[f"{term}_weight"] = weight
+        last[f"stage_two_{term}_weight"] = None
+    last.update(lr=last["stage_two_lr"], min_lr_ratio=1.0, stage_two_epoch=None,
+                stage_two_lr=None)
+    return last
+
+
 def finetune_committee(config: str | Path, members: int, output: str | Path,
                        base: str | Path | None = None, work_dir: str | Path | None = None,
                        epochs: int = 1, log: Callable[[str], None] = print,
@@ -27,7 +46,8 @@ def finetune_committee(config: str | Path, members: int, output: str | Path,
     config ``config`` wrote, its out_dir/model.pt) and write it to ``output``.
 
     Member k >= 1 is ``base`` fine-tuned for ``epochs`` epochs with the config's data and
-    training settings, training.seed and data.split_seed raised by k, in
+    training settings (those of its stage two where it has one), training.seed and
+    data.split_seed raised by k, in
     ``work_dir/member_k`` (default: the config's out_dir + "-committee"); a killed run
     resumes member by member. Returns the committee."""
     if members < 2:
@@ -49,7 +69,11 @@ def finetune_committee(config: str | Path, members: int, output: str | Path,
         raise ValueError(f"base {base} is a committee; give the single potential to build one "
                          f"around")
     work = Path(work_dir) if work_dir is not None else Path(f"{out_dir}-committee")
-    training, data = raw["training"], raw["data"]
+    training, data = _last_stage(raw["training"]), raw["data"]
+    if training is not raw["training"]:
+        log(f"the training ended in a stage two: the fine-tunes use its settings (lr "
+            f"{training['lr']:g} held, loss weights energy {training['energy_weight']:g}, "
+            f"forces {training['forces_weight']:g}, stress {training['stress_weight']:g})")
     seed, split_seed = training["seed"], data["split_seed"]
     models = [base_model]
     for k in range(1, members):
