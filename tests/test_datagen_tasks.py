@@ -171,7 +171,6 @@ def test_relabel_merges_chunks_of_an_unlabelled_source(tmp_path):
     relabel = pytest.importorskip("relabel")
     from ase.build import bulk
     from ase.calculators.emt import EMT
-    from ase.io import read
 
     src = [bulk("Cu", cubic=True) for _ in range(3)]
     for i, a in enumerate(src):
