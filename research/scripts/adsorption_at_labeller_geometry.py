@@ -54,9 +54,10 @@ def errors(model: str, data: Path = DATA) -> dict:
     host_off: dict[str, float] = {}  # each distinct host once: cases share them
     for cid, roles in by_case.items():
         case, lab = meta[cid]["case"], meta[cid]["labeller"]
-        if "host" in roles and lab.get("host_key") not in host_off:
+        key = lab["host_key"]  # every case has one (scripts/adsorption_benchmark.py)
+        if "host" in roles and key not in host_off:
             de, df = off(roles["host"])
-            host_off[lab.get("host_key")] = de
+            host_off[key] = de
             for group in (case["category"], "all"):
                 hosts[group].append((de / len(roles["host"]), df))
         if lab["flags"] or "relaxed" not in roles:
@@ -66,7 +67,7 @@ def errors(model: str, data: Path = DATA) -> dict:
         for ads in case["adsorbates"]:
             for g, c in ads["reference"].items():
                 ref[g] += c
-        slab = (off(roles["relaxed"])[0] - host_off[lab.get("host_key")]) / n
+        slab = (off(roles["relaxed"])[0] - host_off[key]) / n
         total = slab - sum(c * gas[g] for g, c in ref.items()) / n
         for group in (case["category"], "held-out" if case["heldout"] else "not held-out", "all"):
             rows[group].append((total, slab))
