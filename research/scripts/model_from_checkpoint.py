@@ -17,6 +17,7 @@ import torch
 
 from geomformer_md.io.checkpoint import save_model
 from geomformer_md.model import GeoMFormer, GeoMFormerConfig
+from geomformer_md.train.trainer import EMA
 
 
 def snapshot(checkpoint: str) -> tuple[GeoMFormer, dict]:
@@ -25,14 +26,13 @@ def snapshot(checkpoint: str) -> tuple[GeoMFormer, dict]:
         raise SystemExit(f"{checkpoint}: not a training checkpoint of this package")
     model = GeoMFormer(GeoMFormerConfig.from_dict(state["model_config"]))
     model.load_state_dict(state["model"])
-    params = list(model.parameters())  # the trainer's EMA follows this order
+    ema = EMA(model.parameters(), decay=0.0)  # as the trainer builds it: the same order
     shadow = state["ema"]["shadow"]
-    if len(shadow) != len(params):
-        raise SystemExit(f"{checkpoint}: {len(shadow)} averaged tensors for {len(params)} "
+    if len(shadow) != len(ema.params):
+        raise SystemExit(f"{checkpoint}: {len(shadow)} averaged tensors for {len(ema.params)} "
                          f"parameters")
-    with torch.no_grad():
-        for p, s in zip(params, shadow, strict=True):
-            p.copy_(s)
+    ema.load_state_dict(state["ema"])
+    ema.swap()  # the averaged weights into the model, as the trainer does before it saves
     where = {"step": int(state["step"]), "epoch": int(state["epoch"]),
              "step_in_epoch": int(state["step_in_epoch"])}
     return model.eval(), {"training_config": state["config"], "snapshot_of": checkpoint,
